@@ -1,0 +1,11 @@
+"""raygrid: scikit-learn's GridSearchCV, RandomizedSearchCV, cross_validate and cross_val_score,
+with every (candidate x fold) fit running as a Ray task on a laptop's cores or a cluster.
+
+``import raygrid`` is light: it neither imports TensorFlow nor starts Ray.
+"""
+from raygrid.search import GridSearchCV, RandomizedSearchCV
+from raygrid.validation import cross_val_score, cross_validate
+
+__version__ = "0.1.0"
+
+__all__ = ["GridSearchCV", "RandomizedSearchCV", "cross_validate", "cross_val_score", "__version__"]

@@ -1,0 +1,219 @@
+"""Run trials as Ray tasks: one task per trial, or small batches of trials when fits are tiny."""
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import socket
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Sequence
+from urllib.parse import urlparse
+
+from raygrid.fitting import FitResult, Payload, run_trials, system_failure
+from raygrid.plan import Trial
+
+DEFAULT_REMOTE_ARGS = {"num_cpus": 1}
+CONNECT_TIMEOUT_S = 5.0
+
+_started_here = False
+
+
+def _probe(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail fast, with a clear message, when a cluster address does not answer."""
+    if address in ("auto", "local"):
+        return
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    host, port = parsed.hostname, parsed.port
+    if port is None:
+        port = 10001 if parsed.scheme == "ray" else 6379
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ConnectionError(
+            f"Cannot reach the Ray cluster at {address!r} ({host}:{port}): {exc}. Start one with "
+            "`ray start --head` or `ray up cluster.yaml`, check the address and firewall, or pass "
+            "no address (and unset RAY_ADDRESS) to run on a local Ray."
+        ) from None
+
+
+def connect(address: str | None = None) -> None:
+    """Join ``address`` (else ``RAY_ADDRESS``) or start a local Ray that raygrid shuts down at exit.
+
+    A Ray runtime already initialised in this process is used as it is.
+    """
+    global _started_here
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        _probe(address)
+        try:
+            ray.init(address=address, logging_level="WARNING", configure_logging=False)
+        except ConnectionError as exc:
+            raise ConnectionError(f"Cannot connect to the Ray cluster at {address!r}: {exc}") from exc
+        return
+    ray.init(address="local", include_dashboard=False, logging_level="WARNING",
+             configure_logging=False)
+    _started_here = True
+    atexit.register(shutdown)
+
+
+def shutdown() -> None:
+    """Shut down the local Ray runtime if raygrid started it (never a cluster it joined)."""
+    global _started_here
+    if _started_here:
+        import ray
+
+        ray.shutdown()
+        _started_here = False
+
+
+class AutoBatcher:
+    """Choose how many trials go into one task, like joblib's auto batching.
+
+    Tiny fits are grouped so that a task lasts about ``target_s``, but never so large that the
+    last tasks leave workers idle (at most the remaining trials spread twice over every slot).
+    """
+
+    def __init__(self, target_s: float = 0.25, max_size: int = 1000):
+        self.target_s = target_s
+        self.max_size = max_size
+        self.per_trial: float | None = None
+
+    def observe(self, results: Sequence[FitResult]) -> None:
+        if not results:
+            return
+        t = sum(r.fit_time + r.score_time for r in results) / len(results)
+        self.per_trial = t if self.per_trial is None else 0.5 * self.per_trial + 0.5 * t
+
+    def size(self, remaining: int, slots: int) -> int:
+        if self.per_trial is None:
+            return 1
+        ideal = int(self.target_s / max(self.per_trial, 1e-5))
+        spread = math.ceil(remaining / (2 * max(slots, 1)))
+        return max(1, min(ideal, spread, self.max_size))
+
+
+@dataclass
+class Shared:
+    ref: Any
+    metrics: tuple[str, ...] | None
+    return_train_score: bool
+    error_score: Any
+    keras: bool
+
+
+def _keras_env(num_cpus: float) -> dict[str, str]:
+    threads = str(max(1, int(num_cpus or 1)))
+    env = {
+        "TF_NUM_INTRAOP_THREADS": threads,
+        "TF_NUM_INTEROP_THREADS": threads,
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+    }
+    if os.environ.get("KERAS_BACKEND"):
+        env["KERAS_BACKEND"] = os.environ["KERAS_BACKEND"]
+    return env
+
+
+class RayExecutor:
+    """Each trial (or batch of tiny trials) is a Ray task; results stream back with ``ray.wait``."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        ray_remote_args: Mapping[str, Any] | None = None,
+        max_retries: int = 3,
+        n_jobs: int | None = None,
+        batch: bool = True,
+    ):
+        self.address = address
+        self.remote_args = dict(DEFAULT_REMOTE_ARGS if ray_remote_args is None else ray_remote_args)
+        self.remote_args.setdefault("num_cpus", 1)
+        self.max_retries = max_retries
+        self.n_jobs = n_jobs
+        self.batcher = AutoBatcher() if batch else None
+        self.running = 0  # trials in tasks submitted and not yet returned
+
+    def describe(self) -> str:
+        import ray
+
+        res = ray.cluster_resources()
+        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+        return (f"ray: {nodes} node(s), {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs; "
+                f"{self.slots()} fits at a time")
+
+    def slots(self) -> int:
+        """How many tasks the cluster can run at once with the per-fit resources."""
+        import ray
+
+        res = ray.cluster_resources()
+        fits = []
+        for key, need in (("CPU", self.remote_args.get("num_cpus")),
+                          ("GPU", self.remote_args.get("num_gpus"))):
+            if need:
+                fits.append(int(res.get(key, 0) / need + 1e-9))
+        for key, need in (self.remote_args.get("resources") or {}).items():
+            if need:
+                fits.append(int(res.get(key, 0) / need + 1e-9))
+        cluster = max(1, min(fits) if fits else int(res.get("CPU", 1)))
+        if self.n_jobs is not None and self.n_jobs > 0:
+            return min(self.n_jobs, cluster)
+        return cluster
+
+    def share(self, payload: Payload) -> Shared:
+        import ray
+
+        connect(self.address)
+        return Shared(ray.put(payload), payload.metrics, payload.return_train_score,
+                      payload.error_score, payload.keras)
+
+    def run(self, shared: Shared, trials: Sequence[Trial]) -> Iterator[FitResult]:
+        import ray
+
+        options = dict(self.remote_args)
+        options.update(max_retries=self.max_retries, retry_exceptions=False)
+        if shared.keras:
+            runtime_env = dict(options.get("runtime_env") or {})
+            env_vars = {**_keras_env(options.get("num_cpus")), **runtime_env.get("env_vars", {})}
+            options["runtime_env"] = {**runtime_env, "env_vars": env_vars}
+        remote = ray.remote(run_trials).options(**options)
+
+        slots = self.slots()
+        in_flight = self.n_jobs if self.n_jobs and self.n_jobs > 0 else 2 * slots
+        queue = deque(trials)
+        pending: dict[Any, list[Trial]] = {}
+        try:
+            while queue or pending:
+                while queue and len(pending) < in_flight:
+                    n = self.batcher.size(len(queue), slots) if self.batcher else 1
+                    batch = [queue.popleft() for _ in range(min(n, len(queue)))]
+                    pending[remote.remote(shared.ref, batch)] = batch
+                    self.running += len(batch)
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    batch = pending.pop(ref)
+                    self.running -= len(batch)
+                    try:
+                        results = ray.get(ref)
+                    except (ray.exceptions.RayError, OSError) as exc:
+                        # Ray retried the task max_retries times; these fits are system failures.
+                        results = [
+                            system_failure(t, exc, shared.metrics, shared.return_train_score,
+                                           shared.error_score)
+                            for t in batch
+                        ]
+                    else:
+                        if self.batcher:
+                            self.batcher.observe(results)
+                    yield from results
+        finally:
+            for ref in pending:
+                try:
+                    ray.cancel(ref, force=False)
+                except Exception:  # noqa: BLE001 - best effort: the task may be done already
+                    pass
+

@@ -1,0 +1,448 @@
+"""GridSearchCV and RandomizedSearchCV with scikit-learn's interface, every fit a Ray task."""
+from __future__ import annotations
+
+import numbers
+import time
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
+from sklearn.model_selection import ParameterGrid, ParameterSampler, check_cv
+from sklearn.utils import check_consistent_length, get_tags, indexable
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_is_fitted
+
+from raygrid.executors import BACKENDS, get_executor
+from raygrid.fitting import FitResult, Payload
+from raygrid.plan import build_trials
+from raygrid.progress import SearchProgress
+from raygrid.results import cv_results, results_frame, summary_frame, warn_or_raise_about_failures
+from raygrid.runner import execute
+from raygrid.scoring import Scoring, check_refit, resolve_scoring
+
+
+def uses_keras(estimator: Any) -> bool:
+    """True when ``estimator`` is, or contains, a scikeras model (checked without importing it)."""
+    values = [estimator]
+    if hasattr(estimator, "get_params"):
+        values += list(estimator.get_params(deep=True).values())
+    return any(
+        any(cls.__module__.startswith("scikeras") for cls in type(v).__mro__) for v in values
+    )
+
+
+def validate_candidates(estimator: Any, candidates: Sequence[Mapping[str, Any]], what: str) -> None:
+    """Check every parameter name on the driver before any fit is dispatched."""
+    if not candidates:
+        raise ValueError(f"{what} yields no candidates: give at least one parameter setting")
+    seen: set[frozenset] = set()
+    for params in candidates:
+        keys = frozenset(params)
+        if keys in seen:
+            continue
+        seen.add(keys)
+        probe = clone(estimator)
+        valid = sorted(probe.get_params(deep=True))
+        for key in sorted(keys):
+            try:
+                probe.set_params(**{key: params[key]})
+            except ValueError:
+                raise ValueError(
+                    f"Invalid parameter {key!r} in {what} for estimator "
+                    f"{type(estimator).__name__}. Valid parameters are: {valid}."
+                ) from None
+
+
+def _search_estimator_has(attr: str):
+    def check(self) -> bool:
+        est = getattr(self, "best_estimator_", self.estimator)
+        getattr(est, attr)
+        return True
+
+    return check
+
+
+class BaseSearch(MetaEstimatorMixin, BaseEstimator):
+    """What GridSearchCV and RandomizedSearchCV share; subclasses define ``_run_search``."""
+
+    def __init__(
+        self,
+        estimator,
+        *,
+        scoring=None,
+        n_jobs=None,
+        refit=True,
+        cv=None,
+        verbose=0,
+        pre_dispatch="2*n_jobs",
+        error_score=np.nan,
+        return_train_score=False,
+        backend="ray",
+        ray_remote_args=None,
+        address=None,
+        max_retries=3,
+    ):
+        self.estimator = estimator
+        self.scoring = scoring
+        self.n_jobs = n_jobs
+        self.refit = refit
+        self.cv = cv
+        self.verbose = verbose
+        self.pre_dispatch = pre_dispatch
+        self.error_score = error_score
+        self.return_train_score = return_train_score
+        self.backend = backend
+        self.ray_remote_args = ray_remote_args
+        self.address = address
+        self.max_retries = max_retries
+
+    # -- the candidate hook ------------------------------------------------------------------
+    def _run_search(self, evaluate_candidates) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _fit_seed_state(self) -> int | None:
+        rs = getattr(self, "random_state", None)
+        return int(rs) if isinstance(rs, numbers.Integral) else None
+
+    # -- fit -----------------------------------------------------------------------------------
+    def fit(self, X, y=None, **params):
+        """Run every (candidate, fold) fit, then refit the best candidate on all of ``X, y``.
+
+        ``groups`` (for group-aware splitters) and fit parameters go in ``params``, as in
+        scikit-learn; sample-aligned fit parameters are split with the data.
+        """
+        started = time.perf_counter()
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.error_score != "raise" and not isinstance(self.error_score, numbers.Number):
+            raise ValueError(f"error_score must be 'raise' or a number, got {self.error_score!r}")
+        groups = params.pop("groups", None)
+        check_consistent_length(*[a for a in (X, y, groups) if a is not None])
+        X, y, groups = indexable(X, y, groups)
+        estimator = self.estimator
+        scoring = resolve_scoring(estimator, self.scoring, self.refit)
+        cv = check_cv(self.cv, y, classifier=is_classifier(estimator))
+        splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv.split(X, y, groups)]
+        if not splits:
+            raise ValueError(f"cv={self.cv!r} yields no train/test splits")
+        n_splits = len(splits)
+
+        payload = Payload(
+            estimator=estimator, X=X, y=y, splits=splits, scorer=scoring.scorer,
+            metrics=scoring.metrics, fit_params=params,
+            return_train_score=self.return_train_score, error_score=self.error_score,
+            keras=uses_keras(estimator),
+            pairwise=bool(getattr(get_tags(estimator).input_tags, "pairwise", False)),
+        )
+        executor = get_executor(self.backend, **self._executor_options())
+        candidates: list[dict] = []
+        results: dict[tuple[int, int], FitResult] = {}
+        shared = None
+        progress = SearchProgress(0, n_splits, _progress_metric(scoring, self.refit), self.verbose,
+                                  title=type(self).__name__)
+        seed_state = self._fit_seed_state()
+
+        def evaluate_candidates(new_candidates: Iterable[Mapping[str, Any]]) -> dict:
+            nonlocal shared
+            new = [dict(p) for p in new_candidates]
+            validate_candidates(estimator, new, self._space_name)
+            trials = build_trials(new, n_splits, first_candidate=len(candidates),
+                                  random_state=seed_state)
+            candidates.extend(new)
+            if shared is None:
+                shared = executor.share(payload)
+            progress.total += len(trials)
+            execute(executor, shared, payload, trials, results, progress)
+            return self._aggregate(candidates, n_splits, results, scoring, warn=False)
+
+        with progress:
+            self._run_search(evaluate_candidates)
+        if not candidates:
+            raise ValueError(f"{self._space_name} yields no candidates")
+
+        all_results = [results[k] for k in sorted(results)]
+        warn_or_raise_about_failures(all_results, self.error_score)
+        scoring = _learn_metrics(scoring, all_results, self.refit)
+        cv = self._aggregate(candidates, n_splits, results, scoring, warn=True)
+        self.multimetric_ = scoring.multimetric
+        refit_metric = self.refit if scoring.multimetric else "score"
+        if self.refit or not self.multimetric_:
+            self.best_index_ = _select_best_index(self.refit, refit_metric, cv)
+            if not callable(self.refit):
+                self.best_score_ = cv[f"mean_test_{refit_metric}"][self.best_index_]
+            self.best_params_ = cv["params"][self.best_index_]
+        if self.refit:
+            self.best_estimator_ = clone(estimator).set_params(**clone(self.best_params_, safe=False))
+            start = time.time()
+            fit_params = dict(params)
+            if y is not None:
+                self.best_estimator_.fit(X, y, **fit_params)
+            else:
+                self.best_estimator_.fit(X, **fit_params)
+            self.refit_time_ = time.time() - start
+            if hasattr(self.best_estimator_, "feature_names_in_"):
+                self.feature_names_in_ = self.best_estimator_.feature_names_in_
+        self.scorer_ = scoring.scorers
+        self.cv_results_ = cv
+        self.n_splits_ = n_splits
+        self.results_ = results_frame(candidates, results, scoring.metrics or ("score",),
+                                      return_train_score=self.return_train_score,
+                                      error_score=self.error_score)
+        rank_metric = refit_metric if isinstance(refit_metric, str) and refit_metric in (
+            scoring.metrics or ()) else (scoring.metrics or ("score",))[0]
+        self.summary_ = summary_frame(cv, self.results_, rank_metric)
+        self.wall_time_ = time.perf_counter() - started
+        return self
+
+    @property
+    def _space_name(self) -> str:
+        return "param_grid"
+
+    def _executor_options(self) -> dict:
+        if self.backend != "ray":
+            return {}
+        return dict(address=self.address, ray_remote_args=self.ray_remote_args,
+                    max_retries=self.max_retries, n_jobs=self.n_jobs)
+
+    def _aggregate(self, candidates, n_splits, results, scoring: Scoring, warn: bool) -> dict:
+        import warnings
+
+        metrics = scoring.metrics or _metrics_seen(results.values()) or ("score",)
+        with warnings.catch_warnings():
+            if not warn:
+                warnings.simplefilter("ignore")
+            missing = [(c, f) for c in range(len(candidates)) for f in range(n_splits)
+                       if (c, f) not in results]
+            if missing:
+                raise RuntimeError(f"{len(missing)} fits have no result, e.g. {missing[:3]}")
+            return cv_results(candidates, n_splits, results, metrics,
+                              return_train_score=self.return_train_score,
+                              error_score=self.error_score)
+
+    # -- delegation to the refitted best estimator (scikit-learn's behaviour) -----------------
+    def _check_refit(self, method: str) -> None:
+        if not self.refit:
+            raise AttributeError(
+                f"This {type(self).__name__} instance was initialized with `refit=False`. "
+                f"{method} is available only after refitting on the best parameters. You can "
+                "refit an estimator manually using the `best_params_` attribute"
+            )
+        check_is_fitted(self)
+
+    @property
+    def classes_(self):
+        self._check_refit("classes_")
+        return self.best_estimator_.classes_
+
+    @property
+    def n_features_in_(self):
+        check_is_fitted(self)
+        return self.best_estimator_.n_features_in_
+
+    @available_if(_search_estimator_has("predict"))
+    def predict(self, X):
+        self._check_refit("predict")
+        return self.best_estimator_.predict(X)
+
+    @available_if(_search_estimator_has("predict_proba"))
+    def predict_proba(self, X):
+        self._check_refit("predict_proba")
+        return self.best_estimator_.predict_proba(X)
+
+    @available_if(_search_estimator_has("predict_log_proba"))
+    def predict_log_proba(self, X):
+        self._check_refit("predict_log_proba")
+        return self.best_estimator_.predict_log_proba(X)
+
+    @available_if(_search_estimator_has("decision_function"))
+    def decision_function(self, X):
+        self._check_refit("decision_function")
+        return self.best_estimator_.decision_function(X)
+
+    @available_if(_search_estimator_has("score_samples"))
+    def score_samples(self, X):
+        self._check_refit("score_samples")
+        return self.best_estimator_.score_samples(X)
+
+    @available_if(_search_estimator_has("transform"))
+    def transform(self, X):
+        self._check_refit("transform")
+        return self.best_estimator_.transform(X)
+
+    @available_if(_search_estimator_has("inverse_transform"))
+    def inverse_transform(self, X):
+        self._check_refit("inverse_transform")
+        return self.best_estimator_.inverse_transform(X)
+
+    def score(self, X, y=None, **params):
+        """The refit metric of the best estimator on ``X, y`` (as scikit-learn's search)."""
+        self._check_refit("score")
+        if isinstance(self.scorer_, dict):
+            scorer = self.scorer_[self.refit] if self.multimetric_ else self.scorer_
+            return scorer(self.best_estimator_, X, y, **params)
+        score = self.scorer_(self.best_estimator_, X, y, **params)
+        return score[self.refit] if self.multimetric_ else score
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        sub = get_tags(self.estimator)
+        tags.estimator_type = sub.estimator_type
+        tags.classifier_tags = sub.classifier_tags
+        tags.regressor_tags = sub.regressor_tags
+        tags.input_tags.pairwise = sub.input_tags.pairwise
+        tags.input_tags.sparse = sub.input_tags.sparse
+        tags.array_api_support = sub.array_api_support
+        return tags
+
+
+def _progress_metric(scoring: Scoring, refit: Any) -> str | None:
+    if scoring.metrics is None:
+        return None
+    if scoring.multimetric:
+        return refit if isinstance(refit, str) else scoring.metrics[0]
+    return "score"
+
+
+def _metrics_seen(results: Iterable[FitResult]) -> tuple[str, ...] | None:
+    for r in results:
+        if not r.failed and r.test_scores:
+            return tuple(r.test_scores)
+    return None
+
+
+def _learn_metrics(scoring: Scoring, results: Sequence[FitResult], refit: Any) -> Scoring:
+    """A callable scorer may return a dict: its keys become the metrics (scikit-learn does this)."""
+    if scoring.metrics is not None:
+        return scoring
+    seen = _metrics_seen(results) or ("score",)
+    multimetric = seen != ("score",)
+    if multimetric:
+        check_refit(refit, seen)
+    return Scoring(scoring.scorer, seen, scoring.scorers, multimetric)
+
+
+def _select_best_index(refit, refit_metric, results) -> int:
+    if callable(refit):
+        best_index = refit(results)
+        if not isinstance(best_index, numbers.Integral):
+            raise TypeError("best_index_ returned is not an integer")
+        if best_index < 0 or best_index >= len(results["params"]):
+            raise IndexError("best_index_ index out of range")
+        return best_index
+    return results[f"rank_test_{refit_metric}"].argmin()
+
+
+_RAYGRID_PARAMS_DOC = """
+    backend : {"ray", "serial"}, default="ray"
+        Where fits run: Ray tasks, or one after another in this process.
+    ray_remote_args : dict, default=None
+        Resources per fit, passed to Ray's ``.options()``: ``{"num_cpus": 1}`` by default;
+        ``{"num_cpus": 1, "num_gpus": 0.25}`` packs four fits on one GPU; also ``memory``,
+        ``resources``, ``runtime_env``.
+    address : str, default=None
+        The Ray cluster to join (``"auto"``, ``"host:6379"``, ``"ray://host:10001"``); else
+        ``RAY_ADDRESS``; else raygrid starts a local Ray and shuts it down at exit.
+    max_retries : int, default=3
+        How often Ray reruns a fit whose worker or node died. Exceptions raised by the estimator
+        are never retried; they follow ``error_score``.
+"""
+
+
+class GridSearchCV(BaseSearch):
+    __doc__ = (
+        """Exhaustive search over ``param_grid``, every (candidate, fold) fit a Ray task.
+
+    Same parameters, attributes and methods as :class:`sklearn.model_selection.GridSearchCV`,
+    plus ``results_`` (one row per fit) and ``summary_`` (one row per candidate, ranked).
+
+    random_state : int, default=None
+        Seeds fits of estimators that take one from raygrid (Keras models): each fit gets a seed
+        derived from (random_state, candidate, fold), recorded in ``results_``.
+    n_jobs : int, default=None
+        At most this many fits in flight; None or -1 uses every slot of the cluster.
+    pre_dispatch : accepted for compatibility; Ray queues the tasks.
+"""
+        + _RAYGRID_PARAMS_DOC
+    )
+
+    def __init__(
+        self,
+        estimator,
+        param_grid,
+        *,
+        scoring=None,
+        n_jobs=None,
+        refit=True,
+        cv=None,
+        verbose=0,
+        pre_dispatch="2*n_jobs",
+        error_score=np.nan,
+        return_train_score=False,
+        backend="ray",
+        ray_remote_args=None,
+        address=None,
+        max_retries=3,
+        random_state=None,
+    ):
+        super().__init__(
+            estimator, scoring=scoring, n_jobs=n_jobs, refit=refit, cv=cv, verbose=verbose,
+            pre_dispatch=pre_dispatch, error_score=error_score,
+            return_train_score=return_train_score, backend=backend,
+            ray_remote_args=ray_remote_args, address=address, max_retries=max_retries,
+        )
+        self.param_grid = param_grid
+        self.random_state = random_state
+
+    def _run_search(self, evaluate_candidates):
+        evaluate_candidates(ParameterGrid(self.param_grid))
+
+
+class RandomizedSearchCV(BaseSearch):
+    __doc__ = (
+        """Randomized search over ``param_distributions``, every (candidate, fold) fit a Ray task.
+
+    Same parameters, attributes and methods as
+    :class:`sklearn.model_selection.RandomizedSearchCV`: with the same ``random_state`` it draws
+    the same candidates. An integer ``random_state`` also seeds Keras fits per (candidate, fold).
+"""
+        + _RAYGRID_PARAMS_DOC
+    )
+
+    def __init__(
+        self,
+        estimator,
+        param_distributions,
+        *,
+        n_iter=10,
+        scoring=None,
+        n_jobs=None,
+        refit=True,
+        cv=None,
+        verbose=0,
+        pre_dispatch="2*n_jobs",
+        random_state=None,
+        error_score=np.nan,
+        return_train_score=False,
+        backend="ray",
+        ray_remote_args=None,
+        address=None,
+        max_retries=3,
+    ):
+        super().__init__(
+            estimator, scoring=scoring, n_jobs=n_jobs, refit=refit, cv=cv, verbose=verbose,
+            pre_dispatch=pre_dispatch, error_score=error_score,
+            return_train_score=return_train_score, backend=backend,
+            ray_remote_args=ray_remote_args, address=address, max_retries=max_retries,
+        )
+        self.param_distributions = param_distributions
+        self.n_iter = n_iter
+        self.random_state = random_state
+
+    @property
+    def _space_name(self) -> str:
+        return "param_distributions"
+
+    def _run_search(self, evaluate_candidates):
+        evaluate_candidates(
+            ParameterSampler(self.param_distributions, self.n_iter, random_state=self.random_state)
+        )

@@ -1,0 +1,122 @@
+"""cross_validate and cross_val_score with scikit-learn's signatures, every fold a Ray task."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import is_classifier
+from sklearn.model_selection import check_cv
+from sklearn.utils import check_consistent_length, get_tags, indexable
+
+from raygrid.executors import get_executor
+from raygrid.fitting import FitResult, Payload
+from raygrid.plan import build_trials
+from raygrid.progress import SearchProgress
+from raygrid.results import warn_or_raise_about_failures
+from raygrid.runner import execute
+from raygrid.scoring import resolve_scoring
+from raygrid.search import uses_keras
+
+
+def cross_validate(
+    estimator,
+    X,
+    y=None,
+    *,
+    groups=None,
+    scoring=None,
+    cv=None,
+    n_jobs=None,
+    verbose=0,
+    params=None,
+    pre_dispatch="2*n_jobs",
+    return_train_score=False,
+    return_estimator=False,
+    return_indices=False,
+    error_score=np.nan,
+    backend="ray",
+    ray_remote_args=None,
+    address=None,
+    max_retries=3,
+    random_state=None,
+):
+    """Evaluate metric(s) by cross-validation; the same result as scikit-learn's, fits on Ray.
+
+    Returns scikit-learn's dict: ``fit_time``, ``score_time``, ``test_<metric>`` (``test_score``
+    for one metric), ``train_<metric>`` with ``return_train_score``, ``estimator`` with
+    ``return_estimator`` and ``indices`` with ``return_indices``. The raygrid keywords
+    (``backend``, ``ray_remote_args``, ``address``, ``max_retries``, ``random_state``) are those of
+    :class:`raygrid.GridSearchCV`.
+    """
+    check_consistent_length(*[a for a in (X, y, groups) if a is not None])
+    X, y, groups = indexable(X, y, groups)
+    scoring_ = resolve_scoring(estimator, scoring, refit=False)
+    cv = check_cv(cv, y, classifier=is_classifier(estimator))
+    splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv.split(X, y, groups)]
+    if not splits:
+        raise ValueError(f"cv={cv!r} yields no train/test splits")
+    payload = Payload(
+        estimator=estimator, X=X, y=y, splits=splits, scorer=scoring_.scorer,
+        metrics=scoring_.metrics, fit_params=dict(params or {}),
+        return_train_score=return_train_score, error_score=error_score,
+        return_estimator=return_estimator, keras=uses_keras(estimator),
+        pairwise=bool(getattr(get_tags(estimator).input_tags, "pairwise", False)),
+    )
+    options = {}
+    if backend == "ray":
+        options = dict(address=address, ray_remote_args=ray_remote_args, max_retries=max_retries,
+                       n_jobs=n_jobs)
+    executor = get_executor(backend, **options)
+    seed = int(random_state) if isinstance(random_state, (int, np.integer)) else None
+    trials = build_trials([{}], len(splits), random_state=seed)
+    results: dict[tuple[int, int], FitResult] = {}
+    with SearchProgress(len(trials), len(splits), None, verbose, title="cross_validate") as progress:
+        execute(executor, executor.share(payload), payload, trials, results, progress)
+
+    ordered = [results[(0, f)] for f in range(len(splits))]
+    warn_or_raise_about_failures(ordered, error_score)
+    metrics = scoring_.metrics or next(
+        (tuple(r.test_scores) for r in ordered if not r.failed), ("score",))
+    fallback = np.nan if error_score == "raise" else error_score
+    ret = {
+        "fit_time": np.array([r.fit_time for r in ordered]),
+        "score_time": np.array([r.score_time for r in ordered]),
+    }
+    if return_estimator:
+        ret["estimator"] = [r.estimator for r in ordered]
+    if return_indices:
+        ret["indices"] = {"train": [tr for tr, _ in splits], "test": [te for _, te in splits]}
+    for m in metrics:
+        ret[f"test_{m}"] = np.array([r.test_scores.get(m, fallback) for r in ordered])
+        if return_train_score:
+            ret[f"train_{m}"] = np.array([(r.train_scores or {}).get(m, fallback) for r in ordered])
+    return ret
+
+
+def cross_val_score(
+    estimator,
+    X,
+    y=None,
+    *,
+    groups=None,
+    scoring=None,
+    cv=None,
+    n_jobs=None,
+    verbose=0,
+    params=None,
+    pre_dispatch="2*n_jobs",
+    error_score=np.nan,
+    backend="ray",
+    ray_remote_args=None,
+    address=None,
+    max_retries=3,
+    random_state=None,
+):
+    """Array of scores of the estimator for each run of the cross-validation (one metric)."""
+    if isinstance(scoring, (list, tuple, set, dict)):
+        raise ValueError("cross_val_score takes one metric; use cross_validate for several")
+    scores = cross_validate(
+        estimator, X, y, groups=groups, scoring=scoring, cv=cv, n_jobs=n_jobs, verbose=verbose,
+        params=params, pre_dispatch=pre_dispatch, error_score=error_score, backend=backend,
+        ray_remote_args=ray_remote_args, address=address, max_retries=max_retries,
+        random_state=random_state,
+    )
+    return scores["test_score"]
