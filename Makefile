@@ -1,0 +1,34 @@
+# make demo / make test work from a fresh clone: they create .venv and install what they need.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.raygrid-installed
+OUT    ?= out
+
+.PHONY: install test test-fast demo bench bench-quick clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[all]"
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not keras"
+
+demo: install
+	$(BIN)/raygrid demo --out $(OUT)/demo
+
+bench: install
+	$(BIN)/python -m benchmarks.run --full
+
+bench-quick: install
+	$(BIN)/python -m benchmarks.run --quick
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache

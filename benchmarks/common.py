@@ -1,0 +1,61 @@
+"""Measuring helpers shared by the benchmarks: wall time, CPU utilisation, peak driver memory."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PIMA = Path(os.environ.get("RAYGRID_PIMA", Path(__file__).resolve().parents[2] / "shared/data/pima-indians-diabetes.csv"))
+
+
+class Measure:
+    """Wall time, machine-wide CPU utilisation and the driver's peak RSS over a block."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+        self.wall = 0.0
+        self.cpu_util = 0.0
+        self.peak_rss_mb = 0.0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        proc = psutil.Process()
+        while not self._stop.is_set():
+            self.peak_rss_mb = max(self.peak_rss_mb, proc.memory_info().rss / 2**20)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "Measure":
+        self._cpu0 = psutil.cpu_times()
+        self._t0 = time.perf_counter()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self._t0
+        self._stop.set()
+        self._thread.join()
+        cpu1 = psutil.cpu_times()
+        busy = (cpu1.user - self._cpu0.user) + (cpu1.system - self._cpu0.system)
+        self.cpu_util = busy / (self.wall * psutil.cpu_count()) if self.wall else 0.0
+
+    def row(self, **extra) -> dict:
+        return {"wall_s": round(self.wall, 3), "cpu_util": round(self.cpu_util, 3),
+                "peak_driver_rss_mb": round(self.peak_rss_mb, 1), **extra}
+
+
+def save(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    return path
+
+
+def machine() -> dict:
+    return {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)}
+
