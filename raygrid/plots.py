@@ -1,0 +1,449 @@
+"""Plots of a search's results: plain functions over the results and summary DataFrames.
+
+matplotlib and seaborn are optional (``pip install "raygrid[plots]"``) and are imported only
+inside the functions that draw. Figures are built with matplotlib's object API on an Agg canvas
+(``matplotlib.figure.Figure``), so drawing never touches pyplot's global state or switches the
+backend of a running notebook, and nothing needs closing afterwards.
+
+Every plotting function takes ``path``: given, the PNG is written there and its ``Path`` returned;
+``None`` returns the ``Figure`` (handy in a notebook).
+
+Hyperparameter values are shown as strings: ``None`` (and a missing value, NaN, which is what
+pandas makes of ``None`` in a numeric column) as ``"None"``, floats in ``%g`` form, strings as
+they are, anything else (tuples, estimators) by its ``repr``, shortened for the axes.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "param_columns",
+    "param_influence",
+    "value_label",
+    "score_column",
+    "metric_names",
+    "violin_per_param",
+    "heatmap_top_two",
+    "score_vs_fit_time",
+    "fits_per_node",
+    "node_counts",
+    "fit_status",
+    "save_all",
+    "PLOT_NAMES",
+]
+
+#: Names (and PNG file stems) of the plots ``save_all`` can write, in report order.
+PLOT_NAMES = ("violin_per_param", "heatmap_top_two", "score_vs_fit_time", "fits_per_node")
+
+_INSTALL_HINT = 'plotting needs matplotlib and seaborn: pip install "raygrid[plots]"'
+_LABEL_MAX = 32
+_DPI = 100
+
+
+# ----------------------------------------------------------------------------- values and columns
+def _is_missing(value: Any) -> bool:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def value_label(value: Any, max_len: int | None = _LABEL_MAX) -> str:
+    """How a hyperparameter value is shown on axes and in tables (shortened to ``max_len``
+    characters with an ellipsis; ``None`` keeps it whole)."""
+    if _is_missing(value):
+        return "None"
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, (bool, np.bool_)):
+        text = str(bool(value))
+    elif isinstance(value, numbers.Integral):
+        text = str(int(value))
+    elif isinstance(value, numbers.Real):
+        text = format(float(value), "g")
+    else:
+        text = repr(value)
+    return text if max_len is None or len(text) <= max_len else text[: max_len - 1] + "…"
+
+
+def _key(value: Any) -> Any:
+    """A hashable stand-in for a value: the value itself when hashable, else its repr."""
+    if _is_missing(value):
+        return ("<missing>",)
+    try:
+        hash(value)
+    except TypeError:
+        return ("<repr>", repr(value))
+    return value
+
+
+def param_columns(frame: pd.DataFrame) -> list[str]:
+    """The varied hyperparameters: ``param_*`` columns with more than one distinct value.
+
+    Works on the results frame and the summary alike; the ``params`` dict column is not one of
+    them. Unhashable values (lists, dicts) are compared by their ``repr``; ``None`` and NaN count as
+    one value.
+    """
+    out = []
+    for col in frame.columns:
+        if not isinstance(col, str) or not col.startswith("param_"):
+            continue
+        if len({_key(v) for v in frame[col].tolist()}) > 1:
+            out.append(col)
+    return out
+
+
+def _ordered_labels(values: pd.Series) -> list[str]:
+    """Distinct labels in a natural order: numbers ascending, then other values by label, None last."""
+    seen: dict[str, Any] = {}
+    for v in values.tolist():
+        seen.setdefault(value_label(v), v)
+
+    def sort_key(item):
+        label, v = item
+        if _is_missing(v):
+            return (2, 0.0, "")
+        if _is_number(v):
+            return (0, float(v), label)
+        return (1, 0.0, label)
+
+    return [label for label, _ in sorted(seen.items(), key=sort_key)]
+
+
+def _short(col: str) -> str:
+    return col[len("param_"):] if col.startswith("param_") else col
+
+
+def metric_names(frame: pd.DataFrame) -> list[str]:
+    """The metrics of a summary, from its ``mean_test_<metric>`` columns, in column order."""
+    return [c[len("mean_test_"):] for c in frame.columns if isinstance(c, str) and c.startswith("mean_test_")]
+
+
+def score_column(summary: pd.DataFrame, metric: str | None) -> tuple[str, str]:
+    """Resolve a metric name against the summary: ``(metric, "mean_test_<metric>")``.
+
+    Accepts ``"accuracy"``, ``"test_accuracy"`` or ``"mean_test_accuracy"``; ``None`` picks the
+    first ``mean_test_*`` column. Raises ``KeyError`` naming the metrics present.
+    """
+    names = metric_names(summary)
+    if metric is None:
+        if not names:
+            raise KeyError("the summary has no mean_test_* column")
+        metric = names[0]
+    for prefix in ("mean_test_", "test_"):
+        if metric.startswith(prefix) and metric[len(prefix):] in names:
+            metric = metric[len(prefix):]
+    if metric not in names:
+        raise KeyError(f"no column mean_test_{metric} in the summary; metrics present: {names}")
+    return metric, f"mean_test_{metric}"
+
+
+def param_influence(summary: pd.DataFrame, metric: str | None = "score") -> pd.Series:
+    """How much of the spread of the candidates' mean test score each varied hyperparameter explains.
+
+    For each varied ``param_*`` column this is the one-way ANOVA effect size, eta squared: the
+    between-value sum of squares of ``mean_test_<metric>`` divided by its total sum of squares over
+    the candidates that scored (0 = the value does not matter, 1 = it alone decides the score).
+    Returned sorted, most influential first, indexed by the column names.
+    """
+    _, col = score_column(summary, metric)
+    scores = pd.to_numeric(summary[col], errors="coerce")
+    ok = scores.notna()
+    y = scores[ok].to_numpy(dtype=float)
+    total = float(((y - y.mean()) ** 2).sum()) if len(y) else 0.0
+    out = {}
+    for pcol in param_columns(summary):
+        labels = summary.loc[ok, pcol].map(value_label)
+        groups = pd.Series(y, index=labels.index).groupby(labels.to_numpy())
+        between = float((groups.count() * (groups.mean() - y.mean()) ** 2).sum()) if len(y) else 0.0
+        out[pcol] = between / total if total > 0 else 0.0
+    return pd.Series(out, dtype=float, name="eta_squared").sort_values(ascending=False, kind="stable")
+
+
+# ----------------------------------------------------------------------------- drawing helpers
+def _libs():
+    """Import matplotlib's Figure and seaborn, or fail with the install hint."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        import seaborn as sns
+    except ImportError as exc:  # pragma: no cover - exercised by a test that hides the modules
+        raise ImportError(_INSTALL_HINT) from exc
+    return Figure, FigureCanvasAgg, sns
+
+
+def _new_figure(width: float, height: float):
+    Figure, FigureCanvasAgg, sns = _libs()
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, sns
+
+
+def _finish(fig, path):
+    if path is None:
+        return fig
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=_DPI)
+    return path
+
+
+def _rotate(ax, labels: list[str]) -> None:
+    longest = max((len(s) for s in labels), default=0)
+    if len(labels) > 4 or longest > 6:
+        for tick in ax.get_xticklabels():
+            tick.set_rotation(30)
+            tick.set_horizontalalignment("right")
+
+
+def _scored(summary: pd.DataFrame, col: str) -> pd.DataFrame:
+    """The candidates with a test score; ``ValueError`` when every candidate failed."""
+    frame = summary.copy()
+    frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    frame = frame[frame[col].notna()]
+    if frame.empty:
+        raise ValueError(f"no candidate has a {col}: every fit failed")
+    return frame
+
+
+# ----------------------------------------------------------------------------- plots
+def violin_per_param(summary: pd.DataFrame, metric: str | None = "score", path=None):
+    """One violin per value of each varied hyperparameter: the distribution of the candidates'
+    ``mean_test_<metric>`` (each point is one candidate, marginalising over the other parameters).
+    Subplots are ordered by :func:`param_influence`, most influential first.
+
+    Candidates whose every fold failed (NaN mean) are left out. Raises ``ValueError`` if no
+    hyperparameter varies.
+    """
+    metric, col = score_column(summary, metric)
+    influence = param_influence(summary, metric)
+    params = list(influence.index)
+    if not params:
+        raise ValueError("no hyperparameter takes more than one value; nothing to compare")
+    data = _scored(summary, col)
+    ncols = min(3, len(params))
+    nrows = math.ceil(len(params) / ncols)
+    fig, sns = _new_figure(4.6 * ncols, 3.9 * nrows + 0.5)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
+    for ax, pcol in zip(axes, params):
+        order = _ordered_labels(summary[pcol])
+        frame = pd.DataFrame({"value": data[pcol].map(value_label).to_numpy(), "score": data[col].to_numpy()})
+        # ``order`` lists every value, so one whose candidates all failed keeps an empty slot.
+        sns.violinplot(data=frame, x="value", y="score", order=order, ax=ax, cut=0,
+                       inner="quart", color="#9ecae1", linewidth=1, density_norm="width")
+        sns.stripplot(data=frame, x="value", y="score", order=order, ax=ax, size=3,
+                      color="#08306b", alpha=0.6, jitter=0.15)
+        ax.set_title(f"{_short(pcol)}  (η² = {influence[pcol]:.2f})")
+        ax.set_xlabel(_short(pcol))
+        ax.set_ylabel(f"mean test {metric}")
+        ax.grid(axis="y", alpha=0.3)
+        _rotate(ax, order)
+    for ax in axes[len(params):]:
+        ax.set_visible(False)
+    fig.suptitle(f"mean test {metric} per hyperparameter value ({len(data)} candidates)")
+    return _finish(fig, path)
+
+
+def _cell_means(summary, results, col, metric, p1, p2) -> pd.DataFrame:
+    """Mean score per (p1 value, p2 value): over the candidates' means, or over the individual
+    successful fits when ``results`` is given (a candidate with failed folds then weighs less)."""
+    fit_col = f"test_{metric}"
+    if results is not None and fit_col in results.columns and {p1, p2} <= set(results.columns):
+        frame = results
+        score = pd.to_numeric(frame[fit_col], errors="coerce")
+    else:
+        frame = summary
+        score = pd.to_numeric(frame[col], errors="coerce")
+    table = pd.DataFrame({p1: frame[p1].map(value_label).to_numpy(),
+                          p2: frame[p2].map(value_label).to_numpy(),
+                          "score": score.to_numpy()})
+    means = table.groupby([p1, p2])["score"].mean().unstack(p2)
+    rows, cols = _ordered_labels(summary[p1]), _ordered_labels(summary[p2])
+    return means.reindex(index=rows, columns=cols).astype(float)
+
+
+def heatmap_top_two(summary: pd.DataFrame, results: pd.DataFrame | None = None,
+                    metric: str | None = "score", path=None):
+    """Heatmap of the mean test score over the values of the two most influential hyperparameters.
+
+    "Most influential" is :func:`param_influence` (eta squared of ``mean_test_<metric>`` over the
+    candidates). Each cell averages over the other hyperparameters: over the successful fits in
+    ``results`` when it is given, else over the candidates' means. Raises ``ValueError`` when fewer
+    than two hyperparameters vary.
+    """
+    metric, col = score_column(summary, metric)
+    _scored(summary, col)
+    influence = param_influence(summary, metric)
+    if len(influence) < 2:
+        raise ValueError("a heatmap needs at least two varied hyperparameters")
+    p1, p2 = influence.index[:2]
+    means = _cell_means(summary, results, col, metric, p1, p2)
+    fig, sns = _new_figure(max(5.5, 1.1 * means.shape[1] + 3.0), max(4.0, 0.6 * means.shape[0] + 2.2))
+    ax = fig.add_subplot()
+    sns.heatmap(means, ax=ax, annot=True, fmt=".3f", cmap="viridis", linewidths=0.5,
+                cbar_kws={"label": f"mean test {metric}"})
+    ax.set_xlabel(f"{_short(p2)} (η² = {influence[p2]:.2f})")
+    ax.set_ylabel(f"{_short(p1)} (η² = {influence[p1]:.2f})")
+    ax.set_title(f"mean test {metric}: {_short(p1)} × {_short(p2)}\n(averaged over the other hyperparameters)")
+    ax.tick_params(axis="y", labelrotation=0)
+    _rotate(ax, list(means.columns))
+    return _finish(fig, path)
+
+
+def score_vs_fit_time(summary: pd.DataFrame, metric: str | None = "score", path=None):
+    """Scatter of each candidate's mean test score against its mean fit time.
+
+    Points are coloured by the most influential hyperparameter (when one varies), the best
+    candidate is marked with a star, and the time axis is logarithmic when fit times span more than
+    a factor of 20. Raises ``ValueError`` without a ``mean_fit_time`` column.
+    """
+    metric, col = score_column(summary, metric)
+    if "mean_fit_time" not in summary.columns:
+        raise ValueError("the summary has no mean_fit_time column")
+    data = _scored(summary, col)
+    data = data[pd.to_numeric(data["mean_fit_time"], errors="coerce").notna()]
+    fig, sns = _new_figure(7.5, 5.0)
+    ax = fig.add_subplot()
+    influence = param_influence(summary, metric)
+    hue = influence.index[0] if len(influence) else None
+    x = pd.to_numeric(data["mean_fit_time"]).to_numpy(dtype=float)
+    y = data[col].to_numpy(dtype=float)
+    if hue is not None:
+        order = _ordered_labels(summary[hue])
+        sns.scatterplot(x=x, y=y, hue=data[hue].map(value_label).to_numpy(), hue_order=order,
+                        ax=ax, s=40, alpha=0.8)
+        ax.legend(title=_short(hue), fontsize="small", title_fontsize="small")
+    else:
+        ax.scatter(x, y, s=40, alpha=0.8)
+    if len(data):
+        best = data[col].astype(float).idxmax()
+        rank_col = f"rank_test_{metric}"
+        if rank_col in data.columns:
+            best = pd.to_numeric(data[rank_col]).astype(float).idxmin()
+        ax.scatter([float(data.loc[best, "mean_fit_time"])], [float(data.loc[best, col])],
+                   marker="*", s=260, color="#d62728", edgecolor="black", zorder=5, label="best")
+        ax.annotate("best", (float(data.loc[best, "mean_fit_time"]), float(data.loc[best, col])),
+                    textcoords="offset points", xytext=(8, 6), fontsize="small")
+        if x.min() > 0 and x.max() / x.min() > 20:
+            ax.set_xscale("log")
+    ax.set_xlabel("mean fit time per fold (s)")
+    ax.set_ylabel(f"mean test {metric}")
+    ax.set_title(f"mean test {metric} vs mean fit time ({len(data)} candidates)")
+    ax.grid(alpha=0.3)
+    return _finish(fig, path)
+
+
+def _node_label(node: Any) -> str:
+    text = value_label(node)
+    return text if len(text) <= 14 else text[:12] + "…"
+
+
+def fit_status(results: pd.DataFrame) -> pd.Series:
+    """Each fit's status: ``"failed"`` (error text or a system failure), else ``"from cache"`` when
+    it was read from the store, else ``"succeeded"``."""
+    failed = pd.Series(False, index=results.index)
+    if "error" in results.columns:
+        failed |= results["error"].map(lambda v: not _is_missing(v) and str(v) != "").astype(bool)
+    if "system_failure" in results.columns:
+        failed |= results["system_failure"].fillna(False).astype(bool)
+    cached = pd.Series(False, index=results.index)
+    if "cached" in results.columns:
+        cached |= results["cached"].fillna(False).astype(bool)
+    status = pd.Series("succeeded", index=results.index, dtype=object)
+    status[cached] = "from cache"
+    status[failed] = "failed"
+    return status
+
+
+def node_counts(results: pd.DataFrame) -> pd.DataFrame:
+    """Fits per node, busiest first: ``fits``, ``failed``, ``cached`` (read from the store, failed
+    or not), ``fit_time`` (sum, s) and, with a ``pid`` column, ``workers`` (distinct pids)."""
+    if "node" not in results.columns:
+        raise ValueError("the results frame has no node column")
+    nodes = results["node"].map(lambda v: "unknown" if _is_missing(v) else str(v)).to_numpy()
+    cached = results["cached"].fillna(False).astype(bool) if "cached" in results.columns else False
+    fit_time = results["fit_time"] if "fit_time" in results.columns else np.nan
+    frame = pd.DataFrame({
+        "failed": (fit_status(results) == "failed").to_numpy(),
+        "cached": pd.Series(cached, index=results.index).to_numpy(),
+        "fit_time": pd.to_numeric(pd.Series(fit_time, index=results.index), errors="coerce").to_numpy(),
+    }, index=pd.Index(nodes, name="node"))
+    grouped = frame.groupby(level="node", sort=False)
+    out = pd.DataFrame({
+        "fits": grouped.size(),
+        "failed": grouped["failed"].sum().astype(int),
+        "cached": grouped["cached"].sum().astype(int),
+        "fit_time": grouped["fit_time"].sum(min_count=1),
+    })
+    if "pid" in results.columns:
+        out["workers"] = pd.Series(results["pid"].to_numpy(), index=frame.index).groupby(level="node").nunique()
+    return out.sort_values("fits", ascending=False, kind="stable")
+
+
+def fits_per_node(results: pd.DataFrame, path=None):
+    """Bar chart of the number of fits each node ran, stacked by :func:`fit_status`
+    (succeeded / from cache / failed).
+
+    Long Ray node ids are shortened to their first 12 characters.
+    """
+    counts = node_counts(results)
+    nodes = results["node"].map(lambda v: "unknown" if _is_missing(v) else str(v)).to_numpy()
+    stacks = pd.crosstab(nodes, fit_status(results).to_numpy()).reindex(counts.index, fill_value=0)
+    labels = [_node_label(n) for n in counts.index]
+    fig, _ = _new_figure(max(5.0, 1.0 * len(counts) + 3.0), 4.5)
+    ax = fig.add_subplot()
+    x = np.arange(len(counts))
+    bottom = np.zeros(len(counts))
+    for name, color in (("succeeded", "#4c72b0"), ("from cache", "#8c8c8c"), ("failed", "#c44e52")):
+        if name not in stacks.columns:
+            continue
+        values = stacks[name].to_numpy(dtype=float)
+        ax.bar(x, values, bottom=bottom, label=name, color=color, width=0.6)
+        bottom += values
+    for xi, total in zip(x, counts["fits"]):
+        ax.annotate(str(int(total)), (xi, total), textcoords="offset points", xytext=(0, 3),
+                    ha="center", fontsize="small")
+    ax.set_xticks(x, labels)
+    _rotate(ax, labels)
+    ax.set_xlabel("node")
+    ax.set_ylabel("fits")
+    ax.set_ylim(0, float(counts["fits"].max()) * 1.12 + 0.5)
+    ax.set_title(f"fits per node ({int(counts['fits'].sum())} fits on {len(counts)} nodes)")
+    ax.legend(fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    return _finish(fig, path)
+
+
+def save_all(results: pd.DataFrame, summary: pd.DataFrame, metric: str | None = "score",
+             out_dir=".") -> dict[str, Path]:
+    """Write every plot that applies as ``<out_dir>/<name>.png``; return ``{name: path}``.
+
+    Skipped, by design: ``violin_per_param`` when no hyperparameter varies, ``heatmap_top_two``
+    with fewer than two varied hyperparameters, ``score_vs_fit_time`` without fit times, and
+    ``fits_per_node`` when every fit ran on one node (a local run has nothing to compare), and
+    every score plot when no candidate has a test score (all fits failed).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metric, col = score_column(summary, metric)
+    scored = pd.to_numeric(summary[col], errors="coerce").notna().any()
+    n_params = len(param_columns(summary)) if scored else 0
+    written: dict[str, Path] = {}
+    if n_params >= 1:
+        written["violin_per_param"] = violin_per_param(summary, metric, out_dir / "violin_per_param.png")
+    if n_params >= 2:
+        written["heatmap_top_two"] = heatmap_top_two(summary, results, metric, out_dir / "heatmap_top_two.png")
+    if scored and "mean_fit_time" in summary.columns and pd.to_numeric(summary["mean_fit_time"], errors="coerce").notna().any():
+        written["score_vs_fit_time"] = score_vs_fit_time(summary, metric, out_dir / "score_vs_fit_time.png")
+    if results is not None and "node" in results.columns and results["node"].nunique(dropna=False) > 1:
+        written["fits_per_node"] = fits_per_node(results, out_dir / "fits_per_node.png")
+    return written
