@@ -1,0 +1,164 @@
+"""The seed Keras grid on the Pima data: raygrid against the searches a user would pick instead.
+
+Every engine gets the same data (min-max scaled once, as in the original study), the same grid,
+the same folds (StratifiedKFold(3) without shuffling) and the same TensorFlow backend, one after
+another in this run:
+
+- ``sklearn-1`` / ``sklearn-all``: scikit-learn's GridSearchCV with n_jobs=1 / n_jobs=-1, on
+  scikeras' stock KerasClassifier (what a user has without raygrid);
+- ``joblib-ray``: the same, under Ray's joblib backend;
+- ``tune-sklearn``: TuneGridSearchCV, in its own virtual environment (it does not import on
+  current Ray; see ``tune_sklearn_env``);
+- ``raygrid``: raygrid.GridSearchCV with raygrid.keras.KerasClassifier.
+
+    python -m benchmarks.bench_seed --subset quick          # 8 candidates, 1-2 epochs
+    python -m benchmarks.bench_seed --subset glorot         # 81 candidates, 243 fits
+    python -m benchmarks.bench_seed --subset full           # 243 candidates, 729 fits
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import PIMA, Measure, machine, save
+from benchmarks.seed_model import load_data, stock_classifier
+
+HERE = Path(__file__).resolve().parent
+TUNE_ENV = HERE / ".venv-tune-sklearn"
+TUNE_PINS = ["ray[tune]==2.10.0", "tune-sklearn==0.5.0", "scikit-learn==1.5.2", "pyarrow==20.0.0",
+             "tensorflow==2.21.0", "scikeras==0.13.0", "pandas<3"]
+
+SUBSETS = {
+    "quick": {"model__activation": ["tanh", "relu"], "optimizer": ["adam", "rmsprop"],
+              "model__init": ["glorot_uniform"], "batch_size": [32], "epochs": [1, 2]},
+    "glorot": {"model__activation": ["tanh", "relu", "sigmoid"],
+               "optimizer": ["rmsprop", "adam", "sgd"], "model__init": ["glorot_uniform"],
+               "batch_size": [8, 16, 64], "epochs": [5, 10, 25]},
+    "full": {"model__activation": ["tanh", "relu", "sigmoid"],
+             "optimizer": ["rmsprop", "adam", "sgd"],
+             "model__init": ["glorot_uniform", "normal", "uniform"],
+             "batch_size": [8, 16, 64], "epochs": [5, 10, 25]},
+}
+
+
+def run_sklearn(X, y, grid, cv, n_jobs, backend=None):
+    import joblib
+    from sklearn.model_selection import GridSearchCV
+
+    search = GridSearchCV(stock_classifier(), grid, cv=cv, scoring="accuracy", n_jobs=n_jobs)
+    if backend == "ray":
+        from ray.util.joblib import register_ray
+
+        register_ray()
+        with joblib.parallel_backend("ray"):
+            return search.fit(X, y)
+    return search.fit(X, y)
+
+
+def run_raygrid(X, y, grid, cv, **kw):
+    import raygrid
+    from raygrid.keras import seed_classifier
+
+    return raygrid.GridSearchCV(seed_classifier(), grid, cv=cv, scoring="accuracy", **kw).fit(X, y)
+
+
+def tune_sklearn_env() -> Path:
+    """A virtual environment with the newest set tune-sklearn still works with (made once)."""
+    python = TUNE_ENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(TUNE_ENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *TUNE_PINS], check=True)
+    return python
+
+
+TUNE_SCRIPT = r"""
+import json, sys, time
+from sklearn.model_selection import StratifiedKFold
+from seed_model import load_data, stock_classifier
+from tune_sklearn import TuneGridSearchCV
+import ray
+grid, n_cpus = json.loads(sys.argv[1]), int(sys.argv[2])
+X, y = load_data()
+ray.init(num_cpus=n_cpus, include_dashboard=False, log_to_driver=False)
+t = time.perf_counter()
+s = TuneGridSearchCV(stock_classifier(), grid, cv=StratifiedKFold(3), scoring="accuracy",
+                     n_jobs=n_cpus, verbose=0).fit(X, y)
+print("RESULT " + json.dumps({"wall_s": time.perf_counter() - t, "best_score": float(s.best_score_),
+                              "best_params": s.best_params_}))
+"""
+
+
+def run_tune_sklearn(grid) -> dict:
+    python = tune_sklearn_env()
+    env = {**os.environ, "PYTHONPATH": str(HERE), "RAYGRID_PIMA": str(PIMA)}
+    env.pop("RAY_ADDRESS", None)
+    t = time.perf_counter()
+    proc = subprocess.run([str(python), "-c", TUNE_SCRIPT, json.dumps(grid), str(os.cpu_count())],
+                          capture_output=True, text=True, env=env)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if line is None:
+        return {"error": (proc.stderr or proc.stdout)[-2000:], "wall_s": time.perf_counter() - t}
+    return json.loads(line[len("RESULT "):])
+
+
+def run(subset="quick", engines=("sklearn-1", "sklearn-all", "joblib-ray", "tune-sklearn", "raygrid")):
+    import ray
+    from sklearn.model_selection import StratifiedKFold
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    X, y = load_data()
+    grid = SUBSETS[subset]
+    cv = StratifiedKFold(3)
+    n_cand = int(np.prod([len(v) for v in grid.values()]))
+    rows = {}
+    for name in engines:
+        if name == "tune-sklearn":
+            r = run_tune_sklearn(grid)
+            rows[name] = {**r, "fits": 3 * n_cand}
+            continue
+        if name in ("joblib-ray", "raygrid") and not ray.is_initialized():
+            ray.init(address="local", include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        with Measure() as m:
+            if name == "raygrid":
+                search = run_raygrid(X, y, grid, cv)
+            else:
+                search = run_sklearn(X, y, grid, cv, 1 if name == "sklearn-1" else -1,
+                                     "ray" if name == "joblib-ray" else None)
+        scores = search.cv_results_["mean_test_score"]
+        rows[name] = m.row(fits=3 * n_cand, best_score=float(search.best_score_),
+                           best_params=search.best_params_,
+                           score_quartiles=[round(float(q), 4) for q in np.quantile(scores, [.25, .5, .75])],
+                           fit_seconds=float(np.sum(search.cv_results_["mean_fit_time"]) * 3))
+    for row in rows.values():
+        if "wall_s" in row and row.get("fits"):
+            row["fits_per_s"] = round(row["fits"] / row["wall_s"], 2)
+    if "raygrid" in rows:
+        for name, row in rows.items():
+            if "wall_s" in row:
+                rows["raygrid"][f"speedup_vs_{name}"] = round(row["wall_s"] / rows["raygrid"]["wall_s"], 2)
+    if ray.is_initialized():
+        ray.shutdown()
+    return {"benchmark": f"seed_{subset}", "machine": machine(), "candidates": n_cand,
+            "engines": rows}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--subset", choices=sorted(SUBSETS), default="quick")
+    ap.add_argument("--engines", default="sklearn-1,sklearn-all,joblib-ray,tune-sklearn,raygrid")
+    args = ap.parse_args(argv)
+    out = run(args.subset, tuple(args.engines.split(",")))
+    save(out["benchmark"], out)
+    print(json.dumps(out, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
