@@ -1,0 +1,193 @@
+"""The Python calls behind the CLI: run a spec, and save any fitted search's outputs and report.
+
+    >>> from raygrid import GridSearchCV
+    >>> from raygrid.api import save_search
+    >>> search = GridSearchCV(SVC(), {"C": [0.1, 1, 10]}, cv=3).fit(X, y)
+    >>> save_search(search, "out/svc")          # results.parquet/.csv, summary.csv, best.json,
+    ...                                          # plots and report.html
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from raygrid.spec import Prepared, apply_overrides, default_out_dir, load_spec, prepare
+
+__all__ = ["run_spec", "save_search", "best_config", "library_versions", "check_spec",
+           "DEMO_SPEC", "SPEC_FILE"]
+
+#: The spec a run leaves beside its results (after ``--set`` overrides), for the record.
+SPEC_FILE = "spec.yaml"
+
+#: What ``raygrid demo`` runs: a seed-style grid (kernel x C x gamma, 34 candidates x 3 folds) of
+#: SVC on scikit-learn's bundled breast-cancer data, scaled per fold. Needs no download and
+#: finishes in seconds on two cores.
+DEMO_SPEC: dict = {
+    "title": "raygrid demo: SVC on breast cancer",
+    "data": {"name": "breast_cancer"},
+    "preprocessing": "standard",
+    "estimator": {"import": "sklearn.svm:SVC"},
+    "search": {
+        "kind": "grid",
+        "grid": [
+            {"kernel": ["rbf", "sigmoid"], "C": [0.1, 1, 10, 100], "gamma": ["scale", 0.01, 0.001]},
+            {"kernel": ["linear"], "C": [0.01, 0.1, 1, 10]},
+            {"kernel": ["poly"], "degree": [2, 3], "C": [0.1, 1, 10]},
+        ],
+    },
+    "cv": {"kind": "stratified", "n_splits": 3, "shuffle": True, "random_state": 0},
+    "scoring": ["accuracy", "roc_auc"],
+    "refit": "accuracy",
+    "random_state": 0,
+}
+
+_VERSIONED = ("raygrid", "scikit-learn", "ray", "numpy", "pandas", "keras")
+_KERAS_EXTRA = ("scikeras", "tensorflow", "jax", "torch")
+
+
+def library_versions(keras: bool = False) -> dict[str, str]:
+    """Installed versions of Python, raygrid and the libraries a search depends on (no imports)."""
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED + (_KERAS_EXTRA if keras else ()):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    if "raygrid" not in versions:  # running from a source tree that is not installed
+        import raygrid
+
+        versions["raygrid"] = raygrid.__version__
+    if keras:
+        from raygrid.keras import keras_backend
+
+        versions["keras_backend"] = keras_backend()
+    return versions
+
+
+def _metric(search: Any) -> str:
+    """The metric the search ranks by, as named in ``cv_results_`` (``score`` for one metric)."""
+    if not getattr(search, "multimetric_", False):
+        return "score"
+    if isinstance(search.refit, str):
+        return search.refit
+    names = [k[len("mean_test_"):] for k in search.cv_results_ if k.startswith("mean_test_")]
+    return names[0]
+
+
+def _float(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(out) else out
+
+
+def best_config(search: Any) -> dict:
+    """The ``best`` record of a fitted raygrid search, as ``best.json`` and the report hold it."""
+    from raygrid.search import uses_keras
+
+    cv = search.cv_results_
+    metric = _metric(search)
+    index = getattr(search, "best_index_", None)
+    if index is None:  # refit=False with several metrics: the summary's top row
+        index = int(search.summary_.index[0])
+    index = int(index)
+    seed = getattr(search, "random_state", None)
+    scoring = search.scoring if isinstance(search.scoring, (str, list, tuple, type(None))) else repr(search.scoring)
+    return {
+        "params": dict(cv["params"][index]),
+        "metric": metric,
+        "scoring": list(scoring) if isinstance(scoring, tuple) else scoring,
+        "mean_score": _float(cv[f"mean_test_{metric}"][index]),
+        "std_score": _float(cv[f"std_test_{metric}"][index]),
+        "candidate": index,
+        "refit_time": _float(getattr(search, "refit_time_", None)),
+        "seed": int(seed) if isinstance(seed, (int, np.integer)) else None,
+        "versions": library_versions(keras=uses_keras(search.estimator)),
+        "n_candidates": len(cv["params"]),
+        "n_fits": int(len(search.results_)),
+        "wall_time": _float(getattr(search, "wall_time_", None)),
+    }
+
+
+def save_search(search: Any, out_dir, *, title: str | None = None) -> dict[str, Path]:
+    """Write a fitted raygrid search's outputs into ``out_dir``; return ``{file name: path}``.
+
+    ``results.parquet`` and ``results.csv`` (one row per fit), ``summary.csv`` (one row per
+    candidate, best first), ``best.json`` (best parameters, mean and std score, candidate, refit
+    time, seed, library versions, counts, wall time), the plots and a self-contained
+    ``report.html`` -- the same files ``raygrid run`` writes.
+    """
+    from raygrid.report import write_outputs
+
+    for attr in ("cv_results_", "results_", "summary_"):
+        if not hasattr(search, attr):
+            raise ValueError(f"save_search needs a fitted raygrid search (no {attr}); call fit first")
+    if title is None:
+        est = search.estimator
+        last = est.steps[-1][1] if hasattr(est, "steps") else est
+        title = f"{type(search).__name__}: {type(last).__name__}"
+    return write_outputs(search.results_, search.summary_, best_config(search), Path(out_dir),
+                         title=title)
+
+
+def check_spec(spec_or_path: Any, *, overrides: Sequence[str] = (), out=None) -> Prepared:
+    """Check a spec completely (schema, data, estimator, parameter names) without running it.
+
+    Raises :class:`raygrid.spec.SpecError` listing every problem; writes nothing.
+    """
+    raw, source = load_spec(spec_or_path)
+    raw = apply_overrides(raw, overrides)
+    return prepare(raw, source=source, out=out)
+
+
+def _search_keywords(search_cls: type) -> set[str]:
+    return set(inspect.signature(search_cls.__init__).parameters)
+
+
+def run_spec(spec_or_path: Any, *, overrides: Sequence[str] = (), out=None, address: str | None = None,
+             backend: str | None = None, verbose: int = 1, title: str | None = None,
+             ) -> tuple[Any, Path]:
+    """Check and run a spec (a YAML path, a mapping or a :class:`~raygrid.spec.Spec`), write its
+    outputs, and return ``(fitted search, output directory)``.
+
+    ``overrides`` are ``"key.path=value"`` strings (values parsed as YAML); ``out``, ``address``
+    and ``backend`` take precedence over the spec. A spec with problems raises
+    :class:`~raygrid.spec.SpecError` before anything runs or is written. Where the search takes a
+    ``storage`` keyword, finished fits are stored in the output directory as they arrive.
+    """
+    import yaml
+
+    prepared = check_spec(spec_or_path, overrides=overrides, out=out)
+    spec = prepared.spec
+    out_dir = Path(out) if out is not None else (
+        Path(spec.out) if spec.out else default_out_dir(prepared.source))
+    extra: dict[str, Any] = {}
+    search_cls = type(prepared.make_search())
+    if "storage" in _search_keywords(search_cls):
+        extra["storage"] = str(out_dir)
+    search = prepared.make_search(backend=backend, address=address, verbose=verbose, **extra)
+    search.fit(prepared.X, prepared.y)
+    files = save_search(search, out_dir, title=title or prepared.title)
+    (out_dir / SPEC_FILE).write_text(
+        yaml.safe_dump(_plain(prepared.raw), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return search, out_dir
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with only what YAML's safe dumper writes (other objects as their repr)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return repr(value)
