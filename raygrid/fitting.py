@@ -5,6 +5,7 @@ import contextlib
 import os
 import pickle
 import socket
+import sys
 import time
 import traceback
 import warnings
@@ -29,6 +30,8 @@ class Payload:
     scorer: Callable  # single scorer (returns a number) or multimetric scorer (returns a dict)
     metrics: tuple[str, ...] | None  # ("score",) or the scorer names; None: whatever a callable returns
     fit_params: Mapping[str, Any] = field(default_factory=dict)
+    # Passed to the scorer, split like fit_params (scikit-learn forwards fit's sample_weight).
+    score_params: Mapping[str, Any] = field(default_factory=dict)
     return_train_score: bool = False
     error_score: Any = np.nan
     return_estimator: bool = False
@@ -55,6 +58,7 @@ class FitResult:
     seed: int | None = None
     estimator: Any = None
     cached: bool = False
+    engine: str = "standard"  # "fused" when raygrid.fused trained it with others in one program
 
     @property
     def failed(self) -> bool:
@@ -128,13 +132,28 @@ def _fit_context(payload: Payload, estimator: Any, seed: int | None):
     return fit_context(estimator, seed=seed, num_cpus=_assigned_cpus())
 
 
-def _score(estimator, X, y, payload: Payload) -> dict[str, float]:
-    scores = payload.scorer(estimator, X, y)
+def _score(estimator, X, y, payload: Payload, params: Mapping[str, Any]) -> dict[str, float]:
+    """Score one side as scikit-learn's ``_score`` does.
+
+    A scorer that raises gives ``error_score`` for its metrics and a UserWarning (unless
+    ``error_score="raise"``); a multimetric scorer built with ``raise_exc=False`` reports a failing
+    metric as its traceback text, and only that metric gets ``error_score``.
+    """
+    try:
+        scores = payload.scorer(estimator, X, y, **params)
+    except Exception:  # noqa: BLE001 - scoring failures follow error_score too
+        if payload.error_score == "raise":
+            raise
+        _warn_scoring_failed(payload.error_score, traceback.format_exc())
+        return {m: payload.error_score for m in payload.metrics or ()}
     if not isinstance(scores, Mapping):
         scores = {"score": scores}
     out = {}
     for name in payload.metrics or scores:
         value = scores[name]
+        if isinstance(value, str) and payload.error_score != "raise":
+            _warn_scoring_failed(payload.error_score, value)
+            value = payload.error_score
         if hasattr(value, "item"):
             value = value.item()
         if not isinstance(value, Number):
@@ -146,9 +165,27 @@ def _score(estimator, X, y, payload: Payload) -> dict[str, float]:
     return out
 
 
+def _warn_scoring_failed(error_score: Any, details: str) -> None:
+    warnings.warn(
+        "Scoring failed. The score on this train-test partition for these parameters "
+        f"will be set to {error_score}. Details: \n{details}",
+        UserWarning,
+    )
+
+
 def _pickles(exc: BaseException) -> BaseException | None:
+    """``exc`` if it survives the trip to the driver, else None (the traceback text still does).
+
+    Exception classes defined in ``__main__`` or a notebook reach the workers by value, so they
+    are checked with cloudpickle (what Ray uses), not plain pickle.
+    """
+    dumps, loads = pickle.dumps, pickle.loads
+    if "ray" in sys.modules:  # on a Ray worker; never import Ray just for this
+        from ray import cloudpickle
+
+        dumps = cloudpickle.dumps
     try:
-        pickle.loads(pickle.dumps(exc))
+        loads(dumps(exc))
         return exc
     except Exception:  # noqa: BLE001
         return None
@@ -166,6 +203,8 @@ def fit_and_score(payload: Payload, trial: Trial, where: tuple[str, int] | None 
         X_test = take(X, test)
     y_test = take(y, test)
     fit_params = split_fit_params(payload.fit_params, num_samples(X), train)
+    score_test = split_fit_params(payload.score_params, num_samples(X), test)
+    score_train = split_fit_params(payload.score_params, num_samples(X), train)
     estimator = clone(payload.estimator).set_params(**clone(dict(trial.params), safe=False))
 
     result = FitResult(
@@ -177,23 +216,10 @@ def fit_and_score(payload: Payload, trial: Trial, where: tuple[str, int] | None 
             estimator.fit(X_train, y_train, **fit_params)
             result.fit_time = time.perf_counter() - start
             start = time.perf_counter()
-            scorer_error = None
-            try:
-                result.test_scores = _score(estimator, X_test, y_test, payload)
-                if payload.return_train_score:
-                    result.train_scores = _score(estimator, X_train, y_train, payload)
-            except Exception as exc:  # noqa: BLE001 - scoring failures follow error_score too
-                if payload.error_score == "raise":
-                    raise
-                scorer_error = traceback.format_exc()
-                _set_error_scores(result, payload)
+            result.test_scores = _score(estimator, X_test, y_test, payload, score_test)
             result.score_time = time.perf_counter() - start
-        if scorer_error is not None:
-            warnings.warn(
-                "Scoring failed. The score on this train-test partition for these parameters "
-                f"will be set to {payload.error_score}. Details: \n{scorer_error}",
-                UserWarning,
-            )
+            if payload.return_train_score:
+                result.train_scores = _score(estimator, X_train, y_train, payload, score_train)
     except Exception as exc:  # noqa: BLE001 - errors are data; error_score decides on the driver
         if not result.fit_time:
             result.fit_time = time.perf_counter() - start

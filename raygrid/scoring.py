@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import difflib
+import inspect
+import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from sklearn.metrics import check_scoring, get_scorer, get_scorer_names
 
@@ -39,7 +41,8 @@ def check_refit(refit: Any, metrics: tuple[str, ...]) -> None:
         )
 
 
-def resolve_scoring(estimator: Any, scoring: Any, refit: Any = True) -> Scoring:
+def resolve_scoring(estimator: Any, scoring: Any, refit: Any = True,
+                    error_score: Any = float("nan")) -> Scoring:
     if callable(scoring):
         return Scoring(scoring, None, scoring, False)
     if scoring is None or isinstance(scoring, str):
@@ -65,4 +68,46 @@ def resolve_scoring(estimator: Any, scoring: Any, refit: Any = True) -> Scoring:
         )
     metrics = tuple(scorers)
     check_refit(refit, metrics)
-    return Scoring(check_scoring(estimator, scorers), metrics, scorers, True)
+    # As scikit-learn: unless error_score="raise", one failing metric does not spoil the others.
+    scorer = check_scoring(estimator, scorers, raise_exc=(error_score == "raise"))
+    return Scoring(scorer, metrics, scorers, True)
+
+
+def _accepts_sample_weight(scorer: Any) -> bool:
+    # scikit-learn's own test when metadata routing is off (a private method of its scorers);
+    # for a plain callable, whether its signature names sample_weight.
+    accept = getattr(scorer, "_accept_sample_weight", None)
+    if callable(accept):
+        return bool(accept())
+    try:
+        return "sample_weight" in inspect.signature(scorer).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def search_score_params(scoring: Scoring, fit_params: Mapping[str, Any], owner: Any) -> dict:
+    """What a search passes to its scorers besides (estimator, X, y), as scikit-learn does with
+    metadata routing off: fit's ``sample_weight`` when a scorer accepts it (split per fold with
+    the data, so test scores are weighted), with sklearn's warning for each scorer that does not.
+    cross_validate forwards nothing (sklearn's rule too).
+    """
+    weight = fit_params.get("sample_weight")
+    if weight is None:
+        return {}
+    if scoring.multimetric and isinstance(scoring.scorers, Mapping):
+        named = list(scoring.scorers.items())
+    else:
+        named = [(None, scoring.scorer)]
+    accepted = []
+    for name, scorer in named:
+        accepted.append(_accepts_sample_weight(scorer))
+        if not accepted[-1]:
+            label = scorer if name is None else f"{name}={scorer}"
+            warnings.warn(
+                f"The scoring {label} does not support sample_weight, which may lead to "
+                f"statistically incorrect results when fitting {owner} with sample_weight. "
+            )
+    if scoring.multimetric and not all(hasattr(s, "_accept_sample_weight") for _, s in named):
+        # scikit-learn fails here (a plain callable in a scoring dict); raygrid scores unweighted.
+        return {}
+    return {"sample_weight": weight} if any(accepted) else {}

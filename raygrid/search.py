@@ -18,7 +18,7 @@ from raygrid.plan import build_trials
 from raygrid.progress import SearchProgress
 from raygrid.results import cv_results, results_frame, summary_frame, warn_or_raise_about_failures
 from raygrid.runner import execute
-from raygrid.scoring import Scoring, check_refit, resolve_scoring
+from raygrid.scoring import Scoring, check_refit, resolve_scoring, search_score_params
 
 
 def uses_keras(estimator: Any) -> bool:
@@ -120,7 +120,7 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
         check_consistent_length(*[a for a in (X, y, groups) if a is not None])
         X, y, groups = indexable(X, y, groups)
         estimator = self.estimator
-        scoring = resolve_scoring(estimator, self.scoring, self.refit)
+        scoring = resolve_scoring(estimator, self.scoring, self.refit, self.error_score)
         cv = check_cv(self.cv, y, classifier=is_classifier(estimator))
         splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv.split(X, y, groups)]
         if not splits:
@@ -130,6 +130,7 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
         payload = Payload(
             estimator=estimator, X=X, y=y, splits=splits, scorer=scoring.scorer,
             metrics=scoring.metrics, fit_params=params,
+            score_params=search_score_params(scoring, params, self),
             return_train_score=self.return_train_score, error_score=self.error_score,
             keras=uses_keras(estimator),
             pairwise=bool(getattr(get_tags(estimator).input_tags, "pairwise", False)),

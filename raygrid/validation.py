@@ -48,7 +48,7 @@ def cross_validate(
     """
     check_consistent_length(*[a for a in (X, y, groups) if a is not None])
     X, y, groups = indexable(X, y, groups)
-    scoring_ = resolve_scoring(estimator, scoring, refit=False)
+    scoring_ = resolve_scoring(estimator, scoring, refit=False, error_score=error_score)
     cv = check_cv(cv, y, classifier=is_classifier(estimator))
     splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv.split(X, y, groups)]
     if not splits:
@@ -83,7 +83,9 @@ def cross_validate(
     if return_estimator:
         ret["estimator"] = [r.estimator for r in ordered]
     if return_indices:
-        ret["indices"] = {"train": [tr for tr, _ in splits], "test": [te for _, te in splits]}
+        # tuples of arrays, as scikit-learn returns them
+        ret["indices"] = {"train": tuple(tr for tr, _ in splits),
+                          "test": tuple(te for _, te in splits)}
     for m in metrics:
         ret[f"test_{m}"] = np.array([r.test_scores.get(m, fallback) for r in ordered])
         if return_train_score:
