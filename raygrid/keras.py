@@ -1,0 +1,448 @@
+"""Keras support: scikeras wrappers with correct scikit-learn tags, and worker hygiene.
+
+Two halves with different import costs:
+
+* ``uses_keras`` and ``fit_context`` are cheap. Importing them imports neither scikeras nor
+  Keras nor TensorFlow, so the fit-and-score code can import them unconditionally.
+* ``KerasClassifier``, ``KerasRegressor``, ``build_mlp`` and ``seed_classifier`` need
+  scikeras (and therefore Keras and a backend). The two classes are created on first access
+  (``from raygrid.keras import KerasClassifier``), which is when scikeras is imported.
+
+Keras 3 is multi-backend. ``KERAS_BACKEND`` is honoured everywhere: with ``jax`` or ``torch``
+nothing here imports TensorFlow. (scikeras itself tries ``import tensorflow`` for its seeding
+helper; that attempt is suppressed when the backend is not TensorFlow, and scikeras then seeds
+through Python's and NumPy's generators, which Keras 3 draws its default seeds from.)
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import threading
+from typing import Any, Iterator
+
+__all__ = [
+    "KerasClassifier",
+    "KerasRegressor",
+    "build_mlp",
+    "fit_context",
+    "keras_backend",
+    "seed_classifier",
+    "uses_keras",
+]
+
+_LAZY_CLASSES = ("KerasClassifier", "KerasRegressor")
+_INSTALL_HINT = (
+    "raygrid's Keras support needs scikeras and a Keras backend: "
+    "pip install 'raygrid[keras]' (scikeras + TensorFlow), or scikeras with jax/torch "
+    "and KERAS_BACKEND set accordingly."
+)
+
+# ``steps_per_execution="auto"`` resolves to this many training steps per compiled call.
+AUTO_STEPS_PER_EXECUTION = 64
+
+
+# --------------------------------------------------------------------------------------
+# Cheap helpers (no heavy imports)
+# --------------------------------------------------------------------------------------
+def keras_backend() -> str:
+    """The Keras backend in use, or the one Keras will pick when it is imported.
+
+    Does not import Keras: when Keras is not imported yet, this reads ``KERAS_BACKEND``,
+    then ``$KERAS_HOME/keras.json`` (default ``~/.keras/keras.json``), then falls back to
+    Keras' own default, ``"tensorflow"``.
+    """
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        try:
+            return str(keras.backend.backend())
+        except AttributeError:  # keras partially imported
+            pass
+    env = os.environ.get("KERAS_BACKEND")
+    if env:
+        return env
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json"), encoding="utf-8") as fh:
+            backend = json.load(fh).get("backend")
+        if backend:
+            return str(backend)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return "tensorflow"
+
+
+def _is_scikeras_wrapper(obj: Any) -> bool:
+    """True for instances of scikeras' BaseWrapper (or subclasses), without importing scikeras."""
+    if isinstance(obj, type):
+        return False
+    for klass in type(obj).__mro__:
+        if klass.__name__ == "BaseWrapper" and klass.__module__.startswith("scikeras"):
+            return True
+    return False
+
+
+def _keras_paths(estimator: Any) -> list[str]:
+    """Parameter paths of every scikeras wrapper inside ``estimator`` ("" for the top level)."""
+    paths = []
+    if _is_scikeras_wrapper(estimator):
+        paths.append("")
+    get_params = getattr(estimator, "get_params", None)
+    if get_params is None or isinstance(estimator, type):
+        return paths
+    try:
+        params = get_params(deep=True)
+    except Exception:  # a half-built or exotic object: treat as opaque
+        return paths
+    for name, value in params.items():
+        if _is_scikeras_wrapper(value):
+            paths.append(name)
+    return paths
+
+
+def uses_keras(estimator: Any) -> bool:
+    """True when ``estimator`` is, or contains as a (nested) parameter, a scikeras model.
+
+    Cheap: it looks at class names and modules only and never imports scikeras, Keras or
+    TensorFlow.
+    """
+    return bool(_keras_paths(estimator))
+
+
+# --------------------------------------------------------------------------------------
+# Worker hygiene
+# --------------------------------------------------------------------------------------
+_setup_lock = threading.Lock()
+_threads_done: bool = False
+_gpu_done: bool = False
+#: What the process-wide setup did, for diagnostics (e.g. {"threads": ..., "gpu": ...}).
+setup_log: dict[str, Any] = {}
+
+
+def _cpu_count(num_cpus: Any) -> int | None:
+    if num_cpus is None:
+        return None
+    try:
+        n = int(round(float(num_cpus)))
+    except (TypeError, ValueError):
+        raise TypeError(f"num_cpus must be a number or None, got {num_cpus!r}") from None
+    return max(1, n)
+
+
+def _cap_threads(backend: str, n: int) -> None:
+    global _threads_done
+    if _threads_done:
+        return
+    if backend == "tensorflow":
+        if "tensorflow" not in sys.modules:
+            os.environ["TF_NUM_INTRAOP_THREADS"] = str(n)
+            os.environ["TF_NUM_INTEROP_THREADS"] = str(n)
+            setup_log["threads"] = f"env {n}"
+        else:
+            import tensorflow as tf
+
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(n)
+                tf.config.threading.set_inter_op_parallelism_threads(n)
+                setup_log["threads"] = f"tf.config {n}"
+            except RuntimeError as exc:  # runtime already initialised: it keeps its pools
+                setup_log["threads"] = f"unchanged ({exc})"
+    elif backend == "torch":
+        import torch
+
+        torch.set_num_threads(n)
+        try:
+            torch.set_num_interop_threads(n)
+        except RuntimeError:  # only settable before the first parallel work
+            pass
+        setup_log["threads"] = f"torch {n}"
+    else:
+        # JAX/XLA sizes its CPU thread pool when its backend starts; nothing safe to do here.
+        setup_log["threads"] = f"unchanged ({backend})"
+    _threads_done = True
+
+
+def _gpu_memory_growth(backend: str) -> None:
+    global _gpu_done
+    if _gpu_done:
+        return
+    if backend == "tensorflow":
+        if "tensorflow" not in sys.modules:
+            os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+            setup_log["gpu"] = "env TF_FORCE_GPU_ALLOW_GROWTH"
+        else:
+            import tensorflow as tf
+
+            done = []
+            for gpu in tf.config.list_physical_devices("GPU"):
+                try:
+                    tf.config.experimental.set_memory_growth(gpu, True)
+                    done.append(gpu.name)
+                except (RuntimeError, ValueError):  # already initialised
+                    pass
+            setup_log["gpu"] = f"memory growth on {done}"
+    elif backend == "jax" and "jax" not in sys.modules:
+        # Several fits may share one GPU: do not let the first grab most of its memory.
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        setup_log["gpu"] = "env XLA_PYTHON_CLIENT_PREALLOCATE=false"
+    _gpu_done = True
+
+
+def _clear_session() -> None:
+    keras = sys.modules.get("keras")
+    if keras is None:
+        return
+    try:
+        keras.backend.clear_session()
+    except Exception:  # never let cleanup hide the fit's own outcome
+        pass
+
+
+@contextlib.contextmanager
+def fit_context(estimator: Any, seed: int | None = None, num_cpus: float | None = None) -> Iterator[Any]:
+    """Run one fit of ``estimator`` with Keras worker hygiene.
+
+    Wrap every fit (and the scoring that follows it, if wanted) of an estimator that is or
+    contains a scikeras model::
+
+        with fit_context(est, seed=fit_seed, num_cpus=1):
+            est.fit(X_train, y_train)
+            score = scorer(est, X_test, y_test)
+
+    * caps the backend's CPU threads to ``num_cpus`` (TensorFlow intra/inter-op pools, or
+      torch's), once per process; ``None`` leaves them alone;
+    * turns on GPU memory growth (TensorFlow), once per process;
+    * sets ``random_state=seed`` on every scikeras model inside ``estimator`` (top level, a
+      Pipeline step, or any nested parameter) when ``seed`` is not None;
+    * calls ``keras.backend.clear_session()`` afterwards, even if the fit fails.
+
+    For an estimator without Keras this does nothing. Yields ``estimator``.
+    """
+    paths = _keras_paths(estimator)
+    if not paths:
+        yield estimator
+        return
+
+    backend = keras_backend()
+    n = _cpu_count(num_cpus)
+    with _setup_lock:
+        if n is not None:
+            _cap_threads(backend, n)
+        _gpu_memory_growth(backend)
+
+    if seed is not None:
+        seed = int(seed)
+        for path in paths:
+            if path == "":
+                estimator.set_params(random_state=seed)
+            else:
+                estimator.set_params(**{f"{path}__random_state": seed})
+    try:
+        yield estimator
+    finally:
+        _clear_session()
+
+
+# --------------------------------------------------------------------------------------
+# scikeras wrappers with scikit-learn >= 1.7 tags (created on first access)
+# --------------------------------------------------------------------------------------
+_classes: dict[str, type] = {}
+_classes_lock = threading.RLock()
+
+
+def _import_scikeras_wrappers():
+    """Import ``scikeras.wrappers`` without pulling in TensorFlow on other backends."""
+    backend = keras_backend()
+    block_tf = (
+        backend != "tensorflow"
+        and "tensorflow" not in sys.modules
+        and "scikeras.wrappers" not in sys.modules
+    )
+    if block_tf:
+        # scikeras' seeding helper does ``try: import tensorflow``; a None entry makes that
+        # attempt fail fast, and scikeras falls back to seeding Python and NumPy.
+        sys.modules["tensorflow"] = None  # type: ignore[assignment]
+    try:
+        import scikeras.wrappers as wrappers
+    except ImportError as exc:
+        raise ImportError(_INSTALL_HINT) from exc
+    finally:
+        if block_tf and sys.modules.get("tensorflow", 0) is None:
+            del sys.modules["tensorflow"]
+    return wrappers
+
+
+def _make_classes() -> dict[str, type]:
+    with _classes_lock:
+        if _classes:
+            return _classes
+        wrappers = _import_scikeras_wrappers()
+        from sklearn.utils import ClassifierTags, RegressorTags
+
+        class _StepsPerExecutionMixin:
+            """Run ``steps_per_execution`` training steps per compiled call, in ``fit`` only.
+
+            Keras' ``steps_per_execution`` is set at compile time and then applies to fit,
+            evaluate and predict. Here it applies to training alone: fitted weights are the
+            same as with one step per call, while predictions keep Keras' one-step path (on
+            TensorFlow a multi-step predict is slower to trace and may differ in the last
+            bit of float32).
+            """
+
+            def _resolved_steps_per_execution(self) -> int:
+                value = getattr(self, "steps_per_execution", "auto")
+                if value is None:
+                    return 1
+                if value == "auto":
+                    if keras_backend() == "torch":  # Keras supports only 1 on torch
+                        return 1
+                    if getattr(self, "run_eagerly", False) or getattr(self, "callbacks", None):
+                        # Batch-level callbacks would fire only once per execution.
+                        return 1
+                    return AUTO_STEPS_PER_EXECUTION
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ValueError(
+                        f"steps_per_execution must be 'auto', None or a positive int, got {value!r}"
+                    )
+                return value
+
+            def _fit_keras_model(self, *args, **kwargs):
+                model = self.model_
+                steps = self._resolved_steps_per_execution()
+                compiled = getattr(model, "steps_per_execution", 1)
+                if (
+                    steps == 1
+                    or compiled != 1  # the model (or compile__steps_per_execution) chose its own
+                    or "compile__steps_per_execution" in self.__dict__
+                ):
+                    return super()._fit_keras_model(*args, **kwargs)
+                if getattr(model, "_raygrid_train_steps", None) != steps:
+                    model.train_function = None  # traced for another value: trace again
+                model.steps_per_execution = steps
+                try:
+                    return super()._fit_keras_model(*args, **kwargs)
+                finally:
+                    model._raygrid_train_steps = steps
+                    model.steps_per_execution = compiled
+                    # evaluate/predict functions built during fit (validation, callbacks)
+                    # used the multi-step value: let them be rebuilt for one step.
+                    model.test_function = None
+                    model.predict_function = None
+
+        class KerasClassifier(_StepsPerExecutionMixin, wrappers.KerasClassifier):
+            """scikeras' ``KerasClassifier`` that scikit-learn recognises as a classifier.
+
+            With scikit-learn >= 1.7 the stock class is not tagged as a classifier, so an
+            integer ``cv`` silently becomes unstratified ``KFold`` and probability scorers
+            (``roc_auc``) return NaN. This subclass fixes the tags and otherwise accepts
+            exactly scikeras' parameters (``model__*``, ``fit__*``, ``optimizer__*``, ...).
+
+            ``steps_per_execution``: training steps per compiled call during ``fit``
+            (``"auto"``: 64, or 1 on the torch backend, with ``run_eagerly`` or with
+            ``callbacks``; an int forces a value; ``None`` means 1). It does not change the
+            fitted weights, only how often control returns to Python.
+            """
+
+            def __init__(self, model=None, *, steps_per_execution="auto", **kwargs):
+                super().__init__(model=model, **kwargs)
+                self.steps_per_execution = steps_per_execution
+
+            def __sklearn_tags__(self):
+                tags = super().__sklearn_tags__()
+                tags.estimator_type = "classifier"
+                tags.classifier_tags = ClassifierTags()
+                tags.regressor_tags = None
+                tags.target_tags.required = True
+                return tags
+
+        class KerasRegressor(_StepsPerExecutionMixin, wrappers.KerasRegressor):
+            """scikeras' ``KerasRegressor`` with scikit-learn >= 1.7 regressor tags.
+
+            See ``KerasClassifier`` for ``steps_per_execution``.
+            """
+
+            def __init__(self, model=None, *, steps_per_execution="auto", **kwargs):
+                super().__init__(model=model, **kwargs)
+                self.steps_per_execution = steps_per_execution
+
+            def __sklearn_tags__(self):
+                tags = super().__sklearn_tags__()
+                tags.estimator_type = "regressor"
+                tags.regressor_tags = RegressorTags()
+                tags.classifier_tags = None
+                tags.target_tags.required = True
+                return tags
+
+        for klass in (KerasClassifier, KerasRegressor):
+            klass.__module__ = __name__
+            klass.__qualname__ = klass.__name__
+        _StepsPerExecutionMixin.__module__ = __name__
+        _StepsPerExecutionMixin.__qualname__ = "_StepsPerExecutionMixin"
+        _classes["KerasClassifier"] = KerasClassifier
+        _classes["KerasRegressor"] = KerasRegressor
+        _classes["_StepsPerExecutionMixin"] = _StepsPerExecutionMixin
+        globals().update(_classes)
+        return _classes
+
+
+def __getattr__(name: str):
+    if name in _LAZY_CLASSES or name == "_StepsPerExecutionMixin":
+        return _make_classes()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_CLASSES))
+
+
+# --------------------------------------------------------------------------------------
+# The seed study's model
+# --------------------------------------------------------------------------------------
+def build_mlp(meta: dict, hidden=(12, 8), activation: str = "relu", init: str = "glorot_uniform"):
+    """The seed study's MLP, for scikeras' ``model=`` (uncompiled; scikeras compiles it).
+
+    ``Input(n_features_in_)`` -> ``Dense(h, activation, kernel_initializer=init)`` for each
+    ``h`` in ``hidden`` -> output: ``Dense(1, "sigmoid")`` for a binary target,
+    ``Dense(n_classes_, "softmax")`` for more classes (use a sparse categorical loss then),
+    a linear ``Dense(n_outputs)`` when ``meta`` comes from a regressor.
+    """
+    import keras
+
+    n_features = meta["n_features_in_"]
+    model = keras.Sequential(name="mlp")
+    model.add(keras.Input(shape=(n_features,)))
+    for units in hidden:
+        model.add(keras.layers.Dense(int(units), activation=activation, kernel_initializer=init))
+    n_classes = meta.get("n_classes_")
+    if n_classes is None:  # regressor
+        n_out = meta.get("n_outputs_expected_") or 1
+        model.add(keras.layers.Dense(int(n_out)))
+    elif n_classes <= 2:
+        model.add(keras.layers.Dense(1, activation="sigmoid", kernel_initializer=init))
+    else:
+        model.add(keras.layers.Dense(int(n_classes), activation="softmax", kernel_initializer=init))
+    return model
+
+
+def seed_classifier(**kwargs):
+    """The seed study's classifier: ``build_mlp`` under binary cross-entropy and Adam.
+
+    Defaults: 12-8 ReLU hidden layers, Glorot-uniform init, 10 epochs of batch 32, silent.
+    Any keyword overrides a default or adds a scikeras parameter, so the study's grid
+    ``{"model__activation", "optimizer", "model__init", "batch_size", "epochs"}`` applies.
+    """
+    params = dict(
+        model=build_mlp,
+        loss="binary_crossentropy",
+        optimizer="adam",
+        metrics=None,
+        epochs=10,
+        batch_size=32,
+        verbose=0,
+        model__hidden=(12, 8),
+        model__activation="relu",
+        model__init="glorot_uniform",
+    )
+    params.update(kwargs)
+    return _make_classes()["KerasClassifier"](**params)
