@@ -199,6 +199,37 @@ def _clear_session() -> None:
         pass
 
 
+def _op_determinism_enabled() -> bool:
+    if "tensorflow" not in sys.modules or sys.modules["tensorflow"] is None:
+        return os.environ.get("TF_DETERMINISTIC_OPS", "").lower() in ("1", "true")
+    from tensorflow.python.framework import config
+
+    return bool(config.is_op_determinism_enabled())
+
+
+@contextlib.contextmanager
+def keep_op_determinism() -> Iterator[None]:
+    """Leave TensorFlow's op determinism as it was before a seeded scikeras fit.
+
+    scikeras' seeding sets ``TF_DETERMINISTIC_OPS=1`` and only then asks TensorFlow whether
+    determinism was already on, so it never turns it off again: every later unseeded fit in the
+    process then fails with "Random ops require a seed to be set when determinism is enabled".
+    (scikeras itself restores the state through the same TensorFlow call used here.)
+    """
+    before = _op_determinism_enabled()
+    try:
+        yield
+    finally:
+        if not before and keras_backend() == "tensorflow" and sys.modules.get("tensorflow"):
+            try:
+                from tensorflow.python.framework import config
+
+                if config.is_op_determinism_enabled():
+                    config.disable_op_determinism()
+            except Exception:  # noqa: BLE001 - best effort; never hide the fit's outcome
+                pass
+
+
 @contextlib.contextmanager
 def fit_context(estimator: Any, seed: int | None = None, num_cpus: float | None = None) -> Iterator[Any]:
     """Run one fit of ``estimator`` with Keras worker hygiene.
@@ -239,7 +270,8 @@ def fit_context(estimator: Any, seed: int | None = None, num_cpus: float | None 
             else:
                 estimator.set_params(**{f"{path}__random_state": seed})
     try:
-        yield estimator
+        with keep_op_determinism():
+            yield estimator
     finally:
         _clear_session()
 
@@ -306,6 +338,14 @@ def _make_classes() -> dict[str, type]:
                         f"steps_per_execution must be 'auto', None or a positive int, got {value!r}"
                     )
                 return value
+
+            def fit(self, X, y, *args, **kwargs):
+                with keep_op_determinism():
+                    return super().fit(X, y, *args, **kwargs)
+
+            def partial_fit(self, X, y, *args, **kwargs):
+                with keep_op_determinism():
+                    return super().partial_fit(X, y, *args, **kwargs)
 
             def _fit_keras_model(self, *args, **kwargs):
                 model = self.model_
