@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Sequence
+import inspect
+import signal
+import threading
+from typing import Any, Iterator, Sequence
 
 from raygrid.executors import Executor
 from raygrid.fitting import FitResult, Payload
@@ -14,10 +17,50 @@ class FitError(RuntimeError):
     """A fit failed with error_score='raise' and its original exception could not be carried back."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM stopped a search: handled like Ctrl-C (tasks cancelled, finished fits kept)."""
+
+
 def reraise(result: FitResult) -> None:
     if result.exception is not None:
         raise result.exception
     raise FitError(f"Fit of candidate {result.candidate}, fold {result.fold} failed:\n{result.error}")
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """While running fits, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt).
+
+    Only in the main thread (Python delivers signals there); the previous handler is restored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except (ValueError, OSError):  # e.g. an embedded interpreter without signal support
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def reuse(store: Any, trials: Sequence[Trial], results: dict[tuple[int, int], FitResult],
+          progress: SearchProgress) -> list[Trial]:
+    """Take the stored results of ``trials`` from ``store`` (if any); return the trials to run."""
+    if store is None:
+        return list(trials)
+    hits, todo = store.plan(trials)
+    for result in hits:
+        results[(result.candidate, result.fold)] = result
+        progress.add(result)
+    return todo
 
 
 def execute(
@@ -27,15 +70,46 @@ def execute(
     trials: Sequence[Trial],
     results: dict[tuple[int, int], FitResult],
     progress: SearchProgress,
+    store: Any = None,
 ) -> None:
-    """Run ``trials``, adding each result to ``results`` the moment it arrives.
+    """Run ``trials``, adding each result to ``results`` (and ``store``) the moment it arrives.
 
     With ``error_score="raise"`` the first failed fit stops the search (pending tasks are cancelled)
     and its original exception is raised; every fit finished before it stays in ``results``.
+    Ctrl-C or SIGTERM cancels the pending fits; those already finished are kept (and stored).
     """
-    with contextlib.closing(iter(executor.run(shared, trials))) as stream:
-        for result in stream:
-            results[(result.candidate, result.fold)] = result
-            progress.add(result, running=getattr(executor, "running", 0))
-            if result.failed and payload.error_score == "raise":
-                reraise(result)
+    current: list[FitResult] = []  # the result being handled, until it is recorded
+
+    def take(result: FitResult) -> None:
+        current[:] = [result]
+        results[(result.candidate, result.fold)] = result
+        if store is not None:
+            store.record(result)
+        current.clear()
+        progress.add(result, running=getattr(executor, "running", 0))
+
+    with sigterm_interrupts(), contextlib.closing(iter(executor.run(shared, trials))) as stream:
+        try:
+            for result in stream:
+                take(result)
+                if result.failed and payload.error_score == "raise":
+                    reraise(result)
+        except KeyboardInterrupt as interrupt:
+            # Keep every finished fit: the one being recorded when the interrupt came, and those
+            # the executor still holds (a generator hands them over when the interrupt is
+            # thrown into it; it cancels the rest).
+            for result in current + list(_drain(stream, interrupt)):
+                take(result)
+            raise
+
+
+def _drain(stream: Iterator[FitResult], interrupt: KeyboardInterrupt) -> Iterator[FitResult]:
+    if not inspect.isgenerator(stream) or inspect.getgeneratorstate(stream) != inspect.GEN_SUSPENDED:
+        return
+    try:
+        result = stream.throw(interrupt)
+        while True:
+            yield result
+            result = next(stream)
+    except (KeyboardInterrupt, StopIteration):
+        return

@@ -1,7 +1,9 @@
 """GridSearchCV and RandomizedSearchCV with scikit-learn's interface, every fit a Ray task."""
 from __future__ import annotations
 
+import contextlib
 import numbers
+import sys
 import time
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -17,7 +19,7 @@ from raygrid.fitting import FitResult, Payload
 from raygrid.plan import build_trials
 from raygrid.progress import SearchProgress
 from raygrid.results import cv_results, results_frame, summary_frame, warn_or_raise_about_failures
-from raygrid.runner import execute
+from raygrid.runner import execute, reuse
 from raygrid.scoring import Scoring, check_refit, resolve_scoring, search_score_params
 
 
@@ -81,6 +83,8 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
         ray_remote_args=None,
         address=None,
         max_retries=3,
+        storage=None,
+        cache=True,
     ):
         self.estimator = estimator
         self.scoring = scoring
@@ -95,6 +99,8 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
         self.ray_remote_args = ray_remote_args
         self.address = address
         self.max_retries = max_retries
+        self.storage = storage
+        self.cache = cache
 
     # -- the candidate hook ------------------------------------------------------------------
     def _run_search(self, evaluate_candidates) -> None:  # pragma: no cover - abstract
@@ -136,6 +142,7 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
             pairwise=bool(getattr(get_tags(estimator).input_tags, "pairwise", False)),
         )
         executor = get_executor(self.backend, **self._executor_options())
+        store = self._open_store(payload, splits)
         candidates: list[dict] = []
         results: dict[tuple[int, int], FitResult] = {}
         shared = None
@@ -150,14 +157,17 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
             trials = build_trials(new, n_splits, first_candidate=len(candidates),
                                   random_state=seed_state)
             candidates.extend(new)
-            if shared is None:
-                shared = executor.share(payload)
             progress.total += len(trials)
-            execute(executor, shared, payload, trials, results, progress)
+            todo = reuse(store, trials, results, progress)
+            if todo:
+                if shared is None:
+                    shared = executor.share(payload)
+                execute(executor, shared, payload, todo, results, progress, store=store)
             return self._aggregate(candidates, n_splits, results, scoring, warn=False)
 
-        with progress:
-            self._run_search(evaluate_candidates)
+        with _closing_store(store):
+            with progress:
+                self._run_search(evaluate_candidates)
         if not candidates:
             raise ValueError(f"{self._space_name} yields no candidates")
 
@@ -198,6 +208,19 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
     @property
     def _space_name(self) -> str:
         return "param_grid"
+
+    def _open_store(self, payload: Payload, splits):
+        """The fit store of ``storage`` (None without one): resume and cache, see store.py."""
+        if self.storage is None:
+            return None
+        from raygrid.store import open_session
+
+        return open_session(
+            self.storage, cache=self.cache, estimator=payload.estimator, X=payload.X, y=payload.y,
+            splits=splits, fit_params=payload.fit_params, scoring=self.scoring,
+            error_score=self.error_score, return_train_score=self.return_train_score,
+            keras=payload.keras, kind=type(self).__name__,
+        )
 
     def _executor_options(self) -> dict:
         if self.backend != "ray":
@@ -296,6 +319,25 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
         return tags
 
 
+@contextlib.contextmanager
+def _closing_store(store):
+    """Close the store after the fits; on Ctrl-C or SIGTERM say how to resume (one line)."""
+    if store is None:
+        yield
+        return
+    try:
+        yield
+    except KeyboardInterrupt:
+        from raygrid.store import resume_hint
+
+        print(resume_hint(store), file=sys.stderr, flush=True)
+        raise
+    else:
+        store.finish()
+    finally:
+        store.close()
+
+
 def _progress_metric(scoring: Scoring, refit: Any) -> str | None:
     if scoring.metrics is None:
         return None
@@ -346,6 +388,16 @@ _RAYGRID_PARAMS_DOC = """
     max_retries : int, default=3
         How often Ray reruns a fit whose worker or node died. Exceptions raised by the estimator
         are never retried; they follow ``error_score``.
+    storage : str or path, default=None
+        A directory for the fit store (``fits.sqlite``): every finished fit is written there at
+        once, keyed by a fingerprint of everything that decides it (estimator and parameters,
+        data, split, fold, scoring, library versions). Rerunning the same search with the same
+        ``storage`` runs only the missing fits (resume after Ctrl-C or a crash); an extended grid
+        runs only the new candidates. None keeps nothing.
+    cache : bool, default=True
+        With ``storage``, reuse stored fits with the same fingerprint (system failures are always
+        rerun; failed fits are rerun when ``error_score="raise"``). False reruns every fit and
+        still records it.
 """
 
 
@@ -384,12 +436,15 @@ class GridSearchCV(BaseSearch):
         address=None,
         max_retries=3,
         random_state=None,
+        storage=None,
+        cache=True,
     ):
         super().__init__(
             estimator, scoring=scoring, n_jobs=n_jobs, refit=refit, cv=cv, verbose=verbose,
             pre_dispatch=pre_dispatch, error_score=error_score,
             return_train_score=return_train_score, backend=backend,
             ray_remote_args=ray_remote_args, address=address, max_retries=max_retries,
+            storage=storage, cache=cache,
         )
         self.param_grid = param_grid
         self.random_state = random_state
@@ -428,12 +483,15 @@ class RandomizedSearchCV(BaseSearch):
         ray_remote_args=None,
         address=None,
         max_retries=3,
+        storage=None,
+        cache=True,
     ):
         super().__init__(
             estimator, scoring=scoring, n_jobs=n_jobs, refit=refit, cv=cv, verbose=verbose,
             pre_dispatch=pre_dispatch, error_score=error_score,
             return_train_score=return_train_score, backend=backend,
             ray_remote_args=ray_remote_args, address=address, max_retries=max_retries,
+            storage=storage, cache=cache,
         )
         self.param_distributions = param_distributions
         self.n_iter = n_iter

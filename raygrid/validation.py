@@ -11,9 +11,9 @@ from raygrid.fitting import FitResult, Payload
 from raygrid.plan import build_trials
 from raygrid.progress import SearchProgress
 from raygrid.results import warn_or_raise_about_failures
-from raygrid.runner import execute
+from raygrid.runner import execute, reuse
 from raygrid.scoring import resolve_scoring
-from raygrid.search import uses_keras
+from raygrid.search import _closing_store, uses_keras
 
 
 def cross_validate(
@@ -37,14 +37,17 @@ def cross_validate(
     address=None,
     max_retries=3,
     random_state=None,
+    storage=None,
+    cache=True,
 ):
     """Evaluate metric(s) by cross-validation; the same result as scikit-learn's, fits on Ray.
 
     Returns scikit-learn's dict: ``fit_time``, ``score_time``, ``test_<metric>`` (``test_score``
     for one metric), ``train_<metric>`` with ``return_train_score``, ``estimator`` with
     ``return_estimator`` and ``indices`` with ``return_indices``. The raygrid keywords
-    (``backend``, ``ray_remote_args``, ``address``, ``max_retries``, ``random_state``) are those of
-    :class:`raygrid.GridSearchCV`.
+    (``backend``, ``ray_remote_args``, ``address``, ``max_retries``, ``random_state``,
+    ``storage``, ``cache``) are those of :class:`raygrid.GridSearchCV`; with
+    ``return_estimator=True`` stored fits are recorded but not reused (the store keeps no models).
     """
     check_consistent_length(*[a for a in (X, y, groups) if a is not None])
     X, y, groups = indexable(X, y, groups)
@@ -68,8 +71,22 @@ def cross_validate(
     seed = int(random_state) if isinstance(random_state, (int, np.integer)) else None
     trials = build_trials([{}], len(splits), random_state=seed)
     results: dict[tuple[int, int], FitResult] = {}
-    with SearchProgress(len(trials), len(splits), None, verbose, title="cross_validate") as progress:
-        execute(executor, executor.share(payload), payload, trials, results, progress)
+    store = None
+    if storage is not None:
+        from raygrid.store import open_session
+
+        store = open_session(
+            storage, cache=cache, estimator=estimator, X=X, y=y, splits=splits,
+            fit_params=payload.fit_params, scoring=scoring, error_score=error_score,
+            return_train_score=return_train_score, keras=payload.keras, kind="cross_validate",
+            reuse=not return_estimator,
+        )
+    with _closing_store(store), SearchProgress(len(trials), len(splits), None, verbose,
+                                               title="cross_validate") as progress:
+        todo = reuse(store, trials, results, progress)
+        if todo:
+            execute(executor, executor.share(payload), payload, todo, results, progress,
+                    store=store)
 
     ordered = [results[(0, f)] for f in range(len(splits))]
     warn_or_raise_about_failures(ordered, error_score)
@@ -111,6 +128,8 @@ def cross_val_score(
     address=None,
     max_retries=3,
     random_state=None,
+    storage=None,
+    cache=True,
 ):
     """Array of scores of the estimator for each run of the cross-validation (one metric)."""
     if isinstance(scoring, (list, tuple, set, dict)):
@@ -119,6 +138,6 @@ def cross_val_score(
         estimator, X, y, groups=groups, scoring=scoring, cv=cv, n_jobs=n_jobs, verbose=verbose,
         params=params, pre_dispatch=pre_dispatch, error_score=error_score, backend=backend,
         ray_remote_args=ray_remote_args, address=address, max_retries=max_retries,
-        random_state=random_state,
+        random_state=random_state, storage=storage, cache=cache,
     )
     return scores["test_score"]

@@ -15,6 +15,8 @@ from raygrid.plan import Trial
 
 DEFAULT_REMOTE_ARGS = {"num_cpus": 1}
 CONNECT_TIMEOUT_S = 5.0
+WAIT_S = 1.0  # ray.wait returns this often, so Ctrl-C and SIGTERM are handled promptly
+CANCEL_GRACE_S = 2.0  # on Ctrl-C, how long to wait for cancelled tasks to resolve
 
 _started_here = False
 
@@ -172,6 +174,14 @@ class RayExecutor:
                       payload.error_score, payload.keras)
 
     def run(self, shared: Shared, trials: Sequence[Trial]) -> Iterator[FitResult]:
+        """Yield one result per trial as tasks finish.
+
+        A task of one trial is retried by Ray ``max_retries`` times when its worker or node dies.
+        A batch is not retried as a whole: its trials go back to the queue as one-trial tasks, so
+        one fit that kills its worker costs neither the batch's other fits nor their retries.
+        On Ctrl-C (KeyboardInterrupt) the results of tasks that already finished are still
+        yielded, the rest are cancelled, and the interrupt is raised again.
+        """
         import ray
 
         options = dict(self.remote_args)
@@ -180,40 +190,91 @@ class RayExecutor:
             runtime_env = dict(options.get("runtime_env") or {})
             env_vars = {**_keras_env(options.get("num_cpus")), **runtime_env.get("env_vars", {})}
             options["runtime_env"] = {**runtime_env, "env_vars": env_vars}
-        remote = ray.remote(run_trials).options(**options)
+        single = ray.remote(run_trials).options(**options)
+        batched = ray.remote(run_trials).options(**{**options, "max_retries": 0})
 
         slots = self.slots()
         in_flight = self.n_jobs if self.n_jobs and self.n_jobs > 0 else 2 * slots
         queue = deque(trials)
+        alone: deque[Trial] = deque()  # trials of failed batches: rerun one per task
         pending: dict[Any, list[Trial]] = {}
+        ready: deque[FitResult] = deque()  # results received and not yet handed over
+
+        def finished(ref: Any, batch: list[Trial]) -> list[FitResult]:
+            try:
+                results = ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:
+                # Raised by the task itself (not a dead worker): running it again cannot help.
+                return self._failures(batch, exc, shared)
+            except (ray.exceptions.RayError, OSError) as exc:
+                if len(batch) > 1:
+                    alone.extend(batch)
+                    return []
+                # Ray retried this one-trial task max_retries times: a system failure.
+                return self._failures(batch, exc, shared)
+            if self.batcher:
+                self.batcher.observe(results)
+            return results
+
         try:
-            while queue or pending:
-                while queue and len(pending) < in_flight:
-                    n = self.batcher.size(len(queue), slots) if self.batcher else 1
-                    batch = [queue.popleft() for _ in range(min(n, len(queue)))]
+            while queue or alone or pending:
+                while (queue or alone) and len(pending) < in_flight:
+                    if alone:
+                        batch, remote = [alone.popleft()], single
+                    else:
+                        n = self.batcher.size(len(queue), slots) if self.batcher else 1
+                        batch = [queue.popleft() for _ in range(min(n, len(queue)))]
+                        remote = single if len(batch) == 1 else batched
                     pending[remote.remote(shared.ref, batch)] = batch
                     self.running += len(batch)
-                done, _ = ray.wait(list(pending), num_returns=1)
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
                 for ref in done:
-                    batch = pending.pop(ref)
-                    self.running -= len(batch)
-                    try:
-                        results = ray.get(ref)
-                    except (ray.exceptions.RayError, OSError) as exc:
-                        # Ray retried the task max_retries times; these fits are system failures.
-                        results = [
-                            system_failure(t, exc, shared.metrics, shared.return_train_score,
-                                           shared.error_score)
-                            for t in batch
-                        ]
-                    else:
-                        if self.batcher:
-                            self.batcher.observe(results)
-                    yield from results
+                    ready.extend(finished(ref, pending[ref]))
+                    self.running -= len(pending.pop(ref))
+                while ready:
+                    yield ready.popleft()
+        except KeyboardInterrupt as interrupt:
+            # Ctrl-C or SIGTERM (while waiting, or thrown in by the caller while it recorded a
+            # result): cancel what runs, keep every fit that finished (also within a short grace,
+            # for tasks that were already returning), then raise the interrupt again.
+            kept = list(ready) + self._stop(pending)
+            ready.clear()
+            yield from kept
+            raise interrupt
         finally:
-            for ref in pending:
-                try:
-                    ray.cancel(ref, force=False)
-                except Exception:  # noqa: BLE001 - best effort: the task may be done already
-                    pass
+            self._cancel(pending)
 
+    def _stop(self, pending: dict[Any, list[Trial]]) -> list[FitResult]:
+        import ray
+
+        refs = list(pending)
+        for ref in refs:
+            try:
+                ray.cancel(ref, force=False)
+            except Exception:  # noqa: BLE001 - best effort: the task may be done already
+                pass
+        kept: list[FitResult] = []
+        if refs:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
+            for ref in ready:
+                self.running -= len(pending.pop(ref))
+                try:
+                    kept.extend(ray.get(ref, timeout=1))
+                except Exception:  # noqa: BLE001 - cancelled or failed: it runs on resume
+                    pass
+        return kept
+
+    @staticmethod
+    def _failures(batch: Sequence[Trial], exc: BaseException, shared: Shared) -> list[FitResult]:
+        return [system_failure(t, exc, shared.metrics, shared.return_train_score,
+                               shared.error_score) for t in batch]
+
+    def _cancel(self, pending: dict[Any, list[Trial]]) -> None:
+        import ray
+
+        for ref in list(pending):
+            try:
+                ray.cancel(ref, force=False)
+            except Exception:  # noqa: BLE001 - best effort: the task may be done already
+                pass
+            self.running -= len(pending.pop(ref))
