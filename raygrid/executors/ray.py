@@ -40,6 +40,12 @@ def _probe(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         ) from None
 
 
+def _worker_logs() -> bool:
+    """Workers' stdout/stderr reach the driver only with RAYGRID_WORKER_LOGS=1: a fit's errors
+    come back as data, and TensorFlow's start-up lines from every worker would drown the progress."""
+    return os.environ.get("RAYGRID_WORKER_LOGS", "") in ("1", "true", "yes")
+
+
 def connect(address: str | None = None) -> None:
     """Join ``address`` (else ``RAY_ADDRESS``) or start a local Ray that raygrid shuts down at exit.
 
@@ -54,11 +60,13 @@ def connect(address: str | None = None) -> None:
     if address:
         _probe(address)
         try:
-            ray.init(address=address, logging_level="WARNING", configure_logging=False)
+            ray.init(address=address, logging_level="WARNING", configure_logging=False,
+                     log_to_driver=_worker_logs())
         except ConnectionError as exc:
             raise ConnectionError(f"Cannot connect to the Ray cluster at {address!r}: {exc}") from exc
         return
     ray.init(address="local", include_dashboard=False, logging_level="WARNING",
+             log_to_driver=_worker_logs(),
              configure_logging=False)
     _started_here = True
     atexit.register(shutdown)
