@@ -142,6 +142,11 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
             pairwise=bool(getattr(get_tags(estimator).input_tags, "pairwise", False)),
         )
         executor = get_executor(self.backend, **self._executor_options())
+        engine = getattr(self, "engine", "standard")
+        if engine != "standard":  # Keras on JAX: fusable trials train together (raygrid.fused)
+            from raygrid.fused import wrap
+
+            executor = wrap(executor, engine)
         store = self._open_store(payload, splits)
         candidates: list[dict] = []
         results: dict[tuple[int, int], FitResult] = {}
@@ -199,6 +204,9 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
         self.results_ = results_frame(candidates, results, scoring.metrics or ("score",),
                                       return_train_score=self.return_train_score,
                                       error_score=self.error_score)
+        if engine != "standard" and len(self.results_):
+            self.results_["engine"] = [getattr(results[k], "engine", "standard")
+                                       for k in sorted(results)]
         rank_metric = refit_metric if isinstance(refit_metric, str) and refit_metric in (
             scoring.metrics or ()) else (scoring.metrics or ("score",))[0]
         self.summary_ = summary_frame(cv, self.results_, rank_metric)
@@ -414,6 +422,11 @@ class GridSearchCV(BaseSearch):
     n_jobs : int, default=None
         At most this many fits in flight; None or -1 uses every slot of the cluster.
     pre_dispatch : accepted for compatibility; Ray queues the tasks.
+    engine : {"standard", "fused", "auto"}, default="standard"
+        "fused" trains Keras models on the JAX backend many fits at a time (raygrid.fused):
+        trials of one model structure, loss and batch size become lanes of one vectorised
+        program; what cannot be fused runs on the standard engine, and ``results_`` gets an
+        ``engine`` column. "auto" fuses only groups of two lanes or more, without warnings.
 """
         + _RAYGRID_PARAMS_DOC
     )
@@ -438,6 +451,7 @@ class GridSearchCV(BaseSearch):
         random_state=None,
         storage=None,
         cache=True,
+        engine="standard",
     ):
         super().__init__(
             estimator, scoring=scoring, n_jobs=n_jobs, refit=refit, cv=cv, verbose=verbose,
@@ -448,6 +462,7 @@ class GridSearchCV(BaseSearch):
         )
         self.param_grid = param_grid
         self.random_state = random_state
+        self.engine = engine
 
     def _run_search(self, evaluate_candidates):
         evaluate_candidates(ParameterGrid(self.param_grid))

@@ -1,0 +1,1353 @@
+"""The fused engine: many Keras fits trained at once as one vectorised JAX program.
+
+A grid over a Keras model mostly repeats one computation: the same layers, the same loss and
+batch size, with a different initializer, optimizer, learning rate, activation, fold or number
+of epochs. The fused engine groups such trials and trains every (candidate, fold) of a group
+together: parameters and optimizer variables are stacked along a leading *lane* axis and one
+training step, written with Keras 3's own stateless API (``model.compute_loss_and_updates``,
+which calls ``model.stateless_call``, under ``jax.value_and_grad``, then
+``optimizer.stateless_apply``), is mapped over the lanes with ``jax.vmap``.
+
+What is a lane value and what separates groups:
+
+* a group shares the model's structure (layers, shapes, wiring), loss, batch size and shuffling;
+* each lane has its own initial weights (the lane's model built with its own initializer,
+  reseeded per lane), its own training rows (the fold; folds of unequal size are padded and
+  masked so that padding contributes nothing and each lane takes as many steps per epoch as
+  Keras' own ``fit`` would), its own optimizer variables (so the learning rate is a lane
+  value), and, as data-dependent switches, its activation functions (for layers configured
+  with a named activation) and its optimizer (each lane carries the variables of every
+  optimizer in the group and keeps the update of its own);
+* candidates that differ only in ``epochs`` share a lane: it trains to the largest value once,
+  with one shuffling sequence, and is scored from the weights at each requested epoch count.
+
+Predictions of every lane are computed inside the program; scores come from the search's own
+scorer on the driver side of the group, through a small stand-in estimator that returns those
+predictions through scikeras' own target decoding, so every metric the standard engine supports
+works and the results are ``FitResult`` rows like the standard engine's (``engine="fused"``).
+
+Whatever cannot be fused (another estimator, another Keras backend, callbacks, validation
+splits, class or sample weights, ``return_estimator``...) runs on the standard executor in the
+same search. ``engine="auto"`` fuses only where a group has two lanes or more.
+
+Where it runs: in the driver's process with the serial backend (groups compiled in parallel
+threads); with the Ray backend, every group is one Ray task, given one GPU when the cluster has
+GPUs. JAX's persistent compilation cache (``~/.cache/raygrid/jax``, or ``RAYGRID_JAX_CACHE``;
+``RAYGRID_JAX_CACHE=0`` turns it off) makes a repeated search skip XLA compilation.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+import warnings
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from raygrid.fitting import FitResult, Payload, _where, split_fit_params, take
+from raygrid.plan import Trial
+
+ENGINES = ("standard", "fused", "auto")
+
+#: Parameters that only change how ``fit`` runs (or nothing at all), never the built model.
+_FIT_ONLY = frozenset({
+    "epochs", "fit__epochs", "batch_size", "fit__batch_size", "shuffle", "fit__shuffle",
+    "verbose", "fit__verbose", "predict__verbose", "predict__batch_size", "validation_batch_size",
+    "steps_per_execution", "warm_start", "random_state",
+})
+#: Parameters a lane shares with candidates that differ only in them.
+_LANE_FREE = frozenset({"epochs", "fit__epochs", "verbose", "fit__verbose", "predict__verbose",
+                        "predict__batch_size", "validation_batch_size", "steps_per_execution"})
+#: ``fit__*`` parameters the fused engine honours.
+_FIT_ROUTED_OK = frozenset({"epochs", "batch_size", "shuffle", "verbose"})
+_KERAS_DEFAULT_BATCH = 32
+#: The seed models are built under while planning; lanes replay Keras' seed draws for their own.
+_BUILD_SEED = 1_000_003
+#: Above this many (lane, epoch, row) entries, shuffling is drawn inside the program instead.
+_HOST_ORDER_LIMIT = 64_000_000
+
+_trace_lock = threading.RLock()  # Keras models are mutated while tracing: one trace at a time
+_last_stats: list[dict] = []
+
+
+class NotFusable(Exception):
+    """A trial (or a whole search) the fused engine leaves to the standard executor."""
+
+
+def wrap(executor: Any, engine: str = "standard") -> Any:
+    """``executor`` itself for ``engine="standard"``, else a :class:`FusedExecutor` around it."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "standard":
+        return executor
+    return FusedExecutor(executor, engine)
+
+
+def last_stats() -> list[dict]:
+    """Timings of the fused groups run last in this process (one dict per group)."""
+    return [dict(s) for s in _last_stats]
+
+
+def configure_compilation_cache() -> str | None:
+    """Turn on JAX's persistent compilation cache (once per process); returns its directory.
+
+    ``RAYGRID_JAX_CACHE`` chooses the directory (``0`` or ``off`` disables it); a cache
+    directory the user configured in JAX already is left as it is.
+    """
+    import jax
+
+    setting = os.environ.get("RAYGRID_JAX_CACHE", "")
+    if setting.lower() in ("0", "off", "false", "no"):
+        return None
+    current = jax.config.jax_compilation_cache_dir
+    if current:
+        return current
+    path = setting or os.path.join(os.path.expanduser("~"), ".cache", "raygrid", "jax")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# The plan: which trials fuse, into which lanes and groups
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Lane:
+    """One (candidate, fold) training run; candidates differing only in epochs share it."""
+
+    fold: int
+    params: dict  # the candidate's parameters (any of the candidates sharing the lane)
+    build_key: str
+    seed: int
+    trials: dict[int, list[Trial]] = field(default_factory=dict)  # epochs -> trials
+
+    @property
+    def max_epochs(self) -> int:
+        return max(self.trials)
+
+    def all_trials(self) -> list[Trial]:
+        return [t for ts in self.trials.values() for t in ts]
+
+
+@dataclass
+class GroupSpec:
+    """Lanes trained by one program. Picklable: a Ray task rebuilds the models from it."""
+
+    key: str
+    batch_size: int  # -1: the whole training set in one batch
+    shuffle: bool
+    lanes: list[Lane]
+
+    def trials(self) -> list[Trial]:
+        return [t for lane in self.lanes for t in lane.all_trials()]
+
+
+@dataclass
+class FusionPlan:
+    groups: list[GroupSpec]
+    rest: list[Trial]  # for the standard executor
+    reasons: dict[str, int]  # why trials were left to the standard executor -> how many
+    members: dict[str, "Member"]  # models built while planning (reused in this process)
+    plan_s: float = 0.0
+
+
+_tf_lock = threading.Lock()
+_tf_depth = 0
+
+
+@contextlib.contextmanager
+def _without_tensorflow() -> Iterator[None]:
+    """Keep Keras from importing TensorFlow (seconds) while the fused engine runs on JAX.
+
+    Keras' config serialisation asks whether TensorFlow is available, which imports it when it
+    is installed. While this is active such an import fails fast; afterwards Keras may ask again.
+    Nothing is changed when TensorFlow is imported already.
+    """
+    global _tf_depth
+    with _tf_lock:
+        if "tensorflow" in sys.modules and sys.modules["tensorflow"] is not None:
+            active = False
+        else:
+            active = True
+            _tf_depth += 1
+            if _tf_depth == 1:
+                sys.modules["tensorflow"] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if active:
+            with _tf_lock:
+                _tf_depth -= 1
+                if _tf_depth == 0:
+                    if "tensorflow" in sys.modules and sys.modules["tensorflow"] is None:
+                        del sys.modules["tensorflow"]
+                    lazy = sys.modules.get("keras.src.utils.module_utils")
+                    tf_lazy = getattr(lazy, "tensorflow", None)
+                    if getattr(tf_lazy, "_available", None) is False:
+                        tf_lazy._available = None  # let Keras look again, outside the engine
+
+
+def _hash(obj: Any) -> str:
+    import joblib
+
+    return joblib.hash(obj)
+
+
+def _effective_params(base: Mapping[str, Any], params: Mapping[str, Any]) -> dict:
+    out = dict(base)
+    out.update(params)
+    return out
+
+
+def _build_fn_takes_everything(estimator: Any) -> bool:
+    """True when scikeras hands the build function every parameter (``params`` or ``**kw``)."""
+    fn = estimator.model if estimator.model is not None else estimator.build_fn
+    if fn is None or not callable(fn):
+        return False
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return True
+    return "params" in sig.parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()
+    )
+
+
+def check_search(payload: Payload) -> None:
+    """Raise :class:`NotFusable` when nothing of this search can be fused."""
+    from raygrid.keras import _is_scikeras_wrapper, keras_backend
+
+    if not payload.keras or not _is_scikeras_wrapper(payload.estimator):
+        raise NotFusable("the estimator is not a scikeras model")
+    if keras_backend() != "jax":
+        raise NotFusable(f"the Keras backend is {keras_backend()!r}, not 'jax'")
+    if payload.return_estimator:
+        raise NotFusable("fitted estimators are requested")
+    if payload.pairwise:
+        raise NotFusable("pairwise estimators are not supported")
+    if payload.y is None:
+        raise NotFusable("no target y")
+    if any(v is not None for v in (payload.fit_params or {}).values()):
+        raise NotFusable("fit parameters (e.g. sample_weight) are not supported")
+    if hasattr(payload.X, "tocsr") or hasattr(payload.X, "sparse"):
+        raise NotFusable("sparse input is not supported")
+    import scikeras.wrappers as w
+
+    encoder = getattr(type(payload.estimator), "feature_encoder", None)
+    if encoder is not w.BaseWrapper.feature_encoder:
+        raise NotFusable("a custom feature_encoder is not supported")
+
+
+def _trial_options(eff: Mapping[str, Any], n_train: int) -> tuple[int, int, bool]:
+    """(epochs, batch size, shuffle) for one trial, or NotFusable."""
+    for key, value in eff.items():
+        if key.startswith("fit__") and key[5:] not in _FIT_ROUTED_OK and value is not None:
+            raise NotFusable(f"{key} is not supported")
+    if eff.get("callbacks") or eff.get("fit__callbacks"):
+        raise NotFusable("callbacks are not supported")
+    if eff.get("validation_split") or eff.get("fit__validation_split"):
+        raise NotFusable("validation_split is not supported")
+    if eff.get("class_weight") is not None:
+        raise NotFusable("class_weight is not supported")
+    if eff.get("initial_epoch"):
+        raise NotFusable("initial_epoch is not supported")
+    epochs = eff.get("fit__epochs", eff.get("epochs", 1))
+    batch = eff.get("fit__batch_size", eff.get("batch_size"))
+    shuffle = eff.get("fit__shuffle", eff.get("shuffle", True))
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise NotFusable(f"epochs={epochs!r} is not supported")
+    if batch is None:
+        batch = _KERAS_DEFAULT_BATCH
+    if (isinstance(batch, bool) or not isinstance(batch, (int, np.integer))
+            or (batch < 1 and batch != -1)):
+        raise NotFusable(f"batch_size={batch!r} is not supported")
+    if shuffle not in (True, False):
+        raise NotFusable(f"shuffle={shuffle!r} is not supported")
+    return int(epochs), int(batch), bool(shuffle)
+
+
+def _fresh_seed() -> int:
+    return int(np.random.SeedSequence().generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def plan_fusion(payload: Payload, trials: Sequence[Trial], engine: str = "fused",
+                members: dict | None = None) -> FusionPlan:
+    """Split ``trials`` into fused groups and the rest (which the standard executor runs)."""
+    with _without_tensorflow():
+        if payload.keras:
+            try:
+                configure_compilation_cache()
+            except Exception:  # noqa: BLE001 - no JAX here: check_search says why
+                pass
+        return _plan_fusion(payload, trials, engine, members)
+
+
+def _plan_fusion(payload: Payload, trials: Sequence[Trial], engine: str,
+                 members: dict | None) -> FusionPlan:
+    started = time.perf_counter()
+    reasons: dict[str, int] = {}
+    members = {} if members is None else members
+
+    def leave(trial_list, why: str):
+        reasons[why] = reasons.get(why, 0) + len(trial_list)
+        rest.extend(trial_list)
+
+    rest: list[Trial] = []
+    try:
+        check_search(payload)
+    except NotFusable as exc:
+        return FusionPlan([], list(trials), {str(exc): len(trials)}, members,
+                          time.perf_counter() - started)
+
+    est = payload.estimator
+    base = est.get_params(deep=False)
+    takes_all = _build_fn_takes_everything(est)
+    lanes: dict[str, Lane] = {}
+    lane_opts: dict[str, tuple[int, bool]] = {}
+    for trial in trials:
+        eff = _effective_params(base, trial.params)
+        n_train = len(payload.splits[trial.fold][0])
+        try:
+            epochs, batch, shuffle = _trial_options(eff, n_train)
+            free = _LANE_FREE if not takes_all else frozenset({"verbose", "fit__verbose"})
+            lane_key = _hash((trial.fold, sorted((k, v) for k, v in eff.items() if k not in free)))
+            build_skip = _FIT_ONLY if not takes_all else frozenset({"verbose", "fit__verbose",
+                                                                    "random_state"})
+            build_key = _hash(sorted((k, v) for k, v in eff.items() if k not in build_skip))
+        except NotFusable as exc:
+            leave([trial], str(exc))
+            continue
+        except Exception as exc:  # noqa: BLE001 - e.g. parameters that cannot be hashed
+            leave([trial], f"parameters cannot be fingerprinted ({type(exc).__name__})")
+            continue
+        lane = lanes.get(lane_key)
+        if lane is None:
+            lane = lanes[lane_key] = Lane(trial.fold, dict(trial.params), build_key, -1)
+            lane_opts[lane_key] = (batch, shuffle)
+        lane.trials.setdefault(epochs, []).append(trial)
+
+    # Build one model per build key (from the first fold's training rows) to learn structures.
+    by_group: dict[str, GroupSpec] = {}
+    for lane_key, lane in lanes.items():
+        member = members.get(lane.build_key)
+        if member is None:
+            try:
+                member = members[lane.build_key] = build_member(payload, lane.params)
+            except NotFusable as exc:
+                member = members[lane.build_key] = _Unfusable(str(exc))
+            except Exception as exc:  # noqa: BLE001 - the standard engine reports it properly
+                member = members[lane.build_key] = _Unfusable(
+                    f"the model could not be built for fusion ({type(exc).__name__}: {exc})")
+        if isinstance(member, _Unfusable):
+            leave(lane.all_trials(), member.reason)
+            continue
+        # The lane's seed: the raygrid seed of its longest trial, else the estimator's own.
+        rep = lane.trials[lane.max_epochs][0]
+        rs = _effective_params(base, lane.params).get("random_state")
+        if rep.seed is not None:
+            lane.seed = int(rep.seed)
+        elif isinstance(rs, (int, np.integer)) and not isinstance(rs, bool):
+            lane.seed = int(rs)
+        else:
+            lane.seed = _fresh_seed()
+        batch, shuffle = lane_opts[lane_key]
+        gkey = _hash((member.group_signature(lane.build_key), batch, shuffle))
+        spec = by_group.get(gkey)
+        if spec is None:
+            spec = by_group[gkey] = GroupSpec(gkey, batch, shuffle, [])
+        spec.lanes.append(lane)
+
+    groups = []
+    for spec in by_group.values():
+        if engine == "auto" and len(spec.lanes) < 2:
+            leave(spec.trials(), "a group of one lane (engine='auto' fuses two or more)")
+        else:
+            groups.append(spec)
+    return FusionPlan(groups, rest, reasons, members, time.perf_counter() - started)
+
+
+# --------------------------------------------------------------------------------------------
+# Members: the Keras model of one build key, and what a lane takes from it
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _Unfusable:
+    reason: str
+
+
+def _flat_layers(model: Any) -> list:
+    flatten = getattr(model, "_flatten_layers", None)
+    if flatten is not None:
+        return [layer for layer in flatten(include_self=False, recursive=True)]
+    return list(getattr(model, "layers", []))
+
+
+def _activation_slots(model: Any) -> list[tuple[Any, str]]:
+    """Layers whose activation is configured by name (a switch can replace it), in order."""
+    slots = []
+    for layer in _flat_layers(model):
+        try:
+            act = layer.get_config().get("activation")
+        except Exception:  # noqa: BLE001 - a layer without a usable config keeps its activation
+            continue
+        if isinstance(act, str) and callable(getattr(layer, "activation", None)):
+            slots.append((layer, act))
+    return slots
+
+
+def _initializers(model: Any) -> dict[int, Any]:
+    """id(variable) -> the initializer its layer created it with (``<name>_initializer``)."""
+    found: dict[int, Any] = {}
+    for layer in [model] + _flat_layers(model):
+        for var in getattr(layer, "weights", []):
+            init = getattr(layer, f"{var.name}_initializer", None)
+            if init is not None and callable(init):
+                found[id(var)] = init
+    return found
+
+
+def _canonical_config(model: Any, slot_layers: Sequence[Any]) -> str | None:
+    """The model's config with names canonical, initializers and switchable activations out."""
+    if type(model).__name__ not in ("Sequential", "Functional"):
+        return None
+    try:
+        config = model.get_config()
+    except Exception:  # noqa: BLE001
+        return None
+    names = {model.name: "M"}
+    for i, layer in enumerate(_flat_layers(model)):
+        names.setdefault(layer.name, f"L{i}")
+    slots = {names[layer.name] for layer in slot_layers}
+
+    def canon(obj):
+        if isinstance(obj, dict):
+            out = {}
+            for k, v in obj.items():
+                if k.endswith("_initializer"):
+                    continue
+                out[k] = canon(v)
+            if out.get("name") in slots and "activation" in out:
+                out["activation"] = "<switch>"
+            return out
+        if isinstance(obj, (list, tuple)):
+            return [canon(v) for v in obj]
+        if isinstance(obj, str):
+            return names.get(obj, obj)
+        return obj
+
+    return json.dumps(canon(config), sort_keys=True, default=repr)
+
+
+def _plain(obj: Any) -> Any:
+    """A JSON-able description of a loss, optimizer or other config value (without Keras'
+    serializer, which imports TensorFlow when it is installed)."""
+    if obj is None or isinstance(obj, (str, bool, int, float)):
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    kind = type(obj).__module__ + "." + type(obj).__qualname__
+    if hasattr(obj, "get_config") and not isinstance(obj, type):
+        try:
+            return [kind, _plain(obj.get_config())]
+        except Exception:  # noqa: BLE001
+            return [kind, repr(obj)]
+    if callable(obj):
+        return getattr(obj, "__module__", "") + "." + getattr(obj, "__qualname__", repr(obj))
+    return repr(obj)
+
+
+class Member:
+    """A scikeras estimator initialised on the first fold, with its compiled Keras model."""
+
+    def __init__(self, estimator: Any, encoders: list, seed_values: dict):
+        import keras
+
+        self.estimator = estimator
+        self.model = model = estimator.model_
+        self.encoders = encoders  # target encoder per fold
+        if getattr(model, "optimizer", None) is None:
+            raise NotFusable("the model has no optimizer")
+        policy = getattr(model, "dtype_policy", None)
+        if policy is not None and getattr(policy, "name", "float32") != "float32":
+            raise NotFusable(f"dtype policy {policy.name!r} is not supported")
+        opt = model.optimizer
+        if isinstance(opt, keras.optimizers.LossScaleOptimizer):
+            raise NotFusable("LossScaleOptimizer is not supported")
+        opt_config = opt.get_config()
+        if opt_config.get("loss_scale_factor") is not None:
+            raise NotFusable("loss_scale_factor is not supported")
+        if not opt.built:
+            opt.build(model.trainable_variables)
+        self.optimizer = opt
+        cfg = {k: v for k, v in opt_config.items() if k != "name"}
+        if isinstance(cfg.get("learning_rate"), (float, int)):
+            cfg.pop("learning_rate")  # a variable: a lane value
+        self.opt_key = type(opt).__module__ + "." + type(opt).__qualname__ + json.dumps(
+            cfg, sort_keys=True, default=repr)
+        self.opt_values = [np.asarray(v.value) for v in opt.variables]
+        loss = getattr(model, "loss", None)
+        self._check_loss(loss)
+        compiled = getattr(getattr(model, "_compile_config", None), "config", None) or {}
+        self.loss_key = json.dumps(_plain([loss, compiled.get("loss_weights")]), sort_keys=True,
+                                   default=repr)
+        slots = _activation_slots(model)
+        self.slot_layers = [layer for layer, _ in slots]
+        self.activations = tuple(name for _, name in slots)
+        self.activation_fns = [layer.activation for layer, _ in slots]
+        self.config_key = _canonical_config(model, self.slot_layers)
+        shapes = [(tuple(v.shape), str(v.dtype), bool(v.trainable))
+                  for v in list(model.trainable_variables) + list(model.non_trainable_variables)]
+        self.shape_key = json.dumps(shapes)
+        # How each variable got its initial value. Keras draws the seed of every unseeded
+        # initializer from Python's random module as the layer is created, and scikeras seeds
+        # that module with random_state around the build; the model was built here under
+        # _BUILD_SEED, so an initializer's seed tells which draw it was, and a lane replays
+        # that draw under its own seed: the weights scikeras would build with that random_state.
+        inits = _initializers(model)
+        variables = list(model.trainable_variables) + list(model.non_trainable_variables)
+        self.n_draws = 8 * len(variables) + 64
+        position = {}
+        for j, value in enumerate(_draws(_BUILD_SEED, self.n_draws)):
+            position.setdefault(value, j)
+        # per variable: ("init", initializer, draw or None) or ("value", array, None)
+        self.init_recipe = []
+        for var in variables:
+            init = inits.get(id(var))
+            if init is None:
+                self.init_recipe.append(("value", np.asarray(var.value), None))
+                continue
+            seed = getattr(init, "seed", None)
+            draw = position.get(seed) if isinstance(seed, int) and getattr(
+                init, "_init_seed", None) is None else None
+            self.init_recipe.append(("init", init, draw))
+        self.metrics_values = [np.asarray(v.value) for v in model.metrics_variables]
+        # Keras' fit peeks at one batch to build a freshly compiled model's loss and metrics
+        # (drawing one shuffling permutation that no epoch uses) when any part is unbuilt.
+        self.fit_peeks = (
+            not all(layer.built for layer in _flat_layers(model))
+            or not getattr(getattr(model, "_compile_loss", None), "built", True)
+            or not getattr(getattr(model, "_compile_metrics", None), "built", True)
+        )
+
+    @staticmethod
+    def _check_loss(loss: Any) -> None:
+        losses = loss.values() if isinstance(loss, dict) else (
+            loss if isinstance(loss, (list, tuple)) else [loss])
+        for item in losses:
+            reduction = getattr(item, "reduction", "sum_over_batch_size")
+            if reduction not in ("sum_over_batch_size", "mean", "mean_with_sample_weight", None):
+                raise NotFusable(f"loss reduction {reduction!r} is not supported")
+
+    def group_signature(self, build_key: str) -> str:
+        structure = self.config_key if self.config_key is not None else "build:" + build_key
+        return _hash((structure, self.shape_key, self.loss_key))
+
+    def initial_values(self, seed: int) -> list[np.ndarray]:
+        """Every model variable's initial value for a lane with ``seed``: what scikeras builds
+        with ``random_state=seed`` (initializers the user seeded keep their own seed)."""
+        out = []
+        draws = _draws(seed, self.n_draws)
+        variables = list(self.model.trainable_variables) + list(self.model.non_trainable_variables)
+        for var, (kind, what, draw) in zip(variables, self.init_recipe):
+            if kind == "value":
+                out.append(what)
+                continue
+            init = what
+            if draw is not None:
+                init = type(init).from_config({**init.get_config(), "seed": draws[draw]})
+            out.append(np.asarray(init(tuple(var.shape), dtype=var.dtype)))
+        return out
+
+
+def _draws(seed: int, n: int) -> list[int]:
+    """The first ``n`` default seeds Keras draws after ``random.seed(seed)``."""
+    import random
+
+    rng = random.Random(seed)
+    return [rng.randint(1, int(1e9)) for _ in range(n)]
+
+
+def build_member(payload: Payload, params: Mapping[str, Any]) -> Member:
+    """Initialise the candidate's scikeras estimator on the first fold (scikeras' own path)."""
+    from sklearn.base import clone
+
+    est = clone(payload.estimator).set_params(**clone(dict(params), safe=False))
+    est.set_params(random_state=_BUILD_SEED)
+    train0 = payload.splits[0][0]
+    X0, y0 = take(payload.X, train0), take(payload.y, train0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.initialize(X0, y0)
+        est._ensure_compiled_model()  # scikeras compiles in fit; the same call, without fitting
+    # Each fold's target encoder, fitted as scikeras fits it; the folds must agree on its metadata
+    # (the model built for the first fold must be the model of every fold).
+    encoders = []
+    meta0 = None
+    for train, _ in payload.splits:
+        probe = clone(est)
+        probe.classes_ = None  # what scikeras' fit sets before it asks for the encoder
+        encoder = probe.target_encoder.fit(_validated_y(est, take(payload.y, train)))
+        meta = getattr(encoder, "get_metadata", dict)()
+        if meta0 is None:
+            meta0 = meta
+        elif _hash(meta) != _hash(meta0):
+            raise NotFusable("the folds' targets differ in kind (e.g. a class missing from a fold)")
+        encoders.append(encoder)
+    return Member(est, encoders, {})
+
+
+def _validated_y(est: Any, y: Any) -> np.ndarray:
+    from sklearn.utils import check_array
+
+    return check_array(y, ensure_2d=False, allow_nd=False, dtype=None)
+
+
+# --------------------------------------------------------------------------------------------
+# The program: one vmapped, jitted training segment per group
+# --------------------------------------------------------------------------------------------
+class _Switch:
+    """An activation chosen per lane by an integer code (a select under vmap)."""
+
+    def __init__(self, fns: Sequence[Any]):
+        self.fns = list(fns)
+        self.code: Any = 0
+
+    def __call__(self, x):
+        from jax import lax
+
+        if len(self.fns) == 1:
+            return self.fns[0](x)
+        return lax.switch(self.code, self.fns, x)
+
+
+class _Installed:
+    """Swap the template's named activations for switches while tracing."""
+
+    def __init__(self, layers: Sequence[Any], switches: Sequence[_Switch]):
+        self.layers, self.switches = list(layers), list(switches)
+        self.saved: list = []
+
+    def __enter__(self):
+        self.saved = [layer.activation for layer in self.layers]
+        for layer, sw in zip(self.layers, self.switches):
+            layer.activation = sw
+        return self
+
+    def __exit__(self, *exc):
+        for layer, fn in zip(self.layers, self.saved):
+            layer.activation = fn
+        for sw in self.switches:
+            sw.code = 0
+
+
+def _segment_fn(template, metric_values, template_opt_values, optimizers, switches,
+                batch: int, steps: int, n_max: int, shuffle: bool):
+    """The function ``(state, lanes, n_epochs, X, Y) -> (state, predictions)`` to jit."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    multi_opt = len(optimizers) > 1
+    span = steps * batch
+
+    def set_codes(codes):
+        for j, sw in enumerate(switches):
+            sw.code = codes[j]
+
+    def loss_fn(tv, ntv, x, y, w, codes):
+        set_codes(codes)
+        loss, aux = template.compute_loss_and_updates(
+            tv, ntv, metric_values, x, y, w, training=True, optimizer_variables=template_opt_values)
+        return loss, aux[2]
+
+    def lane_train(tv, ntv, ov, lane, n_epochs, epoch0, X, Y):
+        n, codes, ocode = lane["n"], lane["codes"], lane["ocode"]
+        Yf = Y[lane["fold"]]
+        positions = jnp.arange(span)
+
+        def epoch(e, carry):
+            if shuffle == "host":  # Keras' own order: np.random.permutation after the seed
+                order = lane["orders"][epoch0 + e]
+            elif shuffle:
+                k = jax.random.fold_in(jax.random.wrap_key_data(lane["key"]), epoch0 + e)
+                r = jax.random.uniform(k, (n_max,))
+                r = jnp.where(jnp.arange(n_max) < n, r, 2.0)
+                order = lane["idx"][jnp.argsort(r)]
+            else:
+                order = lane["idx"]
+            rows = jnp.pad(order, (0, span - n_max)).reshape(steps, batch)
+            valid = (positions < n).reshape(steps, batch)
+
+            def step(carry, xs):
+                tv, ntv, ov = carry
+                r_, m_ = xs
+                count = m_.sum()
+                # Keras averages the loss over the rows of a batch; padding rows weigh 0 and the
+                # real rows of a short last batch weigh batch/count, which gives the same mean.
+                w = m_.astype("float32") * (batch / jnp.maximum(count, 1).astype("float32"))
+                (_, ntv_new), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                    tv, ntv, X[r_], Yf[r_], w, codes)
+                tv_new, ov_new = tv, []
+                for v, opt in enumerate(optimizers):
+                    tv_v, ov_v = opt.stateless_apply(ov[v], grads, tv)
+                    if multi_opt:
+                        mine = ocode == v
+                        tv_new = [jnp.where(mine, a, b) for a, b in zip(tv_v, tv_new)]
+                        ov_new.append([jnp.where(mine, a, b) for a, b in zip(ov_v, ov[v])])
+                    else:
+                        tv_new, ov_new = tv_v, [ov_v]
+                active = count > 0  # a lane with fewer steps than the longest skips the rest
+
+                def keep(new, old):
+                    return [jnp.where(active, a, b) for a, b in zip(new, old)]
+
+                return (keep(tv_new, tv), keep(ntv_new, ntv),
+                        [keep(a, b) for a, b in zip(ov_new, ov)]), None
+
+            carry, _ = lax.scan(step, carry, (rows, valid))
+            return carry
+
+        return lax.fori_loop(0, n_epochs, epoch, (tv, ntv, ov))
+
+    def predict(tv, ntv, codes, X):
+        set_codes(codes)
+        out, _ = template.stateless_call(tv, ntv, X, training=False)
+        return out
+
+    def segment(state, lanes, n_epochs, X, Y):
+        tv, ntv, ov, epoch0 = state
+        tv, ntv, ov = jax.vmap(lane_train, in_axes=(0, 0, 0, 0, None, None, None, None))(
+            tv, ntv, ov, lanes, n_epochs, epoch0, X, Y)
+        preds = jax.vmap(predict, in_axes=(0, 0, 0, None))(tv, ntv, lanes["codes"], X)
+        return (tv, ntv, ov, epoch0 + n_epochs), preds
+
+    return segment
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring: a stand-in estimator that returns a lane's predictions
+# --------------------------------------------------------------------------------------------
+class _Frozen:
+    """Answers ``predict``/``predict_proba``/``score`` for one lane's rows, like the fitted
+    scikeras estimator would (scikeras' own target decoding), so the search's scorer applies."""
+
+    def __init__(self, estimator: Any, encoder: Any, raw: Any, n: int, labels: Any = None):
+        self._estimator = estimator
+        self._encoder = encoder
+        self._raw = raw
+        self._n = n
+        self._pred = labels
+        if hasattr(estimator, "classes_"):
+            self.classes_ = getattr(encoder, "classes_", None)
+            if self.classes_ is None:
+                self.classes_ = estimator.classes_
+        self.n_features_in_ = getattr(estimator, "n_features_in_", None)
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import get_tags
+
+        return get_tags(self._estimator)
+
+    def _check(self, X) -> None:
+        from raygrid.fitting import num_samples
+
+        if num_samples(X) != self._n:
+            raise ValueError("the fused engine's stand-in estimator only predicts its own rows")
+
+    def predict(self, X):
+        self._check(X)
+        if self._pred is None:
+            self._pred = self._encoder.inverse_transform(self._raw)
+        return self._pred
+
+    def score(self, X, y, sample_weight=None):
+        self._check(X)
+        y = _validated_y(self._estimator, y)
+        params = self._estimator.get_params()
+        score_args = {k[len("score__"):]: v for k, v in params.items() if k.startswith("score__")}
+        return type(self._estimator).scorer(y, self.predict(X), sample_weight=sample_weight,
+                                            **score_args)
+
+
+class _FrozenClassifier(_Frozen):
+    def predict_proba(self, X):
+        self._check(X)
+        return self._encoder.inverse_transform(self._raw, return_proba=True)
+
+
+def _frozen(estimator, encoder, raw, n, labels=None) -> _Frozen:
+    cls = _FrozenClassifier if hasattr(estimator, "predict_proba") else _Frozen
+    return cls(estimator, encoder, raw, n, labels)
+
+
+# --------------------------------------------------------------------------------------------
+# Running one group
+# --------------------------------------------------------------------------------------------
+def _as_float32(a: Any) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype.kind in "fc" or a.dtype.kind == "b":
+        return a.astype(np.float32)
+    if a.dtype.kind in "iu":
+        return a.astype(np.int32)
+    return a.astype(np.float32)
+
+
+def _stack(rows: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
+    if not rows or not rows[0]:
+        return []
+    return [np.stack(col) for col in zip(*rows)]
+
+
+def run_group(payload: Payload, spec: GroupSpec, members: dict | None = None,
+              where: tuple[str, int] | None = None) -> tuple[list[FitResult], dict]:
+    """Train every lane of ``spec`` at once, score each of its trials: (results, stats)."""
+    with _without_tensorflow():
+        return _run_group(payload, spec, members, where)
+
+
+def _run_group(payload: Payload, spec: GroupSpec, members: dict | None,
+               where: tuple[str, int] | None) -> tuple[list[FitResult], dict]:
+    members = {} if members is None else members
+    t0 = time.perf_counter()
+    for lane in spec.lanes:
+        if lane.build_key not in members:
+            members[lane.build_key] = build_member(payload, lane.params)
+    lane_members = [members[lane.build_key] for lane in spec.lanes]
+    variants = sorted({m.activations for m in lane_members})
+    if len(variants) > 1 and not _switch_works(lane_members, variants):
+        # The activations cannot be switched in this model: train each variant on its own.
+        results, stats = [], []
+        for variant in variants:
+            sub = GroupSpec(spec.key + "/" + "-".join(variant), spec.batch_size, spec.shuffle,
+                            [lane for lane, m in zip(spec.lanes, lane_members)
+                             if m.activations == variant])
+            r, s = _run_program(payload, sub, members, where, time.perf_counter() - t0)
+            results += r
+            stats.append(s)
+            t0 = time.perf_counter()
+        summed = ("lanes", "trials", "programs", "prep_s", "lower_s", "compile_s", "train_s",
+                  "score_s")
+        merged = {k: sum(s[k] for s in stats) if k in summed else stats[0][k] for k in stats[0]}
+        return results, merged
+    return _run_program(payload, spec, members, where, time.perf_counter() - t0)
+
+
+def _switch_works(lane_members: Sequence[Member], variants) -> bool:
+    """Check on a few rows that the switched template computes each variant's own model."""
+    import jax.numpy as jnp
+
+    template = lane_members[0]
+    reps = {m.activations: m for m in lane_members}
+    n_in = template.model.inputs[0].shape[1:] if getattr(template.model, "inputs", None) else None
+    if n_in is None or any(d is None for d in n_in):
+        return False
+    x = np.random.default_rng(0).normal(size=(4, *n_in)).astype(np.float32)
+    branches = _branches(lane_members)
+    switches = [_Switch(fns) for fns in branches]
+    with _trace_lock:
+        try:
+            for variant, m in reps.items():
+                tv = [v.value for v in m.model.trainable_variables]
+                ntv = [v.value for v in m.model.non_trainable_variables]
+                want, _ = m.model.stateless_call(tv, ntv, jnp.asarray(x), training=False)
+                with _Installed(template.slot_layers, switches):
+                    for j, sw in enumerate(switches):
+                        sw.code = _codes_of(variant, j, lane_members)
+                    got, _ = template.model.stateless_call(tv, ntv, jnp.asarray(x), training=False)
+                if not np.allclose(np.asarray(want), np.asarray(got), rtol=1e-5, atol=1e-6):
+                    return False
+        except Exception:  # noqa: BLE001 - anything unexpected: do not switch
+            return False
+    return True
+
+
+def _branch_names(lane_members: Sequence[Member]) -> list[list[str]]:
+    n_slots = len(lane_members[0].activations)
+    return [sorted({m.activations[j] for m in lane_members}) for j in range(n_slots)]
+
+
+def _branches(lane_members: Sequence[Member]) -> list[list[Any]]:
+    names = _branch_names(lane_members)
+    out = []
+    for j, slot_names in enumerate(names):
+        fns = []
+        for name in slot_names:
+            m = next(m for m in lane_members if m.activations[j] == name)
+            fns.append(m.activation_fns[j])
+        out.append(fns)
+    return out
+
+
+def _codes_of(variant: tuple[str, ...], j: int, lane_members: Sequence[Member]) -> int:
+    return _branch_names(lane_members)[j].index(variant[j])
+
+
+class _GroupRun:
+    """One group's program: prepared lane values, the compiled segment, and its state."""
+
+    def __init__(self, payload: Payload, spec: GroupSpec, members: dict):
+        import jax
+        import jax.numpy as jnp
+        from sklearn.utils import check_array
+
+        configure_compilation_cache()
+        t_prep = time.perf_counter()
+        self.payload, self.spec = payload, spec
+        self.lane_members = lane_members = [members[lane.build_key] for lane in spec.lanes]
+        self.template = template = lane_members[0]
+        model = template.model
+        L = len(spec.lanes)
+
+        # Data: X once; each fold's encoded targets on its training rows.
+        self.X = _as_float32(check_array(payload.X, dtype=None, allow_nd=True))
+        n_rows = self.X.shape[0]
+        folds = sorted({lane.fold for lane in spec.lanes})
+        fold_pos = {f: i for i, f in enumerate(folds)}
+        Y = None
+        for f in folds:
+            train = payload.splits[f][0]
+            yt = _as_float32(template.encoders[f].transform(
+                _validated_y(template.estimator, take(payload.y, train))))
+            if Y is None:
+                Y = np.zeros((len(folds), n_rows) + yt.shape[1:], dtype=yt.dtype)
+            Y[fold_pos[f], train] = yt
+        self.Y = Y
+        n_train = [len(payload.splits[lane.fold][0]) for lane in spec.lanes]
+        self.n_max = n_max = max(n_train)
+        self.batch = batch = n_max if spec.batch_size == -1 else spec.batch_size
+        self.steps = -(-n_max // batch)
+
+        # Lane values: rows, initial weights, optimizer variables, switch codes, shuffling keys.
+        idx = np.zeros((L, n_max), np.int32)
+        for i, lane in enumerate(spec.lanes):
+            train = payload.splits[lane.fold][0]
+            idx[i, :len(train)] = train
+        opt_keys = sorted({m.opt_key for m in lane_members})
+        self.optimizers = optimizers = []
+        with _trace_lock:
+            for key in opt_keys:
+                src = next(m for m in lane_members if m.opt_key == key).optimizer
+                opt = type(src).from_config(src.get_config())
+                opt.build(model.trainable_variables)
+                optimizers.append(opt)
+        self.n_tv = n_tv = len(model.trainable_variables)
+        tv_rows, ntv_rows, ov_rows = [], [], [[] for _ in optimizers]
+        for lane, m in zip(spec.lanes, lane_members):
+            values = m.initial_values(lane.seed)
+            tv_rows.append(values[:n_tv])
+            ntv_rows.append(values[n_tv:])
+            for v, opt in enumerate(optimizers):
+                own = opt_keys[v] == m.opt_key
+                ov_rows[v].append(m.opt_values if own
+                                  else [np.asarray(x.value) for x in opt.variables])
+        names = _branch_names(lane_members)
+        self.switches = [_Switch(fns) for fns in _branches(lane_members)] if len(
+            {m.activations for m in lane_members}) > 1 else []
+        n_sw = len(self.switches)
+        codes = np.array([[names[j].index(m.activations[j]) for j in range(n_sw)]
+                          for m in lane_members], np.int32).reshape(L, n_sw)
+        ocode = np.array([opt_keys.index(m.opt_key) for m in lane_members], np.int32)
+        self.lanes_arr = {
+            "idx": idx, "n": np.asarray(n_train, np.int32),
+            "fold": np.array([fold_pos[lane.fold] for lane in spec.lanes], np.int32),
+            "codes": codes, "ocode": ocode,
+        }
+        # Shuffling: Keras' fit draws np.random.permutation(n) each epoch, after scikeras seeded
+        # NumPy with random_state; the same orders are drawn here per lane (same seed, same
+        # order), unless that table would be too large: then keys shuffle inside the program.
+        self.shuffle: Any = spec.shuffle
+        epochs_max = max(lane.max_epochs for lane in spec.lanes)
+        if spec.shuffle and L * max(epochs_max, 1) * n_max <= _HOST_ORDER_LIMIT:
+            self.shuffle = "host"
+            orders = np.zeros((L, max(epochs_max, 1), n_max), np.int32)
+            for i, lane in enumerate(spec.lanes):
+                train = payload.splits[lane.fold][0]
+                rs = np.random.RandomState(lane.seed)
+                if lane_members[i].fit_peeks:
+                    rs.permutation(len(train))
+                for e in range(epochs_max):
+                    orders[i, e, :len(train)] = train[rs.permutation(len(train))]
+            self.lanes_arr["orders"] = orders
+        elif spec.shuffle:
+            self.lanes_arr["key"] = np.asarray(jax.random.key_data(jax.vmap(jax.random.key)(
+                jnp.asarray([lane.seed for lane in spec.lanes], dtype=jnp.uint32))))
+        self.state = (_stack(tv_rows), _stack(ntv_rows), [_stack(rows) for rows in ov_rows],
+                      np.int32(0))
+        self.template_opt_values = [np.asarray(v.value) for v in model.optimizer.variables]
+        self.prep_s = time.perf_counter() - t_prep
+        self.lower_s = self.compile_s = self.train_s = 0.0
+        self.compiled = None
+        self.epochs_done = 0
+
+    def compile(self) -> None:
+        """Trace (one group at a time: templates are shared) and compile (in parallel)."""
+        import jax
+
+        t = time.perf_counter()
+        template = self.template
+        with _trace_lock:
+            fn = _segment_fn(template.model, template.metrics_values, self.template_opt_values,
+                             self.optimizers, self.switches, self.batch, self.steps, self.n_max,
+                             self.shuffle)
+            with _Installed(template.slot_layers if self.switches else [], self.switches):
+                lowered = jax.jit(fn).lower(self.state, self.lanes_arr, np.int32(0), self.X,
+                                            self.Y)
+        self.lower_s = time.perf_counter() - t
+        t = time.perf_counter()
+        self.compiled = lowered.compile()
+        self.compile_s = time.perf_counter() - t
+
+    def train_to(self, epochs: int) -> Any:
+        """Train every lane up to ``epochs`` in all; returns each lane's predictions on all rows."""
+        import jax
+
+        if self.compiled is None:
+            self.compile()
+        t = time.perf_counter()
+        self.state, preds = self.compiled(self.state, self.lanes_arr,
+                                          np.int32(epochs - self.epochs_done), self.X, self.Y)
+        preds = jax.tree.map(np.asarray, preds)
+        self.epochs_done = epochs
+        self.train_s += time.perf_counter() - t
+        return preds
+
+    def weights(self) -> list[list[np.ndarray]]:
+        """Each lane's trainable then non-trainable variables, in the model's order."""
+        tv, ntv = self.state[0], self.state[1]
+        return [[np.asarray(a[i]) for a in list(tv) + list(ntv)]
+                for i in range(len(self.spec.lanes))]
+
+
+def _run_program(payload: Payload, spec: GroupSpec, members: dict, where, prep_before: float
+                 ) -> tuple[list[FitResult], dict]:
+    node, pid = where or _where()
+    run = _GroupRun(payload, spec, members)
+    run.compile()
+    scorer = _GroupScorer(payload, run.lane_members[0].estimator)
+    # Train in segments between the requested epoch counts; score after each.
+    boundaries = sorted({e for lane in spec.lanes for e in lane.trials})
+    scored: list[tuple[FitResult, int]] = []
+    score_s = 0.0
+    for target in boundaries:
+        preds = run.train_to(target)
+        t_score = time.perf_counter()
+        items = [(i, trial) for i, lane in enumerate(spec.lanes)
+                 for trial in lane.trials.get(target, ())]
+        for result in scorer.score(preds, items, run.lane_members, spec.lanes, node, pid):
+            scored.append((result, target))
+        score_s += time.perf_counter() - t_score
+    # fit_time: the group's own time (preparation, tracing, compilation, training) apportioned
+    # to its trials by the epochs each trained.
+    prep_s = run.prep_s + prep_before
+    fit_total = prep_s + run.lower_s + run.compile_s + run.train_s
+    weight = sum(max(e, 1) for _, e in scored)
+    results = []
+    for result, e in scored:
+        result.fit_time = fit_total * max(e, 1) / weight
+        results.append(result)
+    stats = dict(lanes=len(spec.lanes), trials=len(results), programs=1, batch_size=run.batch,
+                 steps=run.steps, epochs=max(boundaries), optimizers=len(run.optimizers),
+                 switches=len(run.switches), prep_s=prep_s, lower_s=run.lower_s,
+                 compile_s=run.compile_s, train_s=run.train_s, score_s=score_s,
+                 vectorised_scoring=scorer.accuracy, node=node)
+    return results, stats
+
+
+def _is_accuracy(payload: Payload, estimator: Any) -> bool:
+    """True when the search's scorer is plain accuracy on ``predict`` (then scored vectorised)."""
+    if payload.metrics != ("score",) or payload.score_params:
+        return False
+    scorer = payload.scorer
+    try:
+        import scikeras.wrappers as w
+        from sklearn.metrics import accuracy_score
+
+        if type(scorer).__name__ == "_PassthroughScorer":
+            score_params = [k for k in estimator.get_params() if k.startswith("score__")]
+            return (type(estimator).scorer is w.KerasClassifier.scorer and not score_params
+                    and getattr(type(estimator), "score", None) is w.BaseWrapper.score)
+        return (type(scorer).__name__ == "_Scorer"
+                and getattr(scorer, "_score_func", None) is accuracy_score
+                and not getattr(scorer, "_kwargs", {"?": 1})
+                and getattr(scorer, "_sign", None) == 1
+                and getattr(scorer, "_response_method", None) == "predict")
+    except Exception:  # noqa: BLE001 - anything unexpected: the scorer itself is called
+        return False
+
+
+class _GroupScorer:
+    """Scores a group's trials from the lanes' predictions: decoded per fold in one call,
+    then plain accuracy as one vectorised comparison, or the search's own scorer per trial."""
+
+    def __init__(self, payload: Payload, estimator: Any):
+        from raygrid.fitting import num_samples
+
+        self.payload = payload
+        self.accuracy = _is_accuracy(payload, estimator)
+        self.n = num_samples(payload.X)
+        self._rows: dict[tuple[str, int], tuple] = {}
+
+    def _side(self, side: str, fold: int) -> tuple:
+        key = (side, fold)
+        if key not in self._rows:
+            train, test = self.payload.splits[fold]
+            rows = test if side == "test" else train
+            self._rows[key] = (rows, take(self.payload.X, rows), take(self.payload.y, rows),
+                               split_fit_params(self.payload.score_params, self.n, rows))
+        return self._rows[key]
+
+    def score(self, preds: Any, items, lane_members, lanes, node, pid) -> list[FitResult]:
+        import jax
+
+        payload = self.payload
+        results = {}
+        for i, trial in items:
+            r = FitResult(trial.candidate, trial.fold, {}, None, 0.0, 0.0,
+                          len(payload.splits[trial.fold][1]), node=node, pid=pid,
+                          seed=lanes[i].seed)
+            r.engine = "fused"
+            results[(i, id(trial))] = r
+        sides = ("test", "train") if payload.return_train_score else ("test",)
+        single = isinstance(preds, np.ndarray)
+        for side in sides:
+            by_fold: dict[tuple[int, int], list] = {}
+            for i, trial in items:
+                encoder = lane_members[i].encoders[trial.fold]
+                by_fold.setdefault((trial.fold, id(encoder)), []).append((i, trial))
+            for (fold, _), members_items in by_fold.items():
+                rows, X_side, y_side, params = self._side(side, fold)
+                encoder = lane_members[members_items[0][0]].encoders[fold]
+                lane_idx = [i for i, _ in members_items]
+                labels = None
+                t0 = time.perf_counter()
+                if single:
+                    raw = preds[lane_idx][:, rows]
+                    try:
+                        flat = encoder.inverse_transform(raw.reshape(-1, *raw.shape[2:]))
+                        labels = np.asarray(flat).reshape(len(lane_idx), len(rows),
+                                                          *np.shape(flat)[1:])
+                    except Exception:  # noqa: BLE001 - decoded per trial below, errors as data
+                        labels = None
+                if self.accuracy and labels is not None and labels.ndim == 2:
+                    y_arr = np.asarray(y_side)
+                    accs = (labels == y_arr.reshape(1, -1)).mean(axis=1)
+                    each = (time.perf_counter() - t0) / len(members_items)
+                    for (i, trial), acc in zip(members_items, accs):
+                        r = results[(i, id(trial))]
+                        self._put(r, side, {"score": float(acc)})
+                        r.score_time += each
+                    continue
+                for k, (i, trial) in enumerate(members_items):
+                    start = time.perf_counter()
+                    r = results[(i, id(trial))]
+                    if r.error is not None:
+                        continue
+                    raw_i = jax.tree.map(lambda a: a[i][rows], preds)
+                    frozen = _frozen(lane_members[i].estimator, encoder, raw_i, len(rows),
+                                     None if labels is None else labels[k])
+                    self._score_one(r, side, frozen, X_side, y_side, params)
+                    r.score_time += time.perf_counter() - start
+        return list(results.values())
+
+    @staticmethod
+    def _put(result: FitResult, side: str, scores: dict) -> None:
+        if side == "test":
+            result.test_scores = scores
+        else:
+            result.train_scores = scores
+
+    def _score_one(self, result, side, frozen, X_side, y_side, params) -> None:
+        from raygrid.fitting import _pickles, _score, _set_error_scores
+
+        try:
+            self._put(result, side, _score(frozen, X_side, y_side, self.payload, params))
+        except Exception as exc:  # noqa: BLE001 - errors are data, as in the standard engine
+            result.error = traceback.format_exc()
+            result.exception = _pickles(exc)
+            _set_error_scores(result, self.payload)
+
+
+def _group_task(payload: Payload, spec: GroupSpec) -> tuple[list[FitResult], dict]:
+    """What one Ray task runs: a whole group."""
+    return run_group(payload, spec)
+
+
+# --------------------------------------------------------------------------------------------
+# The executor: fused groups plus the standard executor for the rest
+# --------------------------------------------------------------------------------------------
+class FusedExecutor:
+    """The executor protocol around another executor: fusable trials train in fused groups,
+    the rest on ``inner``; results stream back in completion order either way."""
+
+    def __init__(self, inner: Any, engine: str = "fused", threads: int | None = None):
+        if engine not in ("fused", "auto"):
+            raise ValueError(f"engine must be 'fused' or 'auto' here, got {engine!r}")
+        self.inner = inner
+        self.engine = engine
+        self.threads = threads
+        self.payload: Payload | None = None
+        self.members: dict[str, Any] = {}
+        self.stats: list[dict] = []
+        self.plans: list[FusionPlan] = []
+        self._fused_running = 0
+
+    @property
+    def running(self) -> int:
+        return getattr(self.inner, "running", 0) + self._fused_running
+
+    def describe(self) -> str:
+        return f"fused engine ({self.engine}) over {self.inner.describe()}"
+
+    def share(self, payload: Payload) -> Any:
+        self.payload = payload
+        return self.inner.share(payload)
+
+    def run(self, shared: Any, trials: Sequence[Trial]) -> Iterator[FitResult]:
+        if self.payload is None:
+            raise RuntimeError("share() must be called before run()")
+        plan = plan_fusion(self.payload, trials, self.engine, self.members)
+        self.plans.append(plan)
+        if self.engine == "fused" and plan.reasons:
+            warnings.warn(_reasons_text(plan), UserWarning, stacklevel=2)
+        _last_stats.clear()
+        if not plan.groups:
+            yield from self.inner.run(shared, plan.rest)
+            return
+        if type(self.inner).__name__ == "RayExecutor":
+            yield from self._run_ray(shared, plan)
+        else:
+            yield from self._run_local(shared, plan)
+
+    # -- in this process ---------------------------------------------------------------------
+    def _run_local(self, shared: Any, plan: FusionPlan) -> Iterator[FitResult]:
+        where = _where()
+        fallback: list[Trial] = []
+        threads = self.threads or max(1, min(len(plan.groups), os.cpu_count() or 1))
+        self._fused_running = sum(len(g.trials()) for g in plan.groups)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            futures = {pool.submit(run_group, self.payload, spec, plan.members, where): spec
+                       for spec in plan.groups}
+            try:
+                for future in as_completed(futures):
+                    spec = futures[future]
+                    self._fused_running -= len(spec.trials())
+                    try:
+                        results, stats = future.result()
+                    except Exception:  # noqa: BLE001 - engine failure: the standard one runs them
+                        _warn_fallback(spec, traceback.format_exc())
+                        fallback += spec.trials()
+                        continue
+                    stats["plan_s"] = plan.plan_s
+                    self._record(stats)
+                    yield from results
+            finally:
+                for future in futures:
+                    future.cancel()
+                self._fused_running = 0
+        rest = plan.rest + fallback
+        if rest:
+            yield from self.inner.run(shared, rest)
+
+    # -- as Ray tasks ------------------------------------------------------------------------
+    def _run_ray(self, shared: Any, plan: FusionPlan) -> Iterator[FitResult]:
+        import ray
+
+        options = self._ray_options()
+        remote = ray.remote(_group_task).options(**options)
+        pending = {remote.remote(shared.ref, spec): spec for spec in plan.groups}
+        self._fused_running = sum(len(g.trials()) for g in plan.groups)
+        fallback: list[Trial] = []
+
+        def finished(timeout):
+            if not pending:
+                return []
+            ready, _ = ray.wait(list(pending), num_returns=len(pending) if timeout == 0 else 1,
+                                timeout=timeout)
+            out = []
+            for ref in ready:
+                spec = pending.pop(ref)
+                self._fused_running -= len(spec.trials())
+                try:
+                    results, stats = ray.get(ref)
+                except Exception:  # noqa: BLE001 - incl. a dead worker: the standard engine reruns
+                    _warn_fallback(spec, traceback.format_exc())
+                    fallback.extend(spec.trials())
+                    continue
+                stats["plan_s"] = plan.plan_s
+                self._record(stats)
+                out.extend(results)
+            return out
+
+        try:
+            if plan.rest:
+                for result in self.inner.run(shared, plan.rest):
+                    yield result
+                    yield from finished(0)
+            while pending:
+                yield from finished(None)
+            if fallback:
+                yield from self.inner.run(shared, fallback)
+        finally:
+            for ref in pending:
+                try:
+                    ray.cancel(ref, force=False)
+                except Exception:  # noqa: BLE001
+                    pass
+            self._fused_running = 0
+
+    def _ray_options(self) -> dict:
+        import ray
+
+        inner_args = dict(getattr(self.inner, "remote_args", {}) or {})
+        options: dict[str, Any] = {"num_cpus": inner_args.get("num_cpus", 1)}
+        if ray.cluster_resources().get("GPU", 0) >= 1:
+            options["num_gpus"] = 1
+        for key in ("memory", "resources", "accelerator_type"):
+            if key in inner_args:
+                options[key] = inner_args[key]
+        runtime_env = dict(inner_args.get("runtime_env") or {})
+        env_vars = {"KERAS_BACKEND": "jax", "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+                    **runtime_env.get("env_vars", {})}
+        for var in ("RAYGRID_JAX_CACHE",):
+            if os.environ.get(var):
+                env_vars.setdefault(var, os.environ[var])
+        options["runtime_env"] = {**runtime_env, "env_vars": env_vars}
+        options["max_retries"] = getattr(self.inner, "max_retries", 3)
+        options["retry_exceptions"] = False
+        return options
+
+    def _record(self, stats: dict) -> None:
+        self.stats.append(stats)
+        _last_stats.append(stats)
+
+
+def _reasons_text(plan: FusionPlan) -> str:
+    parts = "; ".join(f"{n} fits: {why}" for why, n in plan.reasons.items())
+    return f"engine='fused' left {len(plan.rest)} fits to the standard engine ({parts})"
+
+
+def _warn_fallback(spec: GroupSpec, text: str) -> None:
+    last = text.strip().splitlines()[-1] if text.strip() else "unknown error"
+    warnings.warn(
+        f"The fused engine failed on a group of {len(spec.trials())} fits ({last}); the standard "
+        "engine runs them instead.", UserWarning, stacklevel=3)
+
+
+__all__ = ["ENGINES", "FusedExecutor", "FusionPlan", "GroupSpec", "Lane", "NotFusable",
+           "configure_compilation_cache", "last_stats", "plan_fusion", "run_group", "wrap"]

@@ -1,0 +1,300 @@
+"""The fused engine (raygrid.fused): Keras on JAX, many fits in one vectorised program.
+
+The Keras checks run in a subprocess with ``KERAS_BACKEND=jax``: this pytest process may have
+imported Keras with TensorFlow already. Each script prints one JSON line; the asserts are here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PRELUDE = """
+import json, os, sys, warnings
+import numpy as np
+from sklearn.base import clone
+from sklearn.metrics import check_scoring
+from sklearn.model_selection import StratifiedKFold
+from sklearn.preprocessing import minmax_scale
+from raygrid import GridSearchCV, fused
+from raygrid.fitting import Payload
+from raygrid.keras import seed_classifier
+from raygrid.plan import Trial
+
+data = np.loadtxt(sys.argv[1], delimiter=",", skiprows=1)
+"""
+
+
+class JaxScript:
+    """A script started in its own process with KERAS_BACKEND=jax; ``result()`` waits for it."""
+
+    def __init__(self, script: str, pima, timeout: int = 300):
+        env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3",
+                   PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.timeout = timeout
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", PRELUDE + textwrap.dedent(script), str(pima)], cwd=ROOT,
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def result(self) -> dict:
+        try:
+            stdout, stderr = self.proc.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            stdout, stderr = self.proc.communicate()
+            raise AssertionError(f"script timed out:\n{stderr[-6000:]}") from None
+        if self.proc.returncode != 0:
+            raise AssertionError(f"script failed ({self.proc.returncode}):\n{stderr[-6000:]}")
+        lines = [line for line in stdout.splitlines() if line.startswith("{")]
+        assert lines, f"no JSON from the script:\n{stdout[-3000:]}\n{stderr[-3000:]}"
+        return json.loads(lines[-1])
+
+
+@pytest.fixture(scope="module")
+def jax_scripts(pima_csv):
+    """The two Keras checks, started together: each is mostly one busy thread, so on a
+    machine with two cores or more they overlap."""
+    started = {"parity": JaxScript(PARITY, pima_csv), "grid": JaxScript(GRID, pima_csv)}
+    yield started
+    for script in started.values():
+        if script.proc.poll() is None:
+            script.proc.kill()
+            script.proc.communicate()
+
+
+PARITY = """
+# 767 rows: the folds train on 511, 511 and 512 rows; batch 10 leaves a short last batch.
+data = data[:-1]
+X = minmax_scale(data[:, :8]); y = data[:, 8].astype(int)
+splits = list(StratifiedKFold(3).split(X, y))
+out = {"train_sizes": [len(tr) for tr, _ in splits]}
+
+
+def payload_for(est):
+    return Payload(estimator=est, X=X, y=y, splits=splits, scorer=check_scoring(est),
+                   metrics=("score",), keras=True)
+
+
+def keras_fit(model, init, fold, encoder, **fit):
+    for v, value in zip(list(model.trainable_variables) + list(model.non_trainable_variables), init):
+        v.assign(value)
+    tr = splits[fold][0]
+    model.fit(X[tr], encoder.transform(y[tr]), verbose=0, **fit)
+    return [np.asarray(v.value) for v in model.trainable_variables]
+
+
+def max_diff(a, b):
+    return float(max(np.abs(np.asarray(x) - np.asarray(z)).max() for x, z in zip(a, b)))
+
+
+# 1. One lane, no shuffling, against Keras' own fit from the same initial weights.
+est = seed_classifier(model__activation="tanh", optimizer="adam", batch_size=10, epochs=1,
+                      shuffle=False)
+payload = payload_for(est)
+plan = fused.plan_fusion(payload, [Trial(0, 1, {}, 7)])
+spec = plan.groups[0]
+run = fused._GroupRun(payload, spec, plan.members)
+init = run.weights()[0]
+run.train_to(1)
+member = plan.members[spec.lanes[0].build_key]
+want = keras_fit(member.model, init, 1, member.encoders[1], batch_size=10, epochs=1,
+                 shuffle=False)
+out["single_lane"] = max_diff(run.weights()[0][:len(want)], want)
+out["single_lane_moved"] = max_diff(run.weights()[0][:len(want)], init[:len(want)])
+
+# 2. Three lanes in one program: activations and optimizers switched per lane, unequal folds.
+trials = [Trial(0, 0, {"model__activation": "tanh", "optimizer": "adam"}, 1),
+          Trial(1, 1, {"model__activation": "relu", "optimizer": "rmsprop"}, 2),
+          Trial(2, 2, {"model__activation": "sigmoid", "optimizer": "sgd"}, 3)]
+plan = fused.plan_fusion(payload, trials)
+out["lanes_groups"] = len(plan.groups)
+spec = plan.groups[0]
+run = fused._GroupRun(payload, spec, plan.members)
+inits = run.weights()
+run.train_to(1)
+out["lanes_switches"] = len(run.switches)
+out["lanes_optimizers"] = len(run.optimizers)
+diffs = []
+for lane, init, got in zip(spec.lanes, inits, run.weights()):
+    m = plan.members[lane.build_key]
+    want = keras_fit(m.model, init, lane.fold, m.encoders[lane.fold], batch_size=10, epochs=1,
+                     shuffle=False)
+    diffs.append(max_diff(got[:len(want)], want))
+out["lanes"] = diffs
+
+# 3. Shuffled and seeded: each lane equals scikeras' own fit with random_state=seed (same
+#    initial weights, same batch order), two epochs.
+est = seed_classifier(model__activation="relu", optimizer="rmsprop", batch_size=10, epochs=2)
+payload = payload_for(est)
+plan = fused.plan_fusion(payload, [Trial(0, f, {}, 100 + f) for f in range(3)])
+spec = plan.groups[0]
+run = fused._GroupRun(payload, spec, plan.members)
+run.train_to(2)
+diffs = []
+for lane, got in zip(spec.lanes, run.weights()):
+    tr = splits[lane.fold][0]
+    e = clone(est).set_params(random_state=lane.seed).fit(X[tr], y[tr])
+    diffs.append(max_diff(got, [np.asarray(v.value) for v in e.model_.trainable_variables]))
+out["seeded"] = diffs
+
+# 4. What cannot be fused runs on the standard engine in the same search.
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    s = GridSearchCV(seed_classifier(epochs=1, batch_size=64), {"validation_split": [0.0, 0.25]},
+                     cv=StratifiedKFold(2), backend="serial", engine="fused", refit=False,
+                     random_state=0).fit(X, y)
+out["mixed_engines"] = s.results_.groupby("param_validation_split")["engine"].agg(set).apply(
+    sorted).to_dict()
+out["mixed_errors"] = int(s.results_["error"].notna().sum())
+out["mixed_warning"] = any("validation_split" in str(w.message) for w in caught)
+out["mixed_scores"] = s.results_["test_score"].tolist()
+print(json.dumps({k: ({str(a): b for a, b in v.items()} if isinstance(v, dict) else v)
+                  for k, v in out.items()}))
+"""
+
+GRID = """
+X = minmax_scale(data[:, :8]); y = data[:, 8].astype(int)
+grid = {"model__activation": ["tanh", "relu"], "optimizer": ["adam", "rmsprop"],
+        "model__init": ["glorot_uniform", "uniform"], "batch_size": [16], "epochs": [1, 2]}
+out = {}
+for engine in ("fused", "standard"):
+    s = GridSearchCV(seed_classifier(optimizer__learning_rate=0.02), grid, cv=StratifiedKFold(3),
+                     scoring=["accuracy", "roc_auc"], refit="accuracy", backend="serial",
+                     engine=engine, random_state=0)
+    s.fit(X, y)
+    cv = s.cv_results_
+    out[engine] = {
+        "params": [dict(p) for p in cv["params"]],
+        "mean": cv["mean_test_accuracy"].tolist(), "std": cv["std_test_accuracy"].tolist(),
+        "splits": [cv[f"split{i}_test_accuracy"].tolist() for i in range(3)],
+        "auc": cv["mean_test_roc_auc"].tolist(),
+        "engines": sorted(set(s.results_.get("engine", ["standard"]))),
+        "seeds": s.results_["seed"].astype(float).tolist(),
+        "fit_time": s.results_["fit_time"].tolist(),
+        "best": dict(s.best_params_), "refit_score": float(s.score(X, y)),
+    }
+out["stats"] = fused.last_stats()
+print(json.dumps(out, default=str))
+"""
+
+RAY = """
+import ray
+X = minmax_scale(data[:, :8]); y = data[:, 8].astype(int)
+grid = {"model__activation": ["tanh", "relu"], "epochs": [1, 2]}
+out = {}
+for backend in ("serial", "ray"):
+    s = GridSearchCV(seed_classifier(batch_size=32), grid, cv=StratifiedKFold(3),
+                     backend=backend, engine="fused", random_state=3, refit=False)
+    s.fit(X, y)
+    out[backend] = {"scores": s.results_["test_score"].tolist(),
+                    "engines": sorted(set(s.results_["engine"])),
+                    "nodes": sorted(set(s.results_["node"])),
+                    "in_driver": bool((s.results_["pid"] == os.getpid()).all())}
+out["ray_node_ids"] = [n["NodeID"] for n in ray.nodes()]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.keras
+def test_fused_training_equals_keras_fit(jax_scripts):
+    out = jax_scripts["parity"].result()
+    assert sorted(out["train_sizes"]) == [511, 511, 512]  # unequal folds, short last batches
+    # One lane, one epoch, no shuffling: Keras' own fit from the same initial weights.
+    assert out["single_lane_moved"] > 1e-3  # it trained
+    assert out["single_lane"] < 1e-5
+    # Three lanes with switched activations and optimizers, each equal to its own Keras fit.
+    assert out["lanes_groups"] == 1
+    assert out["lanes_switches"] >= 2 and out["lanes_optimizers"] == 3
+    assert max(out["lanes"]) < 1e-5, out["lanes"]
+    # Seeded and shuffled: the weights scikeras' fit reaches with random_state=seed.
+    assert max(out["seeded"]) < 1e-5, out["seeded"]
+    # validation_split=0.25 cannot be fused: it runs on the standard engine, in the same search.
+    assert out["mixed_engines"] == {"0.0": ["fused"], "0.25": ["standard"]}
+    assert out["mixed_errors"] == 0 and out["mixed_warning"]
+    assert all(0.3 < s <= 1.0 for s in out["mixed_scores"])
+
+
+@pytest.mark.keras
+def test_reduced_seed_grid_agrees_with_standard_engine(jax_scripts):
+    out = jax_scripts["grid"].result()
+    fused, std = out["fused"], out["standard"]
+    assert fused["params"] == std["params"]
+    assert fused["engines"] == ["fused"] and std["engines"] == ["standard"]
+    assert all(t > 0 for t in fused["fit_time"])
+    mean_f, mean_s = np.array(fused["mean"]), np.array(std["mean"])
+    std_f, std_s = np.array(fused["std"]), np.array(std["std"])
+    # Every candidate agrees within fold-to-fold noise.
+    tolerance = 2 * np.maximum(std_f, std_s) + 0.02
+    assert np.all(np.abs(mean_f - mean_s) <= tolerance), np.c_[mean_f, mean_s, tolerance]
+    # The longest candidate of each lane trains from the same seed as the standard engine:
+    # the same fits, up to float rounding (at most one test row may flip).
+    longest = [i for i, p in enumerate(fused["params"]) if p["epochs"] == 2]
+    seeds_f, seeds_s = np.array(fused["seeds"]).reshape(-1, 3), np.array(std["seeds"]).reshape(-1, 3)
+    np.testing.assert_array_equal(seeds_f[longest], seeds_s[longest])  # seeds are recorded
+    shorter = [i for i, p in enumerate(fused["params"]) if p["epochs"] == 1]
+    for i in shorter:  # a shorter candidate was read off its lane: it carries the lane's seed
+        twin = fused["params"].index({**fused["params"][i], "epochs": 2})
+        np.testing.assert_array_equal(seeds_f[i], seeds_f[twin])
+    splits_f, splits_s = np.array(fused["splits"]), np.array(std["splits"])
+    assert np.abs(splits_f[:, longest] - splits_s[:, longest]).max() <= 1 / 256 + 1e-9
+    assert np.abs(np.array(fused["auc"])[longest] - np.array(std["auc"])[longest]).max() < 5e-3
+    # The top region of the ranking is the same: each engine's best is near the other's top.
+    top_f = {i for i in range(len(mean_f)) if mean_f[i] >= mean_f.max() - 0.02}
+    top_s = {i for i in range(len(mean_s)) if mean_s[i] >= mean_s.max() - 0.02}
+    assert int(np.argmax(mean_f)) in top_s and int(np.argmax(mean_s)) in top_f
+    assert top_f & top_s
+    # One program for the whole grid: activations and optimizers are lane values.
+    assert [s["programs"] for s in out["stats"]] == [1]
+    assert out["stats"][0]["lanes"] == 24 and out["stats"][0]["trials"] == 48
+
+
+@pytest.mark.keras
+@pytest.mark.slow
+def test_fused_groups_as_ray_tasks(pima_csv):
+    script = "import ray\nray.init(address='local', num_cpus=2, include_dashboard=False, " \
+             "log_to_driver=False)\n" + RAY
+    out = JaxScript(script, pima_csv, timeout=400).result()
+    assert out["ray"]["engines"] == ["fused"]
+    assert set(out["ray"]["nodes"]) <= set(out["ray_node_ids"])
+    assert out["serial"]["in_driver"] and not out["ray"]["in_driver"]  # ran in a Ray task
+    np.testing.assert_allclose(out["ray"]["scores"], out["serial"]["scores"], atol=1 / 256)
+
+
+def test_non_keras_estimator_falls_back_to_standard_engine():
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from raygrid import GridSearchCV
+
+    X, y = load_iris(return_X_y=True)
+    grid = {"C": [0.1, 1.0]}
+    standard = GridSearchCV(LogisticRegression(max_iter=500), grid, cv=3, backend="serial").fit(X, y)
+    with pytest.warns(UserWarning, match="not a scikeras model"):
+        fused = GridSearchCV(LogisticRegression(max_iter=500), grid, cv=3, backend="serial",
+                             engine="fused").fit(X, y)
+    assert list(fused.results_["engine"]) == ["standard"] * 6
+    np.testing.assert_array_equal(fused.cv_results_["mean_test_score"],
+                                  standard.cv_results_["mean_test_score"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "auto" falls back silently
+        GridSearchCV(LogisticRegression(max_iter=500), grid, cv=3, backend="serial",
+                     engine="auto").fit(X, y)
+
+
+def test_unknown_engine_is_rejected():
+    from sklearn.linear_model import LogisticRegression
+
+    from raygrid import GridSearchCV
+
+    with pytest.raises(ValueError, match="engine must be one of"):
+        GridSearchCV(LogisticRegression(), {"C": [1.0]}, cv=2, backend="serial",
+                     engine="turbo").fit(np.eye(4), [0, 1, 0, 1])
