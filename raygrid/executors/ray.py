@@ -253,23 +253,33 @@ class RayExecutor:
             self._cancel(pending)
 
     def _stop(self, pending: dict[Any, list[Trial]]) -> list[FitResult]:
+        """Keep what finished, cancel the rest (each task once), keep what finishes in a grace.
+
+        Every task leaves ``pending`` here, so nothing is cancelled twice: a second cancel that
+        meets a task's reply in flight can trip a check in Ray's task manager.
+        """
         import ray
 
         refs = list(pending)
-        for ref in refs:
+        if not refs:
+            return []
+        done, running = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in running:
             try:
                 ray.cancel(ref, force=False)
             except Exception:  # noqa: BLE001 - best effort: the task may be done already
                 pass
+        if running:
+            late, _ = ray.wait(running, num_returns=len(running), timeout=CANCEL_GRACE_S)
+            done = done + late
         kept: list[FitResult] = []
-        if refs:
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
-            for ref in ready:
-                self.running -= len(pending.pop(ref))
-                try:
-                    kept.extend(ray.get(ref, timeout=1))
-                except Exception:  # noqa: BLE001 - cancelled or failed: it runs on resume
-                    pass
+        for ref in done:
+            try:
+                kept.extend(ray.get(ref, timeout=1))
+            except Exception:  # noqa: BLE001 - cancelled or failed: it runs on resume
+                pass
+        for ref in refs:
+            self.running -= len(pending.pop(ref))
         return kept
 
     @staticmethod
