@@ -59,6 +59,12 @@ class FitResult:
     estimator: Any = None
     cached: bool = False
     engine: str = "standard"  # "fused" when raygrid.fused trained it with others in one program
+    warnings: list | None = None  # distinct (category, message) pairs the fit raised
+
+    def reissue_warnings(self) -> None:
+        """Raise the fit's warnings again where this is called (the driver, for Ray fits)."""
+        for category, message in self.warnings or ():
+            warnings.warn(message, category, stacklevel=2)
 
     @property
     def failed(self) -> bool:
@@ -211,22 +217,26 @@ def fit_and_score(payload: Payload, trial: Trial, where: tuple[str, int] | None 
         trial.candidate, trial.fold, {}, None, 0.0, 0.0, len(test), node=node, pid=pid, seed=trial.seed
     )
     start = time.perf_counter()
-    try:
-        with _fit_context(payload, estimator, trial.seed):
-            estimator.fit(X_train, y_train, **fit_params)
-            result.fit_time = time.perf_counter() - start
-            start = time.perf_counter()
-            result.test_scores = _score(estimator, X_test, y_test, payload, score_test)
-            result.score_time = time.perf_counter() - start
-            if payload.return_train_score:
-                result.train_scores = _score(estimator, X_train, y_train, payload, score_train)
-    except Exception as exc:  # noqa: BLE001 - errors are data; error_score decides on the driver
-        if not result.fit_time:
-            result.fit_time = time.perf_counter() - start
-        result.score_time = 0.0
-        result.error = traceback.format_exc()
-        result.exception = _pickles(exc)
-        _set_error_scores(result, payload)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every warning comes back; the driver's filters decide
+        try:
+            with _fit_context(payload, estimator, trial.seed):
+                estimator.fit(X_train, y_train, **fit_params)
+                result.fit_time = time.perf_counter() - start
+                start = time.perf_counter()
+                result.test_scores = _score(estimator, X_test, y_test, payload, score_test)
+                result.score_time = time.perf_counter() - start
+                if payload.return_train_score:
+                    result.train_scores = _score(estimator, X_train, y_train, payload, score_train)
+        except Exception as exc:  # noqa: BLE001 - errors are data; error_score decides on the driver
+            if not result.fit_time:
+                result.fit_time = time.perf_counter() - start
+            result.score_time = 0.0
+            result.error = traceback.format_exc()
+            result.exception = _pickles(exc)
+            _set_error_scores(result, payload)
+    if caught:
+        result.warnings = list(dict.fromkeys((w.category, str(w.message)) for w in caught))
     if payload.return_estimator:
         result.estimator = estimator
     return result

@@ -87,6 +87,7 @@ def execute(
             store.record(result)
         current.clear()
         progress.add(result, running=getattr(executor, "running", 0))
+        result.reissue_warnings()
 
     with sigterm_interrupts(), contextlib.closing(iter(executor.run(shared, trials))) as stream:
         try:
