@@ -30,3 +30,15 @@ def test_driver_filters_still_apply(ray_local):
         warnings.filterwarnings("ignore", category=ConvergenceWarning)
         raygrid.GridSearchCV(LogisticRegression(max_iter=1), {"C": [1.0]}, cv=2).fit(X, y)
     assert not [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+
+
+def test_unschedulable_resources_are_named(ray_local):
+    """Asking for a GPU on a cluster without one warns instead of waiting silently."""
+    from raygrid.executors.ray import RayExecutor
+
+    executor = RayExecutor(ray_remote_args={"num_cpus": 1, "num_gpus": 0.25})
+    with pytest.warns(RuntimeWarning, match=r"GPU.*autoscaler"):
+        executor.warn_if_unschedulable()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        RayExecutor(ray_remote_args={"num_cpus": 1}).warn_if_unschedulable()

@@ -5,6 +5,7 @@ import atexit
 import math
 import os
 import socket
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
@@ -161,18 +162,36 @@ class RayExecutor:
         import ray
 
         res = ray.cluster_resources()
-        fits = []
-        for key, need in (("CPU", self.remote_args.get("num_cpus")),
-                          ("GPU", self.remote_args.get("num_gpus"))):
-            if need:
-                fits.append(int(res.get(key, 0) / need + 1e-9))
-        for key, need in (self.remote_args.get("resources") or {}).items():
-            if need:
-                fits.append(int(res.get(key, 0) / need + 1e-9))
+        fits = [int(res.get(key, 0) / need + 1e-9) for key, need in self._needs().items()]
         cluster = max(1, min(fits) if fits else int(res.get("CPU", 1)))
         if self.n_jobs is not None and self.n_jobs > 0:
             return min(self.n_jobs, cluster)
         return cluster
+
+    def _needs(self) -> dict[str, float]:
+        """Ray resource name -> amount one fit asks for."""
+        needs = {"CPU": self.remote_args.get("num_cpus"), "GPU": self.remote_args.get("num_gpus"),
+                 **(self.remote_args.get("resources") or {})}
+        return {key: need for key, need in needs.items() if need}
+
+    def warn_if_unschedulable(self) -> None:
+        """Say so when no node has room for one fit: on a fixed cluster the fits would wait forever."""
+        import ray
+
+        largest: dict[str, float] = {}
+        for node in ray.nodes():
+            if node.get("Alive"):
+                for key, amount in node.get("Resources", {}).items():
+                    largest[key] = max(largest.get(key, 0.0), amount)
+        short = {key: need for key, need in self._needs().items() if largest.get(key, 0.0) < need}
+        if short:
+            have = {key: largest.get(key, 0.0) for key in short}
+            warnings.warn(
+                f"No node of the Ray cluster can run a fit that asks for {short} (the largest node "
+                f"has {have}): the fits wait until an autoscaler adds such a node. Lower "
+                "ray_remote_args, or start the cluster with those resources.",
+                RuntimeWarning, stacklevel=3,
+            )
 
     def share(self, payload: Payload) -> Shared:
         import ray
@@ -201,6 +220,7 @@ class RayExecutor:
         single = ray.remote(run_trials).options(**options)
         batched = ray.remote(run_trials).options(**{**options, "max_retries": 0})
 
+        self.warn_if_unschedulable()
         slots = self.slots()
         in_flight = self.n_jobs if self.n_jobs and self.n_jobs > 0 else 2 * slots
         queue = deque(trials)
