@@ -130,9 +130,10 @@ class Lane:
 
     fold: int
     params: dict  # the candidate's parameters (any of the candidates sharing the lane)
-    build_key: str
+    build_key: str  # the compiled model: every parameter that is not only about fit
     seed: int
     trials: dict[int, list[Trial]] = field(default_factory=dict)  # epochs -> trials
+    model_key: str | None = None  # the model before compile, when optimizers can share it
 
     @property
     def max_epochs(self) -> int:
@@ -212,8 +213,8 @@ def _effective_params(base: Mapping[str, Any], params: Mapping[str, Any]) -> dic
     return out
 
 
-def _build_fn_takes_everything(estimator: Any) -> bool:
-    """True when scikeras hands the build function every parameter (``params`` or ``**kw``)."""
+def _build_fn_takes(estimator: Any, *names: str) -> bool:
+    """True when scikeras hands the build function one of ``names`` (or it takes ``**kw``)."""
     fn = estimator.model if estimator.model is not None else estimator.build_fn
     if fn is None or not callable(fn):
         return False
@@ -221,9 +222,13 @@ def _build_fn_takes_everything(estimator: Any) -> bool:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         return True
-    return "params" in sig.parameters or any(
+    return any(n in sig.parameters for n in names) or any(
         p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()
     )
+
+
+def _optimizer_param(key: str) -> bool:
+    return key == "optimizer" or key.startswith("optimizer__")
 
 
 def check_search(payload: Payload) -> None:
@@ -314,7 +319,10 @@ def _plan_fusion(payload: Payload, trials: Sequence[Trial], engine: str,
 
     est = payload.estimator
     base = est.get_params(deep=False)
-    takes_all = _build_fn_takes_everything(est)
+    takes_all = _build_fn_takes(est, "params")
+    # Candidates that differ only in the optimizer can share one built model (and differ in
+    # their optimizer) unless the build function sees the optimizer.
+    share_models = not _build_fn_takes(est, "params", "compile_kwargs")
     lanes: dict[str, Lane] = {}
     lane_opts: dict[str, tuple[int, bool]] = {}
     for trial in trials:
@@ -327,6 +335,8 @@ def _plan_fusion(payload: Payload, trials: Sequence[Trial], engine: str,
             build_skip = _FIT_ONLY if not takes_all else frozenset({"verbose", "fit__verbose",
                                                                     "random_state"})
             build_key = _hash(sorted((k, v) for k, v in eff.items() if k not in build_skip))
+            model_key = _hash(sorted((k, v) for k, v in eff.items() if k not in build_skip
+                                     and not _optimizer_param(k))) if share_models else None
         except NotFusable as exc:
             leave([trial], str(exc))
             continue
@@ -335,22 +345,21 @@ def _plan_fusion(payload: Payload, trials: Sequence[Trial], engine: str,
             continue
         lane = lanes.get(lane_key)
         if lane is None:
-            lane = lanes[lane_key] = Lane(trial.fold, dict(trial.params), build_key, -1)
+            lane = lanes[lane_key] = Lane(trial.fold, dict(trial.params), build_key, -1,
+                                          model_key=model_key)
             lane_opts[lane_key] = (batch, shuffle)
         lane.trials.setdefault(epochs, []).append(trial)
 
     # Build one model per build key (from the first fold's training rows) to learn structures.
     by_group: dict[str, GroupSpec] = {}
     for lane_key, lane in lanes.items():
-        member = members.get(lane.build_key)
-        if member is None:
-            try:
-                member = members[lane.build_key] = build_member(payload, lane.params)
-            except NotFusable as exc:
-                member = members[lane.build_key] = _Unfusable(str(exc))
-            except Exception as exc:  # noqa: BLE001 - the standard engine reports it properly
-                member = members[lane.build_key] = _Unfusable(
-                    f"the model could not be built for fusion ({type(exc).__name__}: {exc})")
+        try:
+            member = member_for(payload, lane, members)
+        except NotFusable as exc:
+            member = members[lane.build_key] = _Unfusable(str(exc))
+        except Exception as exc:  # noqa: BLE001 - the standard engine reports it properly
+            member = members[lane.build_key] = _Unfusable(
+                f"the model could not be built for fusion ({type(exc).__name__}: {exc})")
         if isinstance(member, _Unfusable):
             leave(lane.all_trials(), member.reason)
             continue
@@ -486,21 +495,7 @@ class Member:
         policy = getattr(model, "dtype_policy", None)
         if policy is not None and getattr(policy, "name", "float32") != "float32":
             raise NotFusable(f"dtype policy {policy.name!r} is not supported")
-        opt = model.optimizer
-        if isinstance(opt, keras.optimizers.LossScaleOptimizer):
-            raise NotFusable("LossScaleOptimizer is not supported")
-        opt_config = opt.get_config()
-        if opt_config.get("loss_scale_factor") is not None:
-            raise NotFusable("loss_scale_factor is not supported")
-        if not opt.built:
-            opt.build(model.trainable_variables)
-        self.optimizer = opt
-        cfg = {k: v for k, v in opt_config.items() if k != "name"}
-        if isinstance(cfg.get("learning_rate"), (float, int)):
-            cfg.pop("learning_rate")  # a variable: a lane value
-        self.opt_key = type(opt).__module__ + "." + type(opt).__qualname__ + json.dumps(
-            cfg, sort_keys=True, default=repr)
-        self.opt_values = [np.asarray(v.value) for v in opt.variables]
+        self._set_optimizer(model.optimizer)
         loss = getattr(model, "loss", None)
         self._check_loss(loss)
         compiled = getattr(getattr(model, "_compile_config", None), "config", None) or {}
@@ -545,6 +540,38 @@ class Member:
             or not getattr(getattr(model, "_compile_metrics", None), "built", True)
         )
 
+    def _set_optimizer(self, opt: Any) -> None:
+        import keras
+
+        if isinstance(opt, keras.optimizers.LossScaleOptimizer):
+            raise NotFusable("LossScaleOptimizer is not supported")
+        opt_config = opt.get_config()
+        if opt_config.get("loss_scale_factor") is not None:
+            raise NotFusable("loss_scale_factor is not supported")
+        if not opt.built:
+            opt.build(self.model.trainable_variables)
+        self.optimizer = opt
+        cfg = {k: v for k, v in opt_config.items() if k != "name"}
+        if isinstance(cfg.get("learning_rate"), (float, int)):
+            cfg.pop("learning_rate")  # a variable: a lane value
+        self.opt_key = type(opt).__module__ + "." + type(opt).__qualname__ + json.dumps(
+            cfg, sort_keys=True, default=repr)
+        self.opt_values = [np.asarray(v.value) for v in opt.variables]
+
+    def with_optimizer(self, payload: Payload, params: Mapping[str, Any]) -> "Member":
+        """This member's model with the optimizer scikeras would compile for ``params``."""
+        import copy
+
+        from sklearn.base import clone
+
+        est = clone(payload.estimator).set_params(**clone(dict(params), safe=False))
+        opt = est._get_compile_kwargs()["optimizer"]  # what _ensure_compiled_model compiles
+        if isinstance(opt, type):
+            opt = opt()
+        member = copy.copy(self)
+        member._set_optimizer(opt)
+        return member
+
     @staticmethod
     def _check_loss(loss: Any) -> None:
         losses = loss.values() if isinstance(loss, dict) else (
@@ -583,6 +610,25 @@ def _draws(seed: int, n: int) -> list[int]:
     return [rng.randint(1, int(1e9)) for _ in range(n)]
 
 
+def member_for(payload: Payload, lane: Lane, members: dict) -> "Member":
+    """The lane's member: built once per build key, or derived from a member with the same
+    model and another optimizer (building a Keras model costs far more than an optimizer)."""
+    member = members.get(lane.build_key)
+    if member is not None:
+        if isinstance(member, _Unfusable):
+            raise NotFusable(member.reason)
+        return member
+    base = members.get("model:" + lane.model_key) if lane.model_key else None
+    if isinstance(base, Member) and base.optimizer_from_params:
+        member = base.with_optimizer(payload, lane.params)
+    else:
+        member = build_member(payload, lane.params)
+        if lane.model_key:
+            members["model:" + lane.model_key] = member
+    members[lane.build_key] = member
+    return member
+
+
 def build_member(payload: Payload, params: Mapping[str, Any]) -> Member:
     """Initialise the candidate's scikeras estimator on the first fold (scikeras' own path)."""
     from sklearn.base import clone
@@ -594,6 +640,7 @@ def build_member(payload: Payload, params: Mapping[str, Any]) -> Member:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est.initialize(X0, y0)
+        compiled_by_build = bool(getattr(est.model_, "compiled", False))
         est._ensure_compiled_model()  # scikeras compiles in fit; the same call, without fitting
     # Each fold's target encoder, fitted as scikeras fits it; the folds must agree on its metadata
     # (the model built for the first fold must be the model of every fold).
@@ -609,7 +656,9 @@ def build_member(payload: Payload, params: Mapping[str, Any]) -> Member:
         elif _hash(meta) != _hash(meta0):
             raise NotFusable("the folds' targets differ in kind (e.g. a class missing from a fold)")
         encoders.append(encoder)
-    return Member(est, encoders, {})
+    member = Member(est, encoders, {})
+    member.optimizer_from_params = not compiled_by_build
+    return member
 
 
 def _validated_y(est: Any, y: Any) -> np.ndarray:
@@ -823,11 +872,11 @@ def run_group(payload: Payload, spec: GroupSpec, members: dict | None = None,
 
 def _run_group(payload: Payload, spec: GroupSpec, members: dict | None,
                where: tuple[str, int] | None) -> tuple[list[FitResult], dict]:
+    configure_compilation_cache()  # before the models are built: their initializers compile too
     members = {} if members is None else members
     t0 = time.perf_counter()
     for lane in spec.lanes:
-        if lane.build_key not in members:
-            members[lane.build_key] = build_member(payload, lane.params)
+        member_for(payload, lane, members)
     lane_members = [members[lane.build_key] for lane in spec.lanes]
     variants = sorted({m.activations for m in lane_members})
     if len(variants) > 1 and not _switch_works(lane_members, variants):

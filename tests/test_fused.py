@@ -271,30 +271,29 @@ def test_fused_groups_as_ray_tasks(pima_csv):
 
 def test_non_keras_estimator_falls_back_to_standard_engine():
     from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
 
     from raygrid import GridSearchCV
 
     X, y = load_iris(return_X_y=True)
-    grid = {"C": [0.1, 1.0]}
-    standard = GridSearchCV(LogisticRegression(max_iter=500), grid, cv=3, backend="serial").fit(X, y)
+    grid = {"max_depth": [1, 2]}
+    tree = DecisionTreeClassifier(random_state=0)
+    standard = GridSearchCV(tree, grid, cv=3, backend="serial").fit(X, y)
     with pytest.warns(UserWarning, match="not a scikeras model"):
-        fused = GridSearchCV(LogisticRegression(max_iter=500), grid, cv=3, backend="serial",
-                             engine="fused").fit(X, y)
+        fused = GridSearchCV(tree, grid, cv=3, backend="serial", engine="fused").fit(X, y)
     assert list(fused.results_["engine"]) == ["standard"] * 6
     np.testing.assert_array_equal(fused.cv_results_["mean_test_score"],
                                   standard.cv_results_["mean_test_score"])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "auto" falls back silently
-        GridSearchCV(LogisticRegression(max_iter=500), grid, cv=3, backend="serial",
-                     engine="auto").fit(X, y)
+        GridSearchCV(tree, grid, cv=3, backend="serial", engine="auto").fit(X, y)
 
 
 def test_unknown_engine_is_rejected():
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
 
     from raygrid import GridSearchCV
 
     with pytest.raises(ValueError, match="engine must be one of"):
-        GridSearchCV(LogisticRegression(), {"C": [1.0]}, cv=2, backend="serial",
+        GridSearchCV(DecisionTreeClassifier(), {"max_depth": [1]}, cv=2, backend="serial",
                      engine="turbo").fit(np.eye(4), [0, 1, 0, 1])
