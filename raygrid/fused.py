@@ -247,7 +247,9 @@ def check_search(payload: Payload) -> None:
         raise NotFusable("no target y")
     if any(v is not None for v in (payload.fit_params or {}).values()):
         raise NotFusable("fit parameters (e.g. sample_weight) are not supported")
-    if hasattr(payload.X, "tocsr") or hasattr(payload.X, "sparse"):
+    from scipy.sparse import issparse
+
+    if issparse(payload.X):
         raise NotFusable("sparse input is not supported")
     import scikeras.wrappers as w
 
@@ -1289,26 +1291,27 @@ class FusedExecutor:
         fallback: list[Trial] = []
         threads = self.threads or max(1, min(len(plan.groups), os.cpu_count() or 1))
         self._fused_running = sum(len(g.trials()) for g in plan.groups)
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            futures = {pool.submit(run_group, self.payload, spec, plan.members, where): spec
-                       for spec in plan.groups}
-            try:
-                for future in as_completed(futures):
-                    spec = futures[future]
-                    self._fused_running -= len(spec.trials())
-                    try:
-                        results, stats = future.result()
-                    except Exception:  # noqa: BLE001 - engine failure: the standard one runs them
-                        _warn_fallback(spec, traceback.format_exc())
-                        fallback += spec.trials()
-                        continue
-                    stats["plan_s"] = plan.plan_s
-                    self._record(stats)
-                    yield from results
-            finally:
-                for future in futures:
-                    future.cancel()
-                self._fused_running = 0
+        pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="raygrid-fused")
+        futures = {pool.submit(run_group, self.payload, spec, plan.members, where): spec
+                   for spec in plan.groups}
+        try:
+            for future in as_completed(futures):
+                spec = futures[future]
+                self._fused_running -= len(spec.trials())
+                try:
+                    results, stats = future.result()
+                except Exception:  # noqa: BLE001 - engine failure: the standard one runs them
+                    _warn_fallback(spec, traceback.format_exc())
+                    fallback += spec.trials()
+                    continue
+                stats["plan_s"] = plan.plan_s
+                self._record(stats)
+                yield from results
+        finally:
+            # Stopped early (Ctrl-C, error_score="raise"): groups not started never start; a
+            # group already compiling or training finishes in the background.
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._fused_running = 0
         rest = plan.rest + fallback
         if rest:
             yield from self.inner.run(shared, rest)
