@@ -11,15 +11,24 @@ which calls ``model.stateless_call``, under ``jax.value_and_grad``, then
 What is a lane value and what separates groups:
 
 * a group shares the model's structure (layers, shapes, wiring), loss, batch size and shuffling;
-* each lane has its own initial weights (the lane's model built with its own initializer,
-  reseeded per lane), its own training rows (the fold; folds of unequal size are padded and
-  masked so that padding contributes nothing and each lane takes as many steps per epoch as
-  Keras' own ``fit`` would), its own optimizer variables (so the learning rate is a lane
-  value), and, as data-dependent switches, its activation functions (for layers configured
-  with a named activation) and its optimizer (each lane carries the variables of every
-  optimizer in the group and keeps the update of its own);
+* each lane has its own initial weights (from the lane's own model and initializers), its own
+  training rows (the fold; folds of unequal size are padded and masked so that padding
+  contributes nothing and each lane takes as many steps per epoch as Keras' own ``fit``
+  would), its own optimizer variables (so the learning rate is a lane value), and, as
+  data-dependent switches, its activation functions (for layers configured with a named
+  activation; checked on a few rows, else activations separate groups) and its optimizer
+  (each lane carries the variables of every optimizer in the group and keeps its own update);
 * candidates that differ only in ``epochs`` share a lane: it trains to the largest value once,
   with one shuffling sequence, and is scored from the weights at each requested epoch count.
+
+Seeds: a lane's seed is the raygrid seed of its longest trial (``random_state`` of the search),
+else the estimator's own ``random_state``, else a fresh one; it is recorded with every trial of
+the lane. The lane replays what scikeras does with ``random_state=seed``: the same initial
+weights (Keras draws an unseeded initializer's seed from Python's ``random`` as the layer is
+created) and the same batch order (``np.random.permutation`` each epoch, after the one Keras'
+``fit`` draws to build the model), so a lane's weights equal scikeras' own ``fit`` with that
+seed up to float rounding. A shorter trial read off the lane carries the lane's seed, not the
+one the standard engine would have given it.
 
 Predictions of every lane are computed inside the program; scores come from the search's own
 scorer on the driver side of the group, through a small stand-in estimator that returns those
