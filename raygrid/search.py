@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from raygrid.executors import BACKENDS, get_executor
 from raygrid.fitting import FitResult, Payload
-from raygrid.plan import build_trials
+from raygrid.plan import build_trials, fit_seed
 from raygrid.progress import SearchProgress
 from raygrid.results import cv_results, results_frame, summary_frame, warn_or_raise_about_failures
 from raygrid.runner import execute, reuse
@@ -191,10 +191,12 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
             self.best_estimator_ = clone(estimator).set_params(**clone(self.best_params_, safe=False))
             start = time.time()
             fit_params = dict(params)
-            if y is not None:
-                self.best_estimator_.fit(X, y, **fit_params)
-            else:
-                self.best_estimator_.fit(X, **fit_params)
+            with _refit_context(payload, self.best_estimator_,
+                                fit_seed(seed_state, self.best_index_, n_splits)):
+                if y is not None:
+                    self.best_estimator_.fit(X, y, **fit_params)
+                else:
+                    self.best_estimator_.fit(X, **fit_params)
             self.refit_time_ = time.time() - start
             if hasattr(self.best_estimator_, "feature_names_in_"):
                 self.feature_names_in_ = self.best_estimator_.feature_names_in_
@@ -344,6 +346,15 @@ def _closing_store(store):
         store.finish()
     finally:
         store.close()
+
+
+def _refit_context(payload: Payload, estimator: Any, seed: int | None):
+    """Keras refits get the fits' hygiene and a seed of their own (the fold after the last)."""
+    if not payload.keras:
+        return contextlib.nullcontext()
+    from raygrid.keras import fit_context
+
+    return fit_context(estimator, seed=seed)
 
 
 def _progress_metric(scoring: Scoring, refit: Any) -> str | None:
