@@ -41,12 +41,34 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def fused_table(result: dict) -> str:
+    """The fused engine's runs beside scikit-learn's (extrapolated from a subset in the same run)."""
+    lines = [f"**{result['benchmark']}** ({result['grid_fits']} fits, {result['machine']['cpus']} CPUs, "
+             f"fused groups on the {result['backend']} backend)", "",
+             "| run | wall (s) | compile (s) | training (s) | best score | speed-up vs sklearn n_jobs=-1 |",
+             "|---|---|---|---|---|---|"]
+    sk = result.get("sklearn_n_jobs_-1")
+    for key, label in (("fused", "fused, empty compilation cache"),
+                       ("fused_rerun_warm_cache", "fused, compilation cache filled")):
+        run = result.get(key)
+        if run:
+            ratio = f"{sk['extrapolated_full_s'] / run['wall_s']:.0f}×" if sk else ""
+            lines.append(f"| {label} | {run['wall_s']:.1f} | {run['compile_s']:.1f} | "
+                         f"{run['training_s']:.1f} | {run['best_score']:.4f} | {ratio} |")
+    if sk:
+        lines.append(f"| sklearn GridSearchCV n_jobs=-1 ({sk['keras_backend']}; {sk['fits']} fits "
+                     f"timed, ×{result['grid_fits'] // sk['fits']}) | {sk['extrapolated_full_s']:.0f} | | | | 1× |")
+    return "\n".join(lines)
+
+
 def tables() -> str:
     parts = []
     for path in sorted(RESULTS.glob("*.json")):
         result = json.loads(path.read_text())
         if "engines" in result:
             parts.append(table(result))
+        elif "fused" in result:
+            parts.append(fused_table(result))
     return "\n\n".join(parts)
 
 
