@@ -10,7 +10,6 @@ import json
 import time
 
 import joblib
-import numpy as np
 from sklearn.datasets import make_classification
 from sklearn.dummy import DummyClassifier
 from sklearn.model_selection import GridSearchCV as SkGridSearchCV

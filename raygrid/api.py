@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import inspect
 import math
 import platform
 from importlib import metadata
@@ -147,10 +146,6 @@ def check_spec(spec_or_path: Any, *, overrides: Sequence[str] = (), out=None) ->
     return prepare(raw, source=source, out=out)
 
 
-def _search_keywords(search_cls: type) -> set[str]:
-    return set(inspect.signature(search_cls.__init__).parameters)
-
-
 def run_spec(spec_or_path: Any, *, overrides: Sequence[str] = (), out=None, address: str | None = None,
              backend: str | None = None, verbose: int = 1, title: str | None = None,
              ) -> tuple[Any, Path]:
@@ -168,13 +163,11 @@ def run_spec(spec_or_path: Any, *, overrides: Sequence[str] = (), out=None, addr
     spec = prepared.spec
     out_dir = Path(out) if out is not None else (
         Path(spec.out) if spec.out else default_out_dir(prepared.source))
-    extra: dict[str, Any] = {}
-    search_cls = type(prepared.make_search())
-    if "storage" in _search_keywords(search_cls):
-        extra["storage"] = str(out_dir)
-    search = prepared.make_search(backend=backend, address=address, verbose=verbose, **extra)
+    # The fit store lives in the output directory: rerunning an interrupted run resumes it.
+    search = prepared.make_search(backend=backend, address=address, verbose=verbose,
+                                  storage=str(out_dir))
     search.fit(prepared.X, prepared.y)
-    files = save_search(search, out_dir, title=title or prepared.title)
+    save_search(search, out_dir, title=title or prepared.title)
     (out_dir / SPEC_FILE).write_text(
         yaml.safe_dump(_plain(prepared.raw), sort_keys=False, allow_unicode=True), encoding="utf-8")
     return search, out_dir

@@ -496,7 +496,6 @@ class Member:
     """A scikeras estimator initialised on the first fold, with its compiled Keras model."""
 
     def __init__(self, estimator: Any, encoders: list, seed_values: dict):
-        import keras
 
         self.estimator = estimator
         self.model = model = estimator.model_

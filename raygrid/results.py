@@ -86,10 +86,10 @@ def cv_results(
     out.update(_param_arrays(candidates))
     out["params"] = list(candidates)
     for m in metrics:
-        _store(out, f"test_{m}", matrix(lambda r: _score(r, "test", m, error_score)),
+        _store(out, f"test_{m}", matrix(lambda r, m=m: _score(r, "test", m, error_score)),
                splits=True, rank=True)
         if return_train_score:
-            _store(out, f"train_{m}", matrix(lambda r: _score(r, "train", m, error_score)),
+            _store(out, f"train_{m}", matrix(lambda r, m=m: _score(r, "train", m, error_score)),
                    splits=True)
     return out
 
