@@ -48,7 +48,7 @@ from raygrid.fitting import FitResult, Payload, num_samples, split_fit_params, t
 from raygrid.plan import fit_seed
 from raygrid.results import cv_results, results_frame, summary_frame, warn_or_raise_about_failures
 from raygrid.runner import reraise
-from raygrid.scoring import resolve_scoring
+from raygrid.scoring import resolve_scoring, search_score_params
 from raygrid.search import BaseSearch, uses_keras, validate_candidates
 
 SEARCH_OPTIMIZATIONS = ("random", "bayesian", "hyperopt", "optuna")
@@ -441,8 +441,8 @@ def _searcher(optimizer: Any, random_state: Any, search_kwargs: Mapping[str, Any
 # ---------------------------------------------------------------------------------------------
 # The trial: every fold of one candidate, trained in increments (runs in a Tune actor)
 # ---------------------------------------------------------------------------------------------
-def _score(scorer, estimator, X, y, metrics) -> dict[str, float]:
-    scores = scorer(estimator, X, y)
+def _score(scorer, estimator, X, y, metrics, score_params) -> dict[str, float]:
+    scores = scorer(estimator, X, y, **score_params)
     if not isinstance(scores, Mapping):
         scores = {"score": scores}
     out = {}
@@ -491,6 +491,8 @@ class _Fold:
         self.y_test = take(y, test)
         self.n_test = len(test)
         self.fit_params = split_fit_params(payload.fit_params, num_samples(X), train)
+        self.score_test = split_fit_params(payload.score_params, num_samples(X), test)
+        self.score_train = split_fit_params(payload.score_params, num_samples(X), train)
         self.estimator = clone(payload.estimator).set_params(**clone(params, safe=False))
         self.done = 0  # budget units trained
         self.fit_time = 0.0
@@ -534,10 +536,11 @@ class _Fold:
         start = time.perf_counter()
         try:
             p = self.payload
-            self.test_scores = _score(p.scorer, self.estimator, self.X_test, self.y_test, p.metrics)
+            self.test_scores = _score(p.scorer, self.estimator, self.X_test, self.y_test,
+                                      p.metrics, self.score_test)
             if p.return_train_score:
                 self.train_scores = _score(p.scorer, self.estimator, self.X_train, self.y_train,
-                                           p.metrics)
+                                           p.metrics, self.score_train)
         except Exception as exc:  # noqa: BLE001
             self._fail(exc)
         self.score_time += time.perf_counter() - start
@@ -921,7 +924,7 @@ class TuneBaseSearch(BaseSearch):
         check_consistent_length(*[a for a in (X, y, groups) if a is not None])
         X, y, groups = indexable(X, y, groups)
         estimator = self.estimator
-        scoring = resolve_scoring(estimator, self.scoring, self.refit)
+        scoring = resolve_scoring(estimator, self.scoring, self.refit, self.error_score)
         cv = check_cv(self.cv, y, classifier=is_classifier(estimator))
         splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv.split(X, y, groups)]
         if not splits:
@@ -962,6 +965,7 @@ class TuneBaseSearch(BaseSearch):
         payload = Payload(
             estimator=estimator, X=X, y=y, splits=splits, scorer=scoring.scorer,
             metrics=scoring.metrics, fit_params=params,
+            score_params=search_score_params(scoring, params, self),
             return_train_score=self.return_train_score, error_score=self.error_score,
             keras=uses_keras(estimator),
             pairwise=bool(getattr(get_tags(estimator).input_tags, "pairwise", False)),
