@@ -5,6 +5,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from sklearn.base import is_classifier
+from sklearn.model_selection import check_cv
+from sklearn.utils import check_consistent_length, indexable
 
 
 @dataclass(frozen=True)
@@ -42,3 +45,18 @@ def build_trials(
         for c, params in enumerate(candidates, start=first_candidate)
         for f in range(n_splits)
     ]
+
+
+def split_data(estimator: Any, X: Any, y: Any, groups: Any, cv: Any):
+    """Check X, y and groups, and compute the cross-validation splits once, on the driver.
+
+    ``cv`` is scikit-learn's: an int (stratified for classifiers), a splitter or an iterable of
+    (train, test) index pairs. Returns ``(X, y, splits)`` with the splits as index arrays.
+    """
+    check_consistent_length(*[a for a in (X, y, groups) if a is not None])
+    X, y, groups = indexable(X, y, groups)
+    splitter = check_cv(cv, y, classifier=is_classifier(estimator))
+    splits = [(np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(X, y, groups)]
+    if not splits:
+        raise ValueError(f"cv={cv!r} yields no train/test splits")
+    return X, y, splits

@@ -8,29 +8,20 @@ import time
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
-from sklearn.model_selection import ParameterGrid, ParameterSampler, check_cv
-from sklearn.utils import check_consistent_length, get_tags, indexable
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
+from sklearn.model_selection import ParameterGrid, ParameterSampler
+from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from raygrid.executors import BACKENDS, get_executor
 from raygrid.fitting import FitResult, Payload
-from raygrid.plan import build_trials, fit_seed
+from raygrid.keras import uses_keras
+from raygrid.plan import build_trials, fit_seed, split_data
 from raygrid.progress import SearchProgress
 from raygrid.results import cv_results, results_frame, summary_frame, warn_or_raise_about_failures
 from raygrid.runner import execute, reuse
 from raygrid.scoring import Scoring, check_refit, resolve_scoring, search_score_params
-
-
-def uses_keras(estimator: Any) -> bool:
-    """True when ``estimator`` is, or contains, a scikeras model (checked without importing it)."""
-    values = [estimator]
-    if hasattr(estimator, "get_params"):
-        values += list(estimator.get_params(deep=True).values())
-    return any(
-        any(cls.__module__.startswith("scikeras") for cls in type(v).__mro__) for v in values
-    )
 
 
 def validate_candidates(estimator: Any, candidates: Sequence[Mapping[str, Any]], what: str) -> None:
@@ -122,15 +113,9 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.error_score != "raise" and not isinstance(self.error_score, numbers.Number):
             raise ValueError(f"error_score must be 'raise' or a number, got {self.error_score!r}")
-        groups = params.pop("groups", None)
-        check_consistent_length(*[a for a in (X, y, groups) if a is not None])
-        X, y, groups = indexable(X, y, groups)
         estimator = self.estimator
+        X, y, splits = split_data(estimator, X, y, params.pop("groups", None), self.cv)
         scoring = resolve_scoring(estimator, self.scoring, self.refit, self.error_score)
-        cv = check_cv(self.cv, y, classifier=is_classifier(estimator))
-        splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv.split(X, y, groups)]
-        if not splits:
-            raise ValueError(f"cv={self.cv!r} yields no train/test splits")
         n_splits = len(splits)
 
         payload = Payload(

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.base import is_classifier
-from sklearn.model_selection import check_cv
-from sklearn.utils import check_consistent_length, get_tags, indexable
+from sklearn.utils import get_tags
 
 from raygrid.executors import get_executor
 from raygrid.fitting import FitResult, Payload
-from raygrid.plan import build_trials
+from raygrid.plan import build_trials, split_data
 from raygrid.progress import SearchProgress
 from raygrid.results import warn_or_raise_about_failures
 from raygrid.runner import execute, reuse
@@ -49,13 +47,8 @@ def cross_validate(
     ``storage``, ``cache``) are those of :class:`raygrid.GridSearchCV`; with
     ``return_estimator=True`` stored fits are recorded but not reused (the store keeps no models).
     """
-    check_consistent_length(*[a for a in (X, y, groups) if a is not None])
-    X, y, groups = indexable(X, y, groups)
+    X, y, splits = split_data(estimator, X, y, groups, cv)
     scoring_ = resolve_scoring(estimator, scoring, refit=False, error_score=error_score)
-    cv = check_cv(cv, y, classifier=is_classifier(estimator))
-    splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv.split(X, y, groups)]
-    if not splits:
-        raise ValueError(f"cv={cv!r} yields no train/test splits")
     payload = Payload(
         estimator=estimator, X=X, y=y, splits=splits, scorer=scoring_.scorer,
         metrics=scoring_.metrics, fit_params=dict(params or {}),
