@@ -87,7 +87,7 @@ def run_asha(X, y, grid, cv, seed, grace, rf) -> dict:
     return m.row(
         best_score=float(search.best_score_), best_params=search.best_params_,
         fit_seconds=float(search.fit_seconds_),
-        score_seconds=float(search.results_["score_time"].sum()),
+        score_seconds=float(search.score_seconds_),  # each trial once (members share a trial)
         # candidates equal but for their epochs share one run: count each trial's epochs once
         epochs_trained=int(summary.groupby("trial")["budget"].max().sum()) * search.n_splits_,
         trials=int(summary["trial"].nunique()),

@@ -1011,6 +1011,7 @@ class TuneBaseSearch(BaseSearch):
         self.summary_["trial"] = [collected.trial_of[c] for c in self.summary_.index]
         self.history_ = _history_frame(history, collected.members_of)
         self.fit_seconds_ = collected.fit_seconds
+        self.score_seconds_ = collected.score_seconds
         self.wall_time_ = time.perf_counter() - started
         return self
 
@@ -1143,6 +1144,7 @@ class TuneBaseSearch(BaseSearch):
                 entries.append((cid if cid is not None else t, params, records, error, budget, t,
                                 metrics.get("trial_id")))
             out.fit_seconds += float(sum(r["fit_time"] for r in folds or ()))
+            out.score_seconds += float(sum(r["score_time"] for r in folds or ()))
         entries.sort(key=lambda e: e[0])  # candidates in the order of the grid / the trials
         for c, (_, params, records, error, budget, t, trial_id) in enumerate(entries):
             out.candidates.append(params)
@@ -1220,6 +1222,7 @@ class _Collected:
     trial_of: dict = field(default_factory=dict)  # candidate -> trial number
     members_of: dict = field(default_factory=dict)  # Tune trial id -> candidates
     fit_seconds: float = 0.0  # training seconds of every trial, each counted once
+    score_seconds: float = 0.0  # scoring seconds of every trial (every report), each counted once
     skipped: int = 0  # trials that reported nothing (time budget, stopper)
 
 
@@ -1295,7 +1298,10 @@ _TUNE_PARAMS_DOC = """
     Attributes beyond scikit-learn's: ``results_`` (one row per fold at the last increment a
     candidate reached, with its ``budget``), ``summary_`` (one row per candidate, with
     ``budget``, ``max_budget`` and ``stopped_early``), ``history_`` (every report of every
-    trial), ``fit_seconds_`` (training seconds summed over every fold and increment).
+    trial), ``fit_seconds_`` and ``score_seconds_`` (training and scoring seconds summed over
+    every trial, fold and increment). In ``results_`` a candidate's ``fit_time`` is what it took
+    to reach its budget; candidates sharing a trial (``share_epochs``) share those seconds, so the
+    column can sum to more than ``fit_seconds_``.
 """
 
 
