@@ -40,16 +40,17 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 from sklearn.base import clone, is_classifier
-from sklearn.model_selection import ParameterGrid, ParameterSampler, check_cv
+from sklearn.model_selection import ParameterGrid, ParameterSampler
 from sklearn.pipeline import Pipeline
-from sklearn.utils import check_consistent_length, get_tags, indexable
+from sklearn.utils import get_tags
 
 from raygrid.fitting import FitResult, Payload, num_samples, split_fit_params, take
-from raygrid.plan import fit_seed
+from raygrid.keras import uses_keras
+from raygrid.plan import fit_seed, split_data
 from raygrid.results import cv_results, results_frame, summary_frame, warn_or_raise_about_failures
 from raygrid.runner import reraise
 from raygrid.scoring import resolve_scoring, search_score_params
-from raygrid.search import BaseSearch, uses_keras, validate_candidates
+from raygrid.search import BaseSearch, validate_candidates
 
 SEARCH_OPTIMIZATIONS = ("random", "bayesian", "hyperopt", "optuna")
 OBJECTIVE = "objective"  # the key every trial reports and Tune optimises (the refit metric's mean)
@@ -272,7 +273,8 @@ def _tuple_range(name: str, value: tuple) -> tuple[Any, Any, bool, bool]:
     low, high = value[0], value[1]
     prior = value[2] if len(value) == 3 else "uniform"
     if prior not in ("uniform", "log-uniform"):
-        raise ValueError(f"Parameter {name!r}: the prior must be 'uniform' or 'log-uniform', got {prior!r}")
+        raise ValueError(f"Parameter {name!r}: the prior must be 'uniform' or 'log-uniform', "
+                         f"got {prior!r}")
     if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (low, high)):
         raise ValueError(f"Parameter {name!r}: range bounds must be numbers, got {value!r}")
     if not low < high:
@@ -410,7 +412,8 @@ def _searcher(optimizer: Any, random_state: Any, search_kwargs: Mapping[str, Any
             from ray.tune.search.optuna import OptunaSearch
             import optuna  # noqa: F401
         except ImportError as exc:
-            raise ImportError("search_optimization='optuna' needs optuna: " + hint.format("optuna")) from exc
+            raise ImportError("search_optimization='optuna' needs optuna: "
+                              + hint.format("optuna")) from exc
         if seed is not None:
             kwargs.setdefault("seed", seed)
         return OptunaSearch(**kwargs)
@@ -419,7 +422,8 @@ def _searcher(optimizer: Any, random_state: Any, search_kwargs: Mapping[str, Any
             from ray.tune.search.hyperopt import HyperOptSearch
             import hyperopt  # noqa: F401
         except ImportError as exc:
-            raise ImportError("search_optimization='hyperopt' needs hyperopt: " + hint.format("hyperopt")) from exc
+            raise ImportError("search_optimization='hyperopt' needs hyperopt: "
+                              + hint.format("hyperopt")) from exc
         if seed is not None:
             kwargs.setdefault("random_state_seed", seed)
         return HyperOptSearch(**kwargs)
@@ -783,7 +787,8 @@ def _make_stoppers(user_stopper: Any, raise_on_error: bool):
     elif callable(user_stopper):
         stoppers.append(FunctionStopper(user_stopper))
     else:
-        raise ValueError(f"stopper must be a ray.tune.Stopper, a dict or a callable, got {user_stopper!r}")
+        raise ValueError("stopper must be a ray.tune.Stopper, a dict or a callable, got "
+                         f"{user_stopper!r}")
     return CombinedStopper(*stoppers)
 
 
@@ -920,15 +925,9 @@ class TuneBaseSearch(BaseSearch):
         """Run one Tune trial per candidate, then refit the best on all of ``X, y``."""
         started = time.perf_counter()
         self._check_options()
-        groups = params.pop("groups", None)
-        check_consistent_length(*[a for a in (X, y, groups) if a is not None])
-        X, y, groups = indexable(X, y, groups)
         estimator = self.estimator
+        X, y, splits = split_data(estimator, X, y, params.pop("groups", None), self.cv)
         scoring = resolve_scoring(estimator, self.scoring, self.refit, self.error_score)
-        cv = check_cv(self.cv, y, classifier=is_classifier(estimator))
-        splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv.split(X, y, groups)]
-        if not splits:
-            raise ValueError(f"cv={self.cv!r} yields no train/test splits")
         n_splits = len(splits)
 
         scheduler = _scheduler_spec(self.early_stopping)
