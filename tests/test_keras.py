@@ -338,14 +338,6 @@ def test_tensorflow_backend():
                    "tensorflow_imported": True, "repeatable": True}
 
 
-def test_torch_backend_never_imports_tensorflow():
-    if importlib.util.find_spec("torch") is None:
-        pytest.skip("torch is not installed")
-    got = _run(FIT_IN_SUBPROCESS, backend="torch")
-    assert got == {"backend": "torch", "reported": "torch", "tensorflow_imported": False,
-                   "repeatable": True}
-
-
 def test_keras_backend_reads_config_without_importing(tmp_path, monkeypatch):
     # As if Keras were not imported yet: the answer comes from the environment or keras.json.
     monkeypatch.delitem(sys.modules, "keras", raising=False)
