@@ -112,6 +112,9 @@ def run(subset: str, only: list[str], grace: int, rf: float, seed: int, baseline
         ray.init(address="local", include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
     rows = {}
+    name = f"asha_{subset}" + "".join(f"_{o.replace('=', '-').replace(',', '+')}" for o in only)
+    head = {"benchmark": name, "machine": machine(), "grid": grid, "candidates": n_cand,
+            "asha": {"grace_period": grace, "reduction_factor": rf}, "seed": seed}
     if baseline:
         saved = json.loads(Path(baseline).read_text())
         if saved.get("grid") != grid:
@@ -122,10 +125,12 @@ def run(subset: str, only: list[str], grace: int, rf: float, seed: int, baseline
         print(f"full grid: {n_cand} candidates x 3 folds ...", flush=True)
         rows["full"] = run_full(X, y, grid, cv, seed)
         print(json.dumps({k: v for k, v in rows["full"].items() if k != "scores"}), flush=True)
+        # saved at once: a long baseline is not lost if the ASHA run fails (reuse: --baseline)
+        save(name + "_full", {**head, "when": time.strftime("%Y-%m-%d %H:%M"), "engines": rows})
     print(f"ASHA (grace {grace} epochs, reduction factor {rf}) ...", flush=True)
     rows["asha"] = run_asha(X, y, grid, cv, seed, grace, rf)
     full, asha = rows["full"], rows["asha"]
-    winner_full = full["scores"].get(_key(asha["best_params"]))
+    winner_full = full.get("scores", {}).get(_key(asha["best_params"]))
     compare = {
         "best_score_ratio": asha["best_score"] / full["best_score"],
         "asha_winner_fully_trained_score": winner_full,
@@ -140,10 +145,8 @@ def run(subset: str, only: list[str], grace: int, rf: float, seed: int, baseline
     }
     if ray.is_initialized():
         ray.shutdown()
-    name = f"asha_{subset}" + "".join(f"_{o.replace('=', '-').replace(',', '+')}" for o in only)
-    return name, {"benchmark": name, "machine": machine(), "grid": grid, "candidates": n_cand,
-                  "asha": {"grace_period": grace, "reduction_factor": rf}, "seed": seed,
-                  "when": time.strftime("%Y-%m-%d %H:%M"), "engines": rows, "compare": compare}
+    return name, {**head, "when": time.strftime("%Y-%m-%d %H:%M"), "engines": rows,
+                  "compare": compare}
 
 
 def main(argv=None):
