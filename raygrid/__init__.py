@@ -4,6 +4,7 @@ with every (candidate x fold) fit running as a Ray task on a laptop's cores or a
 ``import raygrid`` is light: it neither imports TensorFlow nor starts Ray.
 """
 from raygrid.api import run_spec, save_search
+from raygrid.halving import HalvingGridSearchCV, HalvingRandomSearchCV
 from raygrid.search import GridSearchCV, RandomizedSearchCV
 from raygrid.validation import cross_val_score, cross_validate
 
@@ -12,6 +13,8 @@ __version__ = "0.1.0"
 __all__ = [
     "GridSearchCV",
     "RandomizedSearchCV",
+    "HalvingGridSearchCV",
+    "HalvingRandomSearchCV",
     "cross_validate",
     "cross_val_score",
     "save_search",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import numbers
 import sys
 import time
@@ -97,6 +98,29 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
     def _run_search(self, evaluate_candidates) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _split_sets(self, X, y, groups, splits) -> list:
+        """The split sets ``evaluate_candidates(..., split_set=i)`` may use (default: the cv's alone).
+
+        Called once in ``fit``, after the data is checked and the cv splits computed, before any
+        fit: a subclass validates here what needs the data and may add sets of (train, test)
+        index pairs, one pair per fold (successive halving's ``n_samples`` rungs). Every set
+        travels to the workers with the data, once per search, and each set's indices are part
+        of the stored fits' fingerprints.
+        """
+        return [splits]
+
+    @staticmethod
+    def _select_best_index(refit, refit_metric, results) -> int:
+        """``best_index_`` from ``cv_results_``: a callable ``refit``'s choice, else rank 1."""
+        if callable(refit):
+            best_index = refit(results)
+            if not isinstance(best_index, numbers.Integral):
+                raise TypeError("best_index_ returned is not an integer")
+            if best_index < 0 or best_index >= len(results["params"]):
+                raise IndexError("best_index_ index out of range")
+            return best_index
+        return results[f"rank_test_{refit_metric}"].argmin()
+
     def _fit_seed_state(self) -> int | None:
         rs = getattr(self, "random_state", None)
         return int(rs) if isinstance(rs, numbers.Integral) else None
@@ -114,12 +138,20 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
         if self.error_score != "raise" and not isinstance(self.error_score, numbers.Number):
             raise ValueError(f"error_score must be 'raise' or a number, got {self.error_score!r}")
         estimator = self.estimator
-        X, y, splits = split_data(estimator, X, y, params.pop("groups", None), self.cv)
+        groups = params.pop("groups", None)
+        X, y, splits = split_data(estimator, X, y, groups, self.cv)
         scoring = resolve_scoring(estimator, self.scoring, self.refit, self.error_score)
         n_splits = len(splits)
+        # Every split set the search may use, one after another: a trial's ``fold`` indexes this
+        # table (the cv's own splits alone unless a subclass adds sets, see ``_split_sets``).
+        split_sets = self._split_sets(X, y, groups, splits)
+        table = [pair for split_set in split_sets for pair in split_set]
+        set_starts = np.cumsum([0] + [len(s) for s in split_sets[:-1]]).tolist()
+        if any(len(s) != n_splits for s in split_sets):
+            raise ValueError(f"every split set must have the cv's {n_splits} folds")
 
         payload = Payload(
-            estimator=estimator, X=X, y=y, splits=splits, scorer=scoring.scorer,
+            estimator=estimator, X=X, y=y, splits=table, scorer=scoring.scorer,
             metrics=scoring.metrics, fit_params=params,
             score_params=search_score_params(scoring, params, self),
             return_train_score=self.return_train_score, error_score=self.error_score,
@@ -132,28 +164,57 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
             from raygrid.fused import wrap
 
             executor = wrap(executor, engine)
-        store = self._open_store(payload, splits)
+        store = self._open_store(payload, table)
         candidates: list[dict] = []
-        results: dict[tuple[int, int], FitResult] = {}
+        first_split: list[int] = []  # per candidate: where its split set starts in ``table``
+        extra: dict[str, list] = {}  # more cv_results_ keys, one value per candidate
+        results: dict[tuple[int, int], FitResult] = {}  # by (candidate, index in ``table``)
         shared = None
         progress = SearchProgress(0, n_splits, _progress_metric(scoring, self.refit), self.verbose,
                                   title=type(self).__name__)
         seed_state = self._fit_seed_state()
 
-        def evaluate_candidates(new_candidates: Iterable[Mapping[str, Any]]) -> dict:
+        def by_fold() -> dict[tuple[int, int], FitResult]:
+            """``results`` keyed by (candidate, fold of the cv), as aggregation wants them."""
+            if not any(first_split):
+                return results
+            return {(c, i - first_split[c]): dataclasses.replace(r, fold=i - first_split[c])
+                    for (c, i), r in results.items()}
+
+        def aggregate(scoring: Scoring, warn: bool) -> dict:
+            cv = self._aggregate(candidates, n_splits, by_fold(), scoring, warn=warn)
+            if not extra:
+                return cv
+            return {**{k: np.asarray(v) for k, v in extra.items()}, **cv}
+
+        def evaluate_candidates(new_candidates: Iterable[Mapping[str, Any]], split_set: int = 0,
+                                more_results: Mapping[str, Sequence] | None = None) -> dict:
+            """Fit ``new_candidates`` on every fold of split set ``split_set``; ``cv_results_`` so far.
+
+            ``more_results`` (one value per new candidate for each key) become extra
+            ``cv_results_`` keys, placed first, as in scikit-learn's ``evaluate_candidates``.
+            """
             nonlocal shared
             new = [dict(p) for p in new_candidates]
             validate_candidates(estimator, new, self._space_name)
+            start = set_starts[split_set]
             trials = build_trials(new, n_splits, first_candidate=len(candidates),
                                   random_state=seed_state)
+            if start:
+                trials = [dataclasses.replace(t, fold=start + t.fold) for t in trials]
+            for key, values in (more_results or {}).items():
+                if len(values) != len(new) or len(extra.setdefault(key, [])) != len(candidates):
+                    raise ValueError(f"more_results[{key!r}] needs one value per candidate")
+                extra[key].extend(values)
             candidates.extend(new)
+            first_split.extend([start] * len(new))
             progress.total += len(trials)
             todo = reuse(store, trials, results, progress)
             if todo:
                 if shared is None:
                     shared = executor.share(payload)
                 execute(executor, shared, payload, todo, results, progress, store=store)
-            return self._aggregate(candidates, n_splits, results, scoring, warn=False)
+            return aggregate(scoring, warn=False)
 
         with _closing_store(store):
             with progress:
@@ -161,14 +222,15 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
         if not candidates:
             raise ValueError(f"{self._space_name} yields no candidates")
 
-        all_results = [results[k] for k in sorted(results)]
+        fits = by_fold()
+        all_results = [fits[k] for k in sorted(fits)]
         warn_or_raise_about_failures(all_results, self.error_score)
         scoring = _learn_metrics(scoring, all_results, self.refit)
-        cv = self._aggregate(candidates, n_splits, results, scoring, warn=True)
+        cv = aggregate(scoring, warn=True)
         self.multimetric_ = scoring.multimetric
         refit_metric = self.refit if scoring.multimetric else "score"
         if self.refit or not self.multimetric_:
-            self.best_index_ = _select_best_index(self.refit, refit_metric, cv)
+            self.best_index_ = self._select_best_index(self.refit, refit_metric, cv)
             if not callable(self.refit):
                 self.best_score_ = cv[f"mean_test_{refit_metric}"][self.best_index_]
             self.best_params_ = cv["params"][self.best_index_]
@@ -188,12 +250,12 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
         self.scorer_ = scoring.scorers
         self.cv_results_ = cv
         self.n_splits_ = n_splits
-        self.results_ = results_frame(candidates, results, scoring.metrics or ("score",),
+        self.results_ = results_frame(candidates, fits, scoring.metrics or ("score",),
                                       return_train_score=self.return_train_score,
                                       error_score=self.error_score)
         if engine != "standard" and len(self.results_):
-            self.results_["engine"] = [getattr(results[k], "engine", "standard")
-                                       for k in sorted(results)]
+            self.results_["engine"] = [getattr(fits[k], "engine", "standard")
+                                       for k in sorted(fits)]
         rank_metric = refit_metric if isinstance(refit_metric, str) and refit_metric in (
             scoring.metrics or ()) else (scoring.metrics or ("score",))[0]
         self.summary_ = summary_frame(cv, self.results_, rank_metric)
@@ -366,17 +428,6 @@ def _learn_metrics(scoring: Scoring, results: Sequence[FitResult], refit: Any) -
     if multimetric:
         check_refit(refit, seen)
     return Scoring(scoring.scorer, seen, scoring.scorers, multimetric)
-
-
-def _select_best_index(refit, refit_metric, results) -> int:
-    if callable(refit):
-        best_index = refit(results)
-        if not isinstance(best_index, numbers.Integral):
-            raise TypeError("best_index_ returned is not an integer")
-        if best_index < 0 or best_index >= len(results["params"]):
-            raise IndexError("best_index_ index out of range")
-        return best_index
-    return results[f"rank_test_{refit_metric}"].argmin()
 
 
 _RAYGRID_PARAMS_DOC = """
