@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -95,54 +96,71 @@ from fault_helpers import CountingClassifier, data
 from raygrid import GridSearchCV
 X, y = data()
 backend, storage, log = sys.argv[1:4]
-GridSearchCV(CountingClassifier(log=log, sleep=0.3), {{"a": list(range({n}))}}, cv=2,
+GridSearchCV(CountingClassifier(log=log, sleep={sleep}), {{"a": list(range({n}))}}, cv=2,
              refit=False, backend=backend, storage=storage).fit(X, y)
 print("DONE", flush=True)
 """
 
 
-def _interrupt(tmp_path, backend, sig, n_candidates, after_rows):
+def _interrupt(tmp_path, backend, sig, n_candidates, after_rows, sleep=0.3, again_after=None):
+    """Run a search in a driver process, signal it once ``after_rows`` fits are stored (and
+    again ``again_after`` seconds later, if given): (store, fit log, (stderr, rows stored at the
+    first signal))."""
     script = tmp_path / "driver.py"
-    script.write_text(DRIVER.format(n=n_candidates))
+    script.write_text(DRIVER.format(n=n_candidates, sleep=sleep))
     storage, log = tmp_path / "store", tmp_path / "log"
     proc = subprocess.Popen([sys.executable, str(script), backend, str(storage), str(log)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=driver_env())
     wait_for_rows(storage, after_rows, proc)
+    proc.rows_at_signal = store_rows(storage)
     proc.send_signal(sig)
+    if again_after is not None:
+        time.sleep(again_after)
+        proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert "DONE" not in out, "the search finished before the signal: make it longer"
     assert proc.returncode != 0
     hint = [line for line in err.splitlines() if line.startswith("raygrid: search interrupted")]
     assert len(hint) == 1 and f"storage={str(storage)!r}" in hint[0], err[-3000:]
-    return storage, log
+    return storage, log, (err, proc.rows_at_signal)
 
 
 def test_sigint_then_resume_runs_every_fit_exactly_once(tmp_path, ray_local):
     n = 16
-    storage, log = _interrupt(tmp_path, "ray", signal.SIGINT, n, after_rows=6)
+    storage, log, _ = _interrupt(tmp_path, "ray", signal.SIGINT, n, after_rows=6)
     saved = store_rows(storage)
     assert 6 <= saved < 2 * n
-    # Every stored fit ran; at most the fits in flight at Ctrl-C (2 slots) ran without being
-    # stored: a task still running when the grace period ends is cancelled (on a quiet machine
-    # the grace period lets them finish, and none runs twice).
-    in_flight = len(fits_logged(log)) - saved
-    assert 0 <= in_flight <= 2
+    # The fits in flight at Ctrl-C were let finish and stored: every fit that ran is stored.
+    assert len(fits_logged(log)) == saved
     X, y = data()
     grid = {"a": list(range(n))}
     resumed = GridSearchCV(CountingClassifier(log=str(log), sleep=0.3), grid, cv=2, refit=False,
                            storage=str(storage)).fit(X, y)
     ran = fits_logged(log)
     assert len(set(ran)) == 2 * n  # every fit ran
-    assert len(ran) == 2 * n + in_flight  # stored fits never ran again
+    assert len(ran) == 2 * n  # none ran twice
     assert resumed.results_["cached"].sum() == saved
     assert_same_scores(resumed.cv_results_, serial_oracle(grid, X, y).cv_results_)
     info = status(storage)
     assert info["done"] == 2 * n and info["missing"] == 0
 
 
+def test_second_ctrl_c_stops_without_waiting_for_the_fits_in_flight(tmp_path, ray_local):
+    # Fits of 4 s: at the first Ctrl-C the fits in flight have most of their 4 s to go; the
+    # second, 2 s later (the first is handled within a second), cancels them, so they are
+    # neither finished nor stored.
+    storage, log, (err, before) = _interrupt(tmp_path, "ray", signal.SIGINT, 8, after_rows=2,
+                                             sleep=4.0, again_after=2.0)
+    waiting = re.search(r"raygrid: stopping; letting the (\d+) fit\(s\) in flight finish", err)
+    assert waiting, err[-3000:]
+    saved = store_rows(storage)
+    assert before <= saved < before + int(waiting.group(1))  # not all of them finished
+    assert len(fits_logged(log)) == saved  # the cancelled fits did not finish: nothing is lost
+
+
 def test_sigterm_keeps_finished_fits_and_restores_the_handler(tmp_path):
-    storage, log = _interrupt(tmp_path, "serial", signal.SIGTERM, 30, after_rows=3)
+    storage, log, _ = _interrupt(tmp_path, "serial", signal.SIGTERM, 30, after_rows=3)
     saved = store_rows(storage)
     assert 3 <= saved < 60 and len(fits_logged(log)) == saved
     info = status(storage)

@@ -5,6 +5,8 @@ import atexit
 import math
 import os
 import socket
+import sys
+import time
 import warnings
 from collections import deque
 from dataclasses import dataclass
@@ -17,7 +19,11 @@ from raygrid.plan import Trial
 DEFAULT_REMOTE_ARGS = {"num_cpus": 1}
 CONNECT_TIMEOUT_S = 5.0
 WAIT_S = 1.0  # ray.wait returns this often, so Ctrl-C and SIGTERM are handled promptly
-CANCEL_GRACE_S = 2.0  # on Ctrl-C, how long to wait for cancelled tasks to resolve
+CANCEL_GRACE_S = 2.0  # after a cancel, how long to wait for the cancelled tasks to resolve
+#: On SIGTERM (a scheduler stopping the job, with its own deadline), how long the fits already
+#: handed to Ray may take to finish before they are cancelled. Ctrl-C waits for them without limit
+#: (a second Ctrl-C stops at once). ``RAYGRID_INTERRUPT_GRACE`` (seconds) sets both.
+TERM_GRACE_S = 10.0
 
 _started_here = False
 
@@ -130,6 +136,44 @@ def _keras_env(num_cpus: float) -> dict[str, str]:
     return env
 
 
+def interrupt_grace(interrupt: BaseException) -> float | None:
+    """Seconds the fits in flight may take to finish after ``interrupt`` (None: no limit).
+
+    ``RAYGRID_INTERRUPT_GRACE`` sets it; else Ctrl-C waits without limit (a second Ctrl-C stops
+    at once) and SIGTERM waits :data:`TERM_GRACE_S`.
+    """
+    setting = os.environ.get("RAYGRID_INTERRUPT_GRACE", "").strip()
+    if setting:
+        try:
+            return max(0.0, float(setting))
+        except ValueError:
+            raise ValueError(f"RAYGRID_INTERRUPT_GRACE must be a number of seconds, got {setting!r}") from None
+    from raygrid.runner import Terminated
+
+    return TERM_GRACE_S if isinstance(interrupt, Terminated) else None
+
+
+def _wait_all(refs: list, grace: float | None) -> tuple[list, list]:
+    """Wait for ``refs`` for ``grace`` seconds (None: until all are done): (done, not done).
+
+    A second interrupt while waiting ends the wait early.
+    """
+    import ray
+
+    done: list = []
+    deadline = None if grace is None else time.monotonic() + grace
+    try:
+        while refs:
+            left = WAIT_S if deadline is None else min(WAIT_S, deadline - time.monotonic())
+            if left <= 0:
+                break
+            ready, refs = ray.wait(refs, num_returns=len(refs), timeout=left)
+            done += ready
+    except KeyboardInterrupt:
+        pass
+    return done, refs
+
+
 class RayExecutor:
     """Each trial (or batch of tiny trials) is a Ray task; results stream back with ``ray.wait``."""
 
@@ -206,8 +250,10 @@ class RayExecutor:
         A task of one trial is retried by Ray ``max_retries`` times when its worker or node dies.
         A batch is not retried as a whole: its trials go back to the queue as one-trial tasks, so
         one fit that kills its worker costs neither the batch's other fits nor their retries.
-        On Ctrl-C (KeyboardInterrupt) the results of tasks that already finished are still
-        yielded, the rest are cancelled, and the interrupt is raised again.
+        On Ctrl-C (KeyboardInterrupt) no new task starts, the tasks already handed to Ray (at
+        most ``2 x slots``) finish and their results are yielded, then the interrupt is raised
+        again: a resumed search runs none of them twice. A second Ctrl-C while they finish
+        cancels them at once (those fits run again on resume). See :func:`interrupt_grace`.
         """
         import ray
 
@@ -263,17 +309,17 @@ class RayExecutor:
                     yield ready.popleft()
         except KeyboardInterrupt as interrupt:
             # Ctrl-C or SIGTERM (while waiting, or thrown in by the caller while it recorded a
-            # result): cancel what runs, keep every fit that finished (also within a short grace,
-            # for tasks that were already returning), then raise the interrupt again.
-            kept = list(ready) + self._stop(pending)
+            # result): start nothing new, let the tasks in flight finish, keep every fit that
+            # finished, then raise the interrupt again.
+            kept = list(ready) + self._stop(pending, interrupt)
             ready.clear()
             yield from kept
             raise interrupt
         finally:
             self._cancel(pending)
 
-    def _stop(self, pending: dict[Any, list[Trial]]) -> list[FitResult]:
-        """Keep what finished, cancel the rest (each task once), keep what finishes in a grace.
+    def _stop(self, pending: dict[Any, list[Trial]], interrupt: KeyboardInterrupt) -> list[FitResult]:
+        """Let the tasks in flight finish (within the grace), cancel what is left; keep every result.
 
         Every task leaves ``pending`` here, so nothing is cancelled twice: a second cancel that
         meets a task's reply in flight can trip a check in Ray's task manager.
@@ -284,6 +330,14 @@ class RayExecutor:
         if not refs:
             return []
         done, running = ray.wait(refs, num_returns=len(refs), timeout=0)
+        if running:
+            grace = interrupt_grace(interrupt)
+            n = sum(len(pending[ref]) for ref in running)
+            print(f"raygrid: stopping; letting the {n} fit(s) in flight finish"
+                  + ("" if grace is None else f" (at most {grace:g} s)")
+                  + ". Press Ctrl-C again to stop now.", file=sys.stderr, flush=True)
+            late, running = _wait_all(running, grace)
+            done = done + late
         for ref in running:
             try:
                 ray.cancel(ref, force=False)
