@@ -40,8 +40,9 @@ splits, class or sample weights, ``return_estimator``...) runs on the standard e
 same search. ``engine="auto"`` fuses only where a group has two lanes or more.
 
 Where it runs: in the driver's process with the serial backend (groups compiled in parallel
-threads); with the Ray backend, every group is one Ray task, given one GPU when the cluster has
-GPUs. JAX's persistent compilation cache (``~/.cache/raygrid/jax``, or ``RAYGRID_JAX_CACHE``;
+threads); with the Ray backend, every group is one Ray task, and where the cluster has GPUs the
+groups share them evenly (three groups on one GPU ask for a third each, so they run at once).
+JAX's persistent compilation cache (``~/.cache/raygrid/jax``, or ``RAYGRID_JAX_CACHE``;
 ``RAYGRID_JAX_CACHE=0`` turns it off) makes a repeated search skip XLA compilation.
 """
 from __future__ import annotations
@@ -1328,7 +1329,7 @@ class FusedExecutor:
     def _run_ray(self, shared: Any, plan: FusionPlan) -> Iterator[FitResult]:
         import ray
 
-        options = self._ray_options()
+        options = self._ray_options(len(plan.groups))
         remote = ray.remote(_group_task).options(**options)
         pending = {remote.remote(shared.ref, spec): spec for spec in plan.groups}
         self._fused_running = sum(len(g.trials()) for g in plan.groups)
@@ -1371,13 +1372,15 @@ class FusedExecutor:
                     pass
             self._fused_running = 0
 
-    def _ray_options(self) -> dict:
+    def _ray_options(self, n_groups: int = 1) -> dict:
         import ray
 
         inner_args = dict(getattr(self.inner, "remote_args", {}) or {})
         options: dict[str, Any] = {"num_cpus": inner_args.get("num_cpus", 1)}
-        if ray.cluster_resources().get("GPU", 0) >= 1:
-            options["num_gpus"] = 1
+        if "num_gpus" in inner_args:
+            options["num_gpus"] = inner_args["num_gpus"]
+        else:
+            options["num_gpus"] = gpu_share(ray.cluster_resources().get("GPU", 0), n_groups)
         for key in ("memory", "resources", "accelerator_type"):
             if key in inner_args:
                 options[key] = inner_args[key]
@@ -1395,6 +1398,20 @@ class FusedExecutor:
     def _record(self, stats: dict) -> None:
         self.stats.append(stats)
         _last_stats.append(stats)
+
+
+def gpu_share(gpus: float, n_groups: int) -> float:
+    """The GPU fraction each fused group asks for: the groups share the cluster's GPUs evenly.
+
+    A group's program is small, so groups that share a GPU overlap their compilation (CPU-bound)
+    and their training. ``gpus`` whole GPUs among ``n_groups`` groups: each group gets
+    ``1 / ceil(n_groups / gpus)`` of one GPU (0 without GPUs), so that all of them fit at once.
+    """
+    whole = int(gpus)
+    if whole < 1 or n_groups < 1:
+        return 0
+    per_gpu = -(-n_groups // whole)  # groups that share one GPU
+    return 1.0 if per_gpu == 1 else (10_000 // per_gpu) / 10_000  # Ray keeps 4 decimals
 
 
 def _reasons_text(plan: FusionPlan) -> str:

@@ -297,3 +297,20 @@ def test_unknown_engine_is_rejected():
     with pytest.raises(ValueError, match="engine must be one of"):
         GridSearchCV(DecisionTreeClassifier(), {"max_depth": [1]}, cv=2, backend="serial",
                      engine="turbo").fit(np.eye(4), [0, 1, 0, 1])
+
+
+@pytest.mark.parametrize("gpus, groups, share", [
+    (0, 3, 0),        # no GPU: CPU tasks
+    (1, 1, 1.0),      # one group, one GPU
+    (1, 3, 0.3333),   # the seed grid's three groups share one GPU, all at once
+    (2, 3, 0.5),      # two per GPU
+    (4, 3, 1.0),      # more GPUs than groups: a whole one each
+    (1, 7, 0.1428),   # rounded down to Ray's 4 decimals, so that all 7 fit on the GPU
+    (0.5, 2, 0),      # no whole GPU in the cluster: CPU tasks
+])
+def test_fused_groups_share_the_gpus_evenly(gpus, groups, share):
+    from raygrid.fused import gpu_share
+
+    assert gpu_share(gpus, groups) == share
+    if share:  # the groups that share one GPU fit on it together
+        assert (-(-groups // int(gpus))) * share <= 1.0
