@@ -126,7 +126,7 @@ def run(subset: str, only: list[str], grace: int, rf: float, seed: int, baseline
         rows["full"] = run_full(X, y, grid, cv, seed)
         print(json.dumps({k: v for k, v in rows["full"].items() if k != "scores"}), flush=True)
         # saved at once: a long baseline is not lost if the ASHA run fails (reuse: --baseline)
-        save(name + "_full", {**head, "when": time.strftime("%Y-%m-%d %H:%M"), "engines": rows})
+        save("baselines/" + name + "_full", {**head, "when": time.strftime("%Y-%m-%d %H:%M"), "engines": rows})
     print(f"ASHA (grace {grace} epochs, reduction factor {rf}) ...", flush=True)
     rows["asha"] = run_asha(X, y, grid, cv, seed, grace, rf)
     full, asha = rows["full"], rows["asha"]

@@ -6,6 +6,7 @@ with every (candidate x fold) fit running as a Ray task on a laptop's cores or a
 from raygrid.api import run_spec, save_search
 from raygrid.halving import HalvingGridSearchCV, HalvingRandomSearchCV
 from raygrid.search import GridSearchCV, RandomizedSearchCV
+from raygrid.tune import TuneGridSearchCV, TuneSearchCV
 from raygrid.validation import cross_val_score, cross_validate
 
 __version__ = "0.1.0"
@@ -15,6 +16,8 @@ __all__ = [
     "RandomizedSearchCV",
     "HalvingGridSearchCV",
     "HalvingRandomSearchCV",
+    "TuneGridSearchCV",
+    "TuneSearchCV",
     "cross_validate",
     "cross_val_score",
     "save_search",

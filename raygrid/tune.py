@@ -505,6 +505,7 @@ class _Fold:
         self.train_scores: dict[str, float] | None = None
         self.error: str | None = None
         self.exception: bytes | None = None
+        self.train_loss: float | None = None  # the learner's last training loss, if it keeps one
         self._Xt = None  # the Pipeline's transformed training rows (fitted once)
 
     # -- training ------------------------------------------------------------------------------
@@ -531,6 +532,7 @@ class _Fold:
         try:
             self._seed(point)
             self._train(point, budget)
+            self.train_loss = _last_loss(_final_step(self.estimator))
             self.done = point
             self.fit_time += time.perf_counter() - start
         except Exception as exc:  # noqa: BLE001 - errors are data; error_score decides
@@ -619,7 +621,7 @@ class _Fold:
             self.train_scores = {m: value for m in metrics}
 
     _STATE = ("estimator", "done", "fit_time", "score_time", "test_scores", "train_scores",
-              "error", "exception", "_total")
+              "error", "exception", "train_loss", "_total")
 
     def state(self) -> dict:
         return {k: getattr(self, k) for k in self._STATE if hasattr(self, k)}
@@ -652,14 +654,44 @@ def _params_seed(params: Mapping[str, Any]) -> int:
     return zlib.crc32(text.encode()) & 0x7FFFFFFF
 
 
+def _last_loss(learner: Any) -> float | None:
+    """The last training loss a learner keeps (scikeras ``history_``, scikit-learn ``loss_``)."""
+    history = getattr(learner, "history_", None)
+    loss = None
+    if isinstance(history, Mapping) and history.get("loss"):
+        loss = history["loss"][-1]
+    elif isinstance(getattr(learner, "loss_", None), numbers.Real):
+        loss = learner.loss_
+    try:
+        loss = float(loss)
+    except (TypeError, ValueError):
+        return None
+    return loss if math.isfinite(loss) else None
+
+
+TIE_BREAK = 1e-6  # weight of the training loss in the objective: far below any score difference
+
+
 def _objective(folds: Sequence[_Fold], spec: TrialSpec) -> tuple[float, dict[str, float]]:
+    """The mean CV score Tune optimises, and every metric's mean.
+
+    Scores tie often early on (every candidate that still predicts the majority class has the same
+    accuracy), and ASHA keeps every trial tied with its cutoff. So ties are broken by the mean
+    training loss, weighted by TIE_BREAK: too small to reorder different scores, enough to let
+    ASHA stop two thirds of a tied rung. ``cv_results_`` holds the plain scores.
+    """
     metrics = list(folds[0].test_scores) if folds and folds[0].test_scores else []
     means = {}
     for m in metrics:
         values = [f.test_scores.get(m, np.nan) for f in folds]
         means[m] = float(np.mean(values))
     key = spec.objective_metric if spec.objective_metric in means else (metrics[0] if metrics else None)
-    return (means[key] if key is not None else float("nan")), means
+    objective = means[key] if key is not None else float("nan")
+    losses = [f.train_loss for f in folds]
+    if math.isfinite(objective) and all(loss is not None for loss in losses):
+        sign = -1.0 if spec.mode == "max" else 1.0
+        objective += sign * TIE_BREAK * float(np.mean(losses))
+    return objective, means
 
 
 def run_candidate(config: dict, shared: list) -> None:

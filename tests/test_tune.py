@@ -300,3 +300,33 @@ def test_keras_asha_by_epochs(ray_local):
     assert search.results_["seed"].notna().all()
     assert 0 < search.fit_seconds_ <= search.results_["fit_time"].sum()
     assert search.predict(X[:5]).shape == (5,)
+
+
+def test_objective_breaks_score_ties_by_training_loss_only():
+    """ASHA keeps every trial tied with its rung's cutoff: equal scores are ordered by the folds'
+    training loss, far too lightly to reorder different scores; cv_results_ keeps plain means."""
+    from raygrid.tune import TIE_BREAK, TrialSpec, _Fold, _objective
+
+    def folds(scores, losses):
+        out = []
+        for score, loss in zip(scores, losses):
+            fold = _Fold.__new__(_Fold)
+            fold.test_scores, fold.train_loss = {"score": score}, loss
+            out.append(fold)
+        return out
+
+    spec = TrialSpec(kind="keras", max_iters=3, rungs=None, every_unit=True,
+                     objective_metric="score", mode="max", random_state=0)
+    tied_low_loss, means = _objective(folds([0.65, 0.65], [0.40, 0.50]), spec)
+    tied_high_loss, _ = _objective(folds([0.65, 0.65], [0.60, 0.70]), spec)
+    better_score, _ = _objective(folds([0.66, 0.66], [5.0, 5.0]), spec)
+    assert means == {"score": 0.65}
+    assert tied_low_loss > tied_high_loss  # lower training loss wins a tie
+    assert better_score > tied_low_loss  # a better score always wins
+    assert abs(tied_low_loss - 0.65) == pytest.approx(TIE_BREAK * 0.45)
+    no_loss, _ = _objective(folds([0.65, 0.65], [None, 0.5]), spec)
+    assert no_loss == 0.65  # a learner without a training loss: the plain mean
+    spec.mode = "min"
+    low, _ = _objective(folds([0.3, 0.3], [0.40, 0.50]), spec)
+    high, _ = _objective(folds([0.3, 0.3], [0.60, 0.70]), spec)
+    assert low < high
