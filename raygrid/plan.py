@@ -1,6 +1,7 @@
 """The plan: every (candidate, fold) fit as a small immutable record, built before anything runs."""
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -24,8 +25,18 @@ class Trial:
     seed: int | None = None
 
 
+def params_key(params: Mapping[str, Any]) -> int:
+    """A 31-bit number for a candidate's parameter values, whatever its position in the grid.
+
+    Fit seeds derive from it, so a candidate keeps its seeds when the grid around it grows (and
+    its stored fits stay valid). Values are told apart by their ``repr``.
+    """
+    text = repr(sorted((str(k), repr(v)) for k, v in params.items()))
+    return zlib.crc32(text.encode()) & 0x7FFFFFFF
+
+
 def fit_seed(random_state: int | None, candidate: int, fold: int) -> int | None:
-    """A reproducible 31-bit seed for one fit, derived from (random_state, candidate, fold)."""
+    """A reproducible 31-bit seed for one fit, from (random_state, candidate key, fold)."""
     if random_state is None:
         return None
     state = np.random.SeedSequence([int(random_state), int(candidate), int(fold)]).generate_state(1)
@@ -39,9 +50,13 @@ def build_trials(
     first_candidate: int = 0,
     random_state: int | None = None,
 ) -> list[Trial]:
-    """Trials for ``candidates`` (numbered from ``first_candidate``) on every fold, candidate-major."""
+    """Trials for ``candidates`` (numbered from ``first_candidate``) on every fold, candidate-major.
+
+    With a ``random_state``, each fit's seed comes from (random_state, the candidate's parameter
+    values, fold): equal parameters get equal seeds wherever they sit in the grid.
+    """
     return [
-        Trial(c, f, params, fit_seed(random_state, c, f))
+        Trial(c, f, params, fit_seed(random_state, params_key(params), f))
         for c, params in enumerate(candidates, start=first_candidate)
         for f in range(n_splits)
     ]

@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 from raygrid.executors import BACKENDS, get_executor
 from raygrid.fitting import FitResult, Payload
 from raygrid.keras import uses_keras
-from raygrid.plan import build_trials, fit_seed, split_data
+from raygrid.plan import build_trials, fit_seed, params_key, split_data
 from raygrid.progress import SearchProgress
 from raygrid.results import cv_results, results_frame, summary_frame, warn_or_raise_about_failures
 from raygrid.runner import execute, reuse
@@ -239,7 +239,7 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
             start = time.time()
             fit_params = dict(params)
             with _refit_context(payload, self.best_estimator_,
-                                fit_seed(seed_state, self.best_index_, n_splits)):
+                                fit_seed(seed_state, params_key(self.best_params_), n_splits)):
                 if y is not None:
                     self.best_estimator_.fit(X, y, **fit_params)
                 else:

@@ -33,7 +33,6 @@ import tempfile
 import time
 import traceback
 import warnings
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -46,7 +45,7 @@ from sklearn.utils import get_tags
 
 from raygrid.fitting import FitResult, Payload, num_samples, split_fit_params, take
 from raygrid.keras import uses_keras
-from raygrid.plan import fit_seed, split_data
+from raygrid.plan import fit_seed, params_key, split_data
 from raygrid.results import cv_results, results_frame, summary_frame, warn_or_raise_about_failures
 from raygrid.runner import reraise
 from raygrid.scoring import resolve_scoring, search_score_params
@@ -649,11 +648,6 @@ def _prepare_worker_env(spec: TrialSpec) -> None:
         os.environ["KERAS_BACKEND"] = spec.keras_backend
 
 
-def _params_seed(params: Mapping[str, Any]) -> int:
-    text = repr(sorted((k, repr(v)) for k, v in params.items()))
-    return zlib.crc32(text.encode()) & 0x7FFFFFFF
-
-
 def _last_loss(learner: Any) -> float | None:
     """The last training loss a learner keeps (scikeras ``history_``, scikit-learn ``loss_``)."""
     history = getattr(learner, "history_", None)
@@ -708,10 +702,9 @@ def run_candidate(config: dict, shared: list) -> None:
     payload: Payload = ray.get(shared[0])
     params = spec.params_of(config)
     members = spec.members(config)
-    candidate = members[0][0]
     base_seed = None
     if spec.random_state is not None:
-        base_seed = candidate if candidate is not None else _params_seed(params)
+        base_seed = params_key(params)
     node, pid = ray.get_runtime_context().get_node_id(), os.getpid()
     folds = []
     for f in range(len(payload.splits)):
@@ -1232,7 +1225,7 @@ class TuneBaseSearch(BaseSearch):
 
         seed = self._seed_state()
         return fit_context(estimator, seed=None if seed is None else
-                           fit_seed(seed, self.best_index_, self.n_splits_))
+                           fit_seed(seed, params_key(self.best_params_), self.n_splits_))
 
     def _best_index(self, refit_metric, cv_dict) -> int:
         if callable(self.refit):

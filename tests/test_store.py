@@ -442,3 +442,19 @@ def test_store_on_ray_2000_fits(tmp_path, ray_local):
     assert len(fits_logged(tmp_path / "ray-log")) == 2000
     assert_same_scores(first.cv_results_, again.cv_results_)
     print(f"2000 fits on Ray with a store: {t_first:.1f} s")
+
+
+def test_fit_seeds_follow_the_parameters_not_the_position_in_the_grid():
+    # A grown grid renumbers candidates; their seeds (and so a seeded Keras fit's fingerprint)
+    # stay, so an extended seeded grid also reruns only the new candidates.
+    from sklearn.model_selection import ParameterGrid
+
+    from raygrid.plan import build_trials
+
+    small = build_trials(list(ParameterGrid({"a": [1, 2], "b": [0]})), 3, random_state=7)
+    wide = build_trials(list(ParameterGrid({"a": [0, 1, 2], "b": [0, 5]})), 3, random_state=7)
+    seeds = {(t.params["a"], t.params["b"], t.fold): t.seed for t in wide}
+    assert all(seeds[(t.params["a"], t.params["b"], t.fold)] == t.seed for t in small)
+    assert len(set(seeds.values())) == len(seeds)  # every (candidate, fold) its own seed
+    assert build_trials([{"a": 1}], 2, random_state=8)[0].seed != small[0].seed
+    assert build_trials([{"a": 1}], 2)[0].seed is None
