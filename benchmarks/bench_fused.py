@@ -47,6 +47,13 @@ def load_pima(path=PIMA):
     return minmax_scale(data[:, :8]), data[:, 8].astype(int)
 
 
+def _n_candidates(grid: dict) -> int:
+    n = 1
+    for values in grid.values():
+        n *= len(values)
+    return n
+
+
 def baseline_candidates() -> list[dict]:
     """One candidate per (batch_size, epochs) pair, the other parameters rotating."""
     out = []
@@ -57,13 +64,13 @@ def baseline_candidates() -> list[dict]:
     return out
 
 
-def run_fused(X, y, backend: str, random_state: int | None) -> dict:
+def run_fused(X, y, backend: str, random_state: int | None, grid: dict | None = None) -> dict:
     from sklearn.model_selection import StratifiedKFold
 
     from raygrid import GridSearchCV, fused
     from raygrid.keras import seed_classifier
 
-    search = GridSearchCV(seed_classifier(), GRID, cv=StratifiedKFold(3), backend=backend,
+    search = GridSearchCV(seed_classifier(), grid or GRID, cv=StratifiedKFold(3), backend=backend,
                           engine="fused", random_state=random_state, refit=True)
     t0 = time.perf_counter()
     cpu0 = time.process_time()
@@ -88,6 +95,7 @@ def run_fused(X, y, backend: str, random_state: int | None) -> dict:
         "fused_fits": int((frame["engine"] == "fused").sum()) if "engine" in frame else 0,
         "best_params": search.best_params_,
         "best_score": round(float(search.best_score_), 4),
+        "mean_test_scores": [round(float(v), 4) for v in search.cv_results_["mean_test_score"]],
         "groups": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in s.items()}
                    for s in stats],
     }
@@ -130,7 +138,9 @@ def main(argv=None) -> dict:
                         choices=("tensorflow", "jax", "torch"))
     parser.add_argument("--random-state", type=int, default=0)
     parser.add_argument("--out", default="fused", help="name of the JSON under benchmarks/results")
+    parser.add_argument("--grid", default=None, help="another grid, as JSON (default: the seed grid)")
     args = parser.parse_args(argv)
+    grid = json.loads(args.grid) if args.grid else GRID
 
     os.environ["KERAS_BACKEND"] = "jax"
     if args.cache == "cold":
@@ -146,12 +156,12 @@ def main(argv=None) -> dict:
     report = {
         "benchmark": "fused seed grid", "machine": {"cpus": psutil.cpu_count(),
                                                     "load_avg_1m_at_start": os.getloadavg()[0]},
-        "grid_fits": 729, "backend": args.backend, "cache": args.cache,
+        "grid_fits": 3 * _n_candidates(grid), "backend": args.backend, "cache": args.cache,
         "keras_jax_import_s": round(import_s, 2),
     }
-    report["fused"] = run_fused(X, y, args.backend, args.random_state)
+    report["fused"] = run_fused(X, y, args.backend, args.random_state, grid)
     if args.rerun:
-        report["fused_rerun_warm_cache"] = run_fused(X, y, args.backend, args.random_state)
+        report["fused_rerun_warm_cache"] = run_fused(X, y, args.backend, args.random_state, grid)
     if args.baseline:
         report["sklearn_n_jobs_-1"] = base = run_baseline(X, y, args.baseline_backend)
         report["speedup_vs_sklearn_extrapolated"] = round(
@@ -162,9 +172,9 @@ def main(argv=None) -> dict:
     report["machine"]["load_avg_1m_at_end"] = os.getloadavg()[0]
     text = json.dumps(report, indent=2, default=str)
     print(text)
-    results = Path(__file__).resolve().parent / "results"
-    results.mkdir(exist_ok=True)
-    (results / f"{args.out}.json").write_text(text + "\n")
+    path = Path(__file__).resolve().parent / "results" / f"{args.out}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
     return report
 
 

@@ -9,7 +9,13 @@ another in this run:
 - ``joblib-ray``: the same, under Ray's joblib backend;
 - ``tune-sklearn``: TuneGridSearchCV, in its own virtual environment (it does not import on
   current Ray; see ``tune_sklearn_env``);
-- ``raygrid``: raygrid.GridSearchCV with raygrid.keras.KerasClassifier.
+- ``raygrid``: raygrid.GridSearchCV with raygrid.keras.KerasClassifier;
+- ``raygrid-fused``: the same with ``engine="fused"``, which needs Keras on the JAX backend, so it
+  runs in a subprocess (``benchmarks.bench_fused``, cold compilation cache, all-in). Opt-in: it
+  changes the Keras backend, so its scores are not the TensorFlow engines' to the last digit.
+
+The JSON under benchmarks/results/ is rewritten after every engine, so a failure late in a long
+run keeps what was measured.
 
     python -m benchmarks.bench_seed --subset quick          # 8 candidates, 1-2 epochs
     python -m benchmarks.bench_seed --subset glorot         # 81 candidates, 243 fits
@@ -108,7 +114,39 @@ def run_tune_sklearn(grid) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
-def run(subset="quick", engines=("sklearn-1", "sklearn-all", "joblib-ray", "tune-sklearn", "raygrid")):
+def run_fused_engine(grid: dict, subset: str) -> dict:
+    """raygrid's fused engine (Keras on JAX) in a subprocess: its own Keras backend, cold cache."""
+    name = f"parts/seed_{subset}_fused"  # the whole report, kept out of the README's tables
+    env = {**os.environ, "KERAS_BACKEND": "jax", "RAYGRID_PIMA": str(PIMA)}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_fused", "--out", name,
+                           "--grid", json.dumps(grid)], capture_output=True, text=True, env=env,
+                          cwd=HERE.parent)
+    path = HERE / "results" / f"{name}.json"
+    if proc.returncode != 0 or not path.exists():
+        return {"error": (proc.stderr or proc.stdout)[-2000:]}
+    fused = json.loads(path.read_text())["fused"]
+    scores = np.asarray(fused["mean_test_scores"])
+    return {"wall_s": fused["wall_s"], "fits": fused["fits"], "best_score": fused["best_score"],
+            "best_params": fused["best_params"], "keras_backend": "jax", "fused_fits": fused["fused_fits"],
+            "compile_s": fused["compile_s"], "training_s": fused["training_s"],
+            "score_quartiles": [round(float(q), 4) for q in np.quantile(scores, [.25, .5, .75])]}
+
+
+def summarise(rows: dict) -> None:
+    """Fits per second, and every engine's speed-up against every other (wall-time ratios)."""
+    for row in rows.values():
+        if "wall_s" in row and row.get("fits"):
+            row["fits_per_s"] = round(row["fits"] / row["wall_s"], 2)
+    timed = {name: row for name, row in rows.items() if "wall_s" in row and "error" not in row}
+    for name, row in timed.items():
+        row["speedup_vs"] = {other: round(o["wall_s"] / row["wall_s"], 2)
+                             for other, o in timed.items() if other != name}
+
+
+ENGINES = ("sklearn-1", "sklearn-all", "joblib-ray", "tune-sklearn", "raygrid", "raygrid-fused")
+
+
+def run(subset="quick", engines=ENGINES, save_as=None):
     import ray
     from sklearn.model_selection import StratifiedKFold
 
@@ -118,45 +156,54 @@ def run(subset="quick", engines=("sklearn-1", "sklearn-all", "joblib-ray", "tune
     cv = StratifiedKFold(3)
     n_cand = int(np.prod([len(v) for v in grid.values()]))
     rows = {}
+    report = {"benchmark": f"seed_{subset}", "machine": machine(), "candidates": n_cand,
+              "engines": rows}
     for name in engines:
         if name == "tune-sklearn":
             r = run_tune_sklearn(grid)
             rows[name] = {**r, "fits": 3 * n_cand}
-            continue
-        if name in ("joblib-ray", "raygrid") and not ray.is_initialized():
-            ray.init(address="local", include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
-        with Measure() as m:
-            if name == "raygrid":
-                search = run_raygrid(X, y, grid, cv)
-            else:
-                search = run_sklearn(X, y, grid, cv, 1 if name == "sklearn-1" else -1,
-                                     "ray" if name == "joblib-ray" else None)
-        scores = search.cv_results_["mean_test_score"]
-        rows[name] = m.row(fits=3 * n_cand, best_score=float(search.best_score_),
-                           best_params=search.best_params_,
-                           score_quartiles=[round(float(q), 4) for q in np.quantile(scores, [.25, .5, .75])],
-                           fit_seconds=float(np.sum(search.cv_results_["mean_fit_time"]) * 3))
-    for row in rows.values():
-        if "wall_s" in row and row.get("fits"):
-            row["fits_per_s"] = round(row["fits"] / row["wall_s"], 2)
-    if "raygrid" in rows:
-        for name, row in rows.items():
-            if "wall_s" in row:
-                rows["raygrid"][f"speedup_vs_{name}"] = round(row["wall_s"] / rows["raygrid"]["wall_s"], 2)
+        elif name == "raygrid-fused":
+            rows[name] = run_fused_engine(grid, subset)
+        else:
+            rows[name] = run_tf_engine(name, X, y, grid, cv, n_cand)
+        summarise(rows)
+        if save_as:
+            save(save_as, report)
     if ray.is_initialized():
         ray.shutdown()
-    return {"benchmark": f"seed_{subset}", "machine": machine(), "candidates": n_cand,
-            "engines": rows}
+    report["machine"] = {**report["machine"], "load_avg_1m_at_end": os.getloadavg()[0]}
+    return report
+
+
+def run_tf_engine(name, X, y, grid, cv, n_cand) -> dict:
+    """One TensorFlow-backend engine in this process: its wall time, resources and scores."""
+    import ray
+
+    if name in ("joblib-ray", "raygrid") and not ray.is_initialized():
+        ray.init(address="local", include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    with Measure() as m:
+        if name == "raygrid":
+            search = run_raygrid(X, y, grid, cv)
+        else:
+            search = run_sklearn(X, y, grid, cv, 1 if name == "sklearn-1" else -1,
+                                 "ray" if name == "joblib-ray" else None)
+    scores = search.cv_results_["mean_test_score"]
+    return m.row(fits=3 * n_cand, best_score=float(search.best_score_),
+                 best_params=search.best_params_, summary_rows=len(scores),
+                 result_rows=len(getattr(search, "results_", [])) or None,
+                 score_quartiles=[round(float(q), 4) for q in np.quantile(scores, [.25, .5, .75])],
+                 fit_seconds=float(np.sum(search.cv_results_["mean_fit_time"]) * 3))
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subset", choices=sorted(SUBSETS), default="quick")
-    ap.add_argument("--engines", default="sklearn-1,sklearn-all,joblib-ray,tune-sklearn,raygrid")
+    ap.add_argument("--engines", default=",".join(ENGINES))
     args = ap.parse_args(argv)
-    out = run(args.subset, tuple(args.engines.split(",")))
-    save(out["benchmark"], out)
+    name = f"seed_{args.subset}"
+    out = run(args.subset, tuple(args.engines.split(",")), save_as=name)
+    save(name, out)
     print(json.dumps(out, indent=2, default=str))
 
 

@@ -19,12 +19,15 @@ COLUMNS = [("wall_s", "wall (s)"), ("fits_per_s", "fits/s"), ("cpu_util", "CPU u
 
 
 def table(result: dict) -> str:
-    """One Markdown table: a row per engine, then the ratio of raygrid's throughput to each."""
+    """One Markdown table: a row per engine, then the ratio of raygrid's throughput to each
+    (or, where the result names a ``ratio_to`` row, each row's speed-up over that one)."""
     engines = result["engines"]
+    reference = result.get("ratio_to")
+    title = f"speed-up vs {reference}" if reference else "raygrid speed-up"
     lines = [f"**{result['benchmark']}** ({result['machine']['cpus']} CPUs)", "",
-             "| engine | " + " | ".join(title for _, title in COLUMNS) + " | raygrid speed-up |",
+             "| engine | " + " | ".join(title for _, title in COLUMNS) + f" | {title} |",
              "|---" * (len(COLUMNS) + 2) + "|"]
-    ray_wall = engines.get("raygrid", {}).get("wall_s")
+    ray_wall = engines.get(reference or "raygrid", {}).get("wall_s")
     for name, row in engines.items():
         if "error" in row:
             lines.append(f"| {name} | failed: {str(row['error']).splitlines()[-1][:80]} |"
@@ -34,7 +37,12 @@ def table(result: dict) -> str:
         for key, _ in COLUMNS:
             value = row.get(key)
             cells.append("" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value)))
-        ratio = f"{row['wall_s'] / ray_wall:.2f}×" if ray_wall and row.get("wall_s") else ""
+        if not (ray_wall and row.get("wall_s")):
+            ratio = ""
+        elif reference:
+            ratio = f"{ray_wall / row['wall_s']:.2f}×"
+        else:
+            ratio = f"{row['wall_s'] / ray_wall:.2f}×"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio} |")
     if result.get("note"):
         lines += ["", result["note"]]
@@ -91,7 +99,7 @@ def main(argv=None) -> None:
     mode.add_argument("--full", action="store_true")
     mode.add_argument("--tables", action="store_true")
     args = ap.parse_args(argv)
-    from benchmarks import bench_dispatch, bench_seed
+    from benchmarks import bench_dispatch, bench_scaling, bench_seed
     from benchmarks.common import save
 
     if not args.tables:
@@ -99,7 +107,8 @@ def main(argv=None) -> None:
         save_run(bench_dispatch.run(2000))
         if args.full:
             save_run(bench_dispatch.run(20000))
-            save_run(bench_seed.run("full"))
+            save_run(bench_seed.run("full", save_as="seed_full"))
+            save_run(bench_scaling.run())
         else:
             save_run(bench_seed.run("quick"))
     write_tables()
