@@ -24,6 +24,14 @@ def ray_local():
     # Left running for other session-scoped users; shut down at interpreter exit.
 
 
+@pytest.fixture(params=["serial", "ray"])
+def backend(request):
+    """Each test that takes ``backend`` runs on both raygrid backends (Ray: the session's)."""
+    if request.param == "ray":
+        request.getfixturevalue("ray_local")
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def pima_csv():
     path = Path(os.environ.get("RAYGRID_PIMA", SHARED_DATA))

@@ -28,13 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 X, Y = load_iris(return_X_y=True)
 
 
-@pytest.fixture(params=["serial", "ray"])
-def backend(request):
-    if request.param == "ray":
-        request.getfixturevalue("ray_local")
-    return request.param
-
-
 class FitBoom(RuntimeError):
     pass
 

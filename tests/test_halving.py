@@ -25,11 +25,11 @@ from threadpoolctl import threadpool_limits
 
 import raygrid
 from raygrid.halving import halving_schedule
+from parity_helpers import assert_cv_results_equal
 
 # Ray workers cannot import this test module by name: ship its classes and functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-BACKENDS = ["serial", "ray"]
 X, Y = make_classification(n_samples=400, n_features=6, n_informative=4, random_state=0)
 
 FITTED = ("best_index_", "best_params_", "best_score_", "n_splits_", "multimetric_",
@@ -43,30 +43,9 @@ def one_blas_thread():
         yield
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    if request.param == "ray":
-        request.getfixturevalue("ray_local")
-    return request.param
-
-
 def assert_same_search(ours, theirs) -> None:
     """cv_results_ equal on every non-time key (same keys, same order, same dtypes); same fit."""
-    assert list(ours.cv_results_) == list(theirs.cv_results_)
-    for key, expected in theirs.cv_results_.items():
-        got = ours.cv_results_[key]
-        if key.endswith("_time"):
-            assert np.shape(got) == np.shape(expected), key
-        elif key == "params":
-            assert list(got) == list(expected)
-        elif isinstance(expected, np.ma.MaskedArray):
-            assert isinstance(got, np.ma.MaskedArray) and got.dtype == expected.dtype, key
-            np.testing.assert_array_equal(np.ma.getmaskarray(got), np.ma.getmaskarray(expected))
-            keep = ~np.ma.getmaskarray(expected)
-            assert list(got.data[keep]) == list(expected.data[keep]), key
-        else:
-            assert isinstance(got, np.ndarray) and got.dtype == expected.dtype, key
-            np.testing.assert_array_equal(got, expected, err_msg=key, strict=True)
+    assert_cv_results_equal(ours.cv_results_, theirs.cv_results_)
     for attr in FITTED:
         assert getattr(ours, attr) == getattr(theirs, attr), attr
     assert repr(ours.best_estimator_) == repr(theirs.best_estimator_)

@@ -32,11 +32,10 @@ from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
 import raygrid
+from parity_helpers import assert_cv_results_equal
 
 # Ray workers cannot import this test module by name: ship its classes and functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-BACKENDS = ["serial", "ray"]
 
 
 @pytest.fixture(autouse=True)
@@ -45,13 +44,6 @@ def one_blas_thread():
     also much faster)."""
     with threadpool_limits(limits=1):
         yield
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    if request.param == "ray":
-        request.getfixturevalue("ray_local")
-    return request.param
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -115,27 +107,6 @@ def best_low_complexity(cv_results):
 
 
 # -- comparison helpers -----------------------------------------------------------------------
-def assert_cv_results_equal(ours: dict, theirs: dict) -> None:
-    assert list(ours) == list(theirs)
-    for key, expected in theirs.items():
-        got = ours[key]
-        if key.endswith("_time"):
-            assert np.shape(got) == np.shape(expected), key
-            continue
-        if key == "params":
-            assert got == expected
-        elif isinstance(expected, np.ma.MaskedArray):
-            assert isinstance(got, np.ma.MaskedArray), key
-            assert got.dtype == expected.dtype, key
-            np.testing.assert_array_equal(np.ma.getmaskarray(got), np.ma.getmaskarray(expected))
-            keep = ~np.ma.getmaskarray(expected)
-            assert list(got.data[keep]) == list(expected.data[keep]), key
-        else:
-            assert isinstance(got, np.ndarray), key
-            assert got.dtype == expected.dtype, key
-            np.testing.assert_array_equal(got, expected, err_msg=key, strict=True)
-
-
 def assert_search_equal(ours, theirs, X_test, y_test) -> None:
     assert_cv_results_equal(ours.cv_results_, theirs.cv_results_)
     for attr in ("best_index_", "best_params_", "best_score_", "n_splits_", "multimetric_"):
