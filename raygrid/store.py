@@ -424,8 +424,31 @@ class FitStore:
                 conn.execute("ROLLBACK")
                 raise
         self._validate()
-        conn.execute("PRAGMA journal_mode = WAL")
+        self._use_wal()
         conn.execute("PRAGMA synchronous = NORMAL")  # durable across a crash of this process
+
+    def _use_wal(self) -> None:
+        """Switch the file to WAL once (it stays so), waiting out other openers.
+
+        While another connection is opening or switching the same new file, SQLite answers the
+        switch with "database is locked" at once, without the busy timeout; so wait here.
+        """
+        deadline = time.monotonic() + self.timeout
+        delay = 0.005
+        while True:
+            try:
+                mode = self._conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if mode.lower() == "wal" or self._conn.execute(
+                        "PRAGMA journal_mode = WAL").fetchone()[0].lower() == "wal":
+                    return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+            if time.monotonic() >= deadline:
+                raise sqlite3.OperationalError(
+                    f"database is locked: could not switch it to WAL in {self.timeout:g} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
     def _validate(self) -> None:
         conn = self._conn

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -428,6 +429,33 @@ def test_two_concurrent_writers_both_complete(tmp_path):
 
 
 # -- on Ray ----------------------------------------------------------------------------------------
+def test_searches_opening_one_new_store_together_all_get_it(tmp_path):
+    # The first opener makes the tables and switches the file to WAL while the others read it;
+    # SQLite refuses that switch at once ("database is locked", no busy timeout) about once in
+    # twenty such races, so the openers have to wait for each other themselves.
+    errors = []
+
+    def open_store(directory, barrier):
+        barrier.wait()
+        try:
+            FitStore(directory).close()
+        except StoreError as exc:
+            errors.append(str(exc))
+
+    for trial in range(100):
+        barrier = threading.Barrier(3)
+        threads = [threading.Thread(target=open_store, args=(tmp_path / str(trial), barrier))
+                   for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    conn = sqlite3.connect(tmp_path / "0" / FILENAME)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
 def test_store_on_ray_2000_fits(tmp_path, ray_local):
     X, y = data(n=40)
     grid = {"a": list(range(1000))}
