@@ -3,6 +3,9 @@
     python -m benchmarks.run --quick    # minutes: dispatch (2,000 fits), the seed grid's quick subset
     python -m benchmarks.run --full     # long: also 20,000 fits, the whole seed grid, scaling
     python -m benchmarks.run --tables   # only rebuild the tables from saved JSON
+
+Each dispatch engine runs in a process of its own with 300 s for its measured search (scikit-learn's
+loky backend stalls at 20,000 fits here); one that does not finish in time is a "timed out" row.
 """
 from __future__ import annotations
 
@@ -18,32 +21,61 @@ COLUMNS = [("wall_s", "wall (s)"), ("fits_per_s", "fits/s"), ("cpu_util", "CPU u
            ("peak_driver_rss_mb", "driver peak RSS (MB)"), ("best_score", "best score")]
 
 
+def _wall(row: dict) -> tuple[float | None, str]:
+    """An engine's wall time and how it is known: exactly (``""``), or only from below (``">"``:
+    it timed out, stopped at its limit)."""
+    if row.get("timed_out"):
+        return row.get("limit_s"), ">"
+    return row.get("wall_s"), ""
+
+
+def _ratio(num: tuple[float | None, str], den: tuple[float | None, str]) -> str:
+    """``num / den`` as ``"1.23×"``, ``"> 1.23×"`` (num a lower bound) or ``"< 1.23×"`` (den a
+    lower bound); empty when either is missing or both are bounds."""
+    (a, a_bound), (b, b_bound) = num, den
+    if not (a and b) or (a_bound and b_bound):
+        return ""
+    bound = ">" if a_bound else "<" if b_bound else ""
+    return f"{bound} {a / b:.2f}×".lstrip()
+
+
+def _cells(row: dict) -> list[str]:
+    """The row's cells under COLUMNS; a timed-out engine's wall time and fits/s as bounds."""
+    cells = []
+    for key, _ in COLUMNS:
+        value = row.get(key)
+        if row.get("timed_out") and key == "wall_s":
+            value = f"> {row.get('limit_s', '?'):g} (timed out)"
+        elif row.get("timed_out") and key == "fits_per_s" and row.get("fits_per_s_at_most"):
+            value = f"< {row['fits_per_s_at_most']:.4g}"
+        cells.append("" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value)))
+    return cells
+
+
 def table(result: dict) -> str:
     """One Markdown table: a row per engine, then the ratio of raygrid's throughput to each
-    (or, where the result names a ``ratio_to`` row, each row's speed-up over that one)."""
+    (or, where the result names a ``ratio_to`` row, each row's speed-up over that one). An engine
+    that timed out shows its wall time and ratio as bounds (``> 300 (timed out)``)."""
     engines = result["engines"]
     reference = result.get("ratio_to")
     title = f"speed-up vs {reference}" if reference else "raygrid speed-up"
     lines = [f"**{result['benchmark']}** ({result['machine']['cpus']} CPUs)", "",
              "| engine | " + " | ".join(title for _, title in COLUMNS) + f" | {title} |",
              "|---" * (len(COLUMNS) + 2) + "|"]
-    ray_wall = engines.get(reference or "raygrid", {}).get("wall_s")
+    ref_name = reference or "raygrid"
+    ref_wall = _wall(engines.get(ref_name, {}))
     for name, row in engines.items():
         if "error" in row:
             lines.append(f"| {name} | failed: {str(row['error']).splitlines()[-1][:80]} |"
                          + " |" * len(COLUMNS))
             continue
-        cells = []
-        for key, _ in COLUMNS:
-            value = row.get(key)
-            cells.append("" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value)))
-        if not (ray_wall and row.get("wall_s")):
-            ratio = ""
+        if name == ref_name and ref_wall[0]:
+            ratio = "1.00×"
         elif reference:
-            ratio = f"{ray_wall / row['wall_s']:.2f}×"
+            ratio = _ratio(ref_wall, _wall(row))
         else:
-            ratio = f"{row['wall_s'] / ray_wall:.2f}×"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio} |")
+            ratio = _ratio(_wall(row), ref_wall)
+        lines.append(f"| {name} | " + " | ".join(_cells(row)) + f" | {ratio} |")
     if result.get("note"):
         lines += ["", result["note"]]
     return "\n".join(lines)
