@@ -135,7 +135,10 @@ def _fit_context(payload: Payload, estimator: Any, seed: int | None):
         return contextlib.nullcontext()
     from raygrid.keras import fit_context
 
-    return fit_context(estimator, seed=seed, num_cpus=_assigned_cpus())
+    # The fitted estimator is thrown away after scoring unless it is returned: only then may its
+    # Keras model go back to the pool for the next fit.
+    return fit_context(estimator, seed=seed, num_cpus=_assigned_cpus(),
+                       reuse_models=not payload.return_estimator)
 
 
 def _score(estimator, X, y, payload: Payload, params: Mapping[str, Any]) -> dict[str, float]:

@@ -30,6 +30,7 @@ __all__ = [
     "build_mlp",
     "fit_context",
     "keras_backend",
+    "model_pool",
     "seed_classifier",
     "uses_keras",
 ]
@@ -245,7 +246,8 @@ def keep_op_determinism() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def fit_context(estimator: Any, seed: int | None = None, num_cpus: float | None = None) -> Iterator[Any]:
+def fit_context(estimator: Any, seed: int | None = None, num_cpus: float | None = None,
+                reuse_models: bool = False) -> Iterator[Any]:
     """Run one fit of ``estimator`` with Keras worker hygiene.
 
     Wrap every fit (and the scoring that follows it, if wanted) of an estimator that is or
@@ -260,6 +262,12 @@ def fit_context(estimator: Any, seed: int | None = None, num_cpus: float | None 
     * turns on GPU memory growth (TensorFlow), once per process;
     * sets ``random_state=seed`` on every scikeras model inside ``estimator`` (top level, a
       Pipeline step, or any nested parameter) when ``seed`` is not None;
+    * with ``reuse_models=True`` (TensorFlow backend), trains on a model kept from an earlier fit
+      in this process with the same layers, loss and optimizer, given this fit's freshly
+      initialised weights and optimizer state: the fitted weights are the same, bit for bit, but
+      TensorFlow does not trace the training and prediction functions again (about half a
+      second a fit). Only for estimators that are thrown away after the block: the model goes
+      back to the pool when the block ends (see ``model_pool``);
     * calls ``keras.backend.clear_session()`` afterwards, even if the fit fails (with a full
       garbage collection at most every ``GC_EVERY_S`` seconds).
 
@@ -284,11 +292,231 @@ def fit_context(estimator: Any, seed: int | None = None, num_cpus: float | None 
                 estimator.set_params(random_state=seed)
             else:
                 estimator.set_params(**{f"{path}__random_state": seed})
+    scope = model_pool.scope() if reuse_models else contextlib.nullcontext()
     try:
-        with keep_op_determinism():
+        with keep_op_determinism(), scope:
             yield estimator
     finally:
         _clear_session()
+
+
+# --------------------------------------------------------------------------------------
+# Trained models kept for the next fit of the same structure (TensorFlow)
+# --------------------------------------------------------------------------------------
+#: Set to "0" to build and trace a new model for every fit.
+REUSE_ENV = "RAYGRID_KERAS_REUSE"
+
+
+class ModelPool:
+    """Compiled, already-traced Keras models, keyed by structure, for the next fit to train on.
+
+    A TensorFlow Keras fit spends about half a second tracing its training function (and a fifth
+    of a second its prediction function) for every new model, even one identical to the last.
+    Within ``scope()`` (what ``fit_context(reuse_models=True)`` opens around one fit and its
+    scoring), a scikeras fit whose freshly built and compiled model matches an idle pooled model
+    (same layer configuration apart from initialisers, same compile configuration) copies its
+    fresh weights and a freshly built optimizer's variables into the pooled model and trains that
+    instead. Weights, optimizer slots, iteration counter and learning rate then start exactly
+    where a new model would, and the random streams are untouched, so the fit is the same; only
+    the tracing is skipped. When the scope ends without an error the model goes back to the pool.
+
+    Only built-in Keras layers and models (``Sequential`` or functional) take part, only fresh
+    fits (no ``warm_start``, ``partial_fit`` or ``initial_epoch``), only on the TensorFlow
+    backend. At most ``max_models`` idle models are kept (least recently used dropped).
+    """
+
+    def __init__(self, max_models: int = 32):
+        self.max_models = max_models
+        self._idle: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self.hits = 0
+        self.misses = 0
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """Let fits in this block (this thread) train on pooled models; return them after."""
+        outer = getattr(self._local, "taken", None)
+        self._local.taken = taken = []
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            self._local.taken = outer
+            if ok:
+                for key, model in taken:
+                    self._put(key, model)
+
+    def active(self) -> bool:
+        return getattr(self._local, "taken", None) is not None
+
+    def clear(self) -> None:
+        """Drop every idle model and reset the counters."""
+        with self._lock:
+            self._idle.clear()
+            self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+    def _put(self, key: str, model: Any) -> None:
+        with self._lock:
+            self._idle.pop(key, None)
+            self._idle[key] = model
+            while len(self._idle) > self.max_models:
+                self._idle.pop(next(iter(self._idle)))
+
+    def model_for_fit(self, fresh: Any) -> Any:
+        """The model a fresh fit should train: a pooled one set to ``fresh``'s state, or ``fresh``."""
+        if not self.active() or os.environ.get(REUSE_ENV, "1") == "0" or keras_backend() != "tensorflow":
+            return fresh
+        key = _structure_key(fresh)
+        if key is None:
+            return fresh
+        _quiet_retracing_warning()
+        with self._lock:
+            pooled = self._idle.pop(key, None)
+        model = fresh
+        if pooled is not None and _take_state(pooled, fresh):
+            model = pooled
+            self.hits += 1
+        else:
+            self.misses += 1
+        self._local.taken.append((key, model))
+        return model
+
+
+#: The process's pool (one per Ray worker process).
+model_pool = ModelPool()
+
+
+class _RetracingFilter:
+    """Drops TensorFlow's "N out of the last M calls ... triggered tf.function retracing" warning.
+
+    A pooled model's functions live across many fits, so TensorFlow counts every legitimate new
+    trace (another batch size, another test-set size) against them and warns as if the user had
+    a bug; a new model per fit would have traced each time without a word.
+    """
+
+    @staticmethod
+    def filter(record) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+_retracing_filter = _RetracingFilter()
+
+
+def _quiet_retracing_warning() -> None:
+    import logging
+
+    logger = logging.getLogger("tensorflow")
+    if _retracing_filter not in logger.filters:
+        logger.addFilter(_retracing_filter)
+
+
+def _builtin_keras(model: Any) -> bool:
+    """A Sequential or functional model made only of Keras' own layers (config says it all)."""
+    import keras
+
+    if type(model) not in (keras.Sequential, keras.Model) and type(model).__name__ != "Functional":
+        return False
+    stack = list(getattr(model, "layers", []))
+    while stack:
+        layer = stack.pop()
+        if not type(layer).__module__.startswith("keras."):
+            return False
+        stack.extend(getattr(layer, "layers", []) or [])
+    return type(model).__module__.startswith("keras.")
+
+
+def _strip_initializers(value: Any) -> Any:
+    """Layer configs without initialiser entries: they decide the starting weights, which are
+    copied over, not the traced computation."""
+    if isinstance(value, dict):
+        return {k: _strip_initializers(v) for k, v in value.items() if not k.endswith("_initializer")}
+    if isinstance(value, (list, tuple)):
+        return [_strip_initializers(v) for v in value]
+    return value
+
+
+def _canonical_names(config: Any) -> Any:
+    """``config`` with the names in it (layers, model, optimizer) replaced by their order of appearance.
+
+    Keras numbers default names from a process-wide counter ("dense_7"), so the same structure
+    built twice is named differently; names never enter the traced computation. References to a
+    name (a functional model's connections) are renamed alike, so the wiring still counts.
+    """
+    names: dict[str, str] = {}
+
+    def collect(value: Any) -> None:
+        if isinstance(value, dict):
+            name = value.get("name")
+            if isinstance(name, str) and name not in names:
+                names[name] = f"#{len(names)}"
+            for v in value.values():
+                collect(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                collect(v)
+
+    def rename(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: rename(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [rename(v) for v in value]
+        if isinstance(value, str):
+            return names.get(value, value)
+        return value
+
+    collect(config)
+    return rename(config)
+
+
+def _structure_key(model: Any) -> str | None:
+    """What a traced training function depends on, as text; None when the model cannot be pooled."""
+    optimizer = getattr(model, "optimizer", None)
+    if (optimizer is None or getattr(optimizer, "built", True) or getattr(model, "train_function", None)
+            is not None or not getattr(model, "compiled", False)):
+        return None  # not a freshly built and compiled model
+    try:
+        if not _builtin_keras(model):
+            return None
+        text = json.dumps(_canonical_names({
+            "model": _strip_initializers(model.get_config()),
+            "compile": model.get_compile_config(),
+            "optimizer": [type(optimizer).__module__, type(optimizer).__qualname__],
+            "inputs": [[str(t.dtype), list(t.shape)] for t in model.inputs],
+        }), sort_keys=True, default=repr)
+    except Exception:  # noqa: BLE001 - anything unusual: build and trace as usual
+        return None
+    if " at 0x" in text:  # an object's identity in the config: no two fits would match anyway
+        return None
+    return text
+
+
+def _take_state(pooled: Any, fresh: Any) -> bool:
+    """Give ``pooled`` the starting state of ``fresh``: weights, and a new optimizer's variables."""
+    try:
+        mine, theirs = pooled.variables, fresh.variables
+        if len(mine) != len(theirs) or any(
+                tuple(a.shape) != tuple(b.shape) or a.dtype != b.dtype for a, b in zip(mine, theirs)):
+            return False
+        optimizer = fresh.optimizer
+        optimizer.build(pooled.trainable_variables)  # slots at their initial values, lr, iterations
+        mine, theirs_opt = pooled.optimizer.variables, optimizer.variables
+        if len(mine) != len(theirs_opt) or any(
+                tuple(a.shape) != tuple(b.shape) or a.dtype != b.dtype
+                for a, b in zip(mine, theirs_opt)):
+            return False
+        for a, b in zip(pooled.variables, theirs):
+            a.assign(b.value)
+        for a, b in zip(mine, theirs_opt):
+            a.assign(b.value)
+        pooled.stop_training = False
+        return True
+    except Exception:  # noqa: BLE001 - fall back to the fresh model
+        return False
 
 
 # --------------------------------------------------------------------------------------
@@ -363,6 +591,9 @@ def _make_classes() -> dict[str, type]:
                     return super().partial_fit(X, y, *args, **kwargs)
 
             def _fit_keras_model(self, *args, **kwargs):
+                if (not kwargs.get("warm_start") and not kwargs.get("initial_epoch")
+                        and not getattr(self, "warm_start", False)):
+                    self.model_ = model_pool.model_for_fit(self.model_)
                 model = self.model_
                 steps = self._resolved_steps_per_execution()
                 compiled = getattr(model, "steps_per_execution", 1)
@@ -375,6 +606,7 @@ def _make_classes() -> dict[str, type]:
                 if getattr(model, "_raygrid_train_steps", None) != steps:
                     model.train_function = None  # traced for another value: trace again
                 model.steps_per_execution = steps
+                before = (model.test_function, model.predict_function)
                 try:
                     return super()._fit_keras_model(*args, **kwargs)
                 finally:
@@ -382,8 +614,10 @@ def _make_classes() -> dict[str, type]:
                     model.steps_per_execution = compiled
                     # evaluate/predict functions built during fit (validation, callbacks)
                     # used the multi-step value: let them be rebuilt for one step.
-                    model.test_function = None
-                    model.predict_function = None
+                    if model.test_function is not before[0]:
+                        model.test_function = None
+                    if model.predict_function is not before[1]:
+                        model.predict_function = None
 
         class KerasClassifier(_StepsPerExecutionMixin, wrappers.KerasClassifier):
             """scikeras' ``KerasClassifier`` that scikit-learn recognises as a classifier.

@@ -249,6 +249,109 @@ def test_steps_per_execution_is_used_in_fit(data):
 
 
 # ---------------------------------------------------------------------------------------
+# Model reuse (fit_context(reuse_models=True), TensorFlow)
+# ---------------------------------------------------------------------------------------
+def _pooled_fit(est, X, y, seed, reuse=True):
+    with fit_context(est, seed=seed, reuse_models=reuse):
+        est.fit(X, y)
+        proba = est.predict_proba(X)
+    return est, [v.numpy().copy() for v in est.model_.variables], proba
+
+
+@pytest.fixture
+def empty_pool():
+    from raygrid.keras import model_pool
+
+    model_pool.clear()
+    yield model_pool
+    model_pool.clear()
+
+
+@pytest.mark.skipif(keras_backend() != "tensorflow", reason="model reuse is TensorFlow-only")
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_reused_model_fits_are_bit_identical_to_new_ones(data, empty_pool, optimizer):
+    X, y = data
+    params = dict(optimizer=optimizer, model__activation="tanh", batch_size=8)
+    # Fill the pool with a model of this structure, trained on other rows with another seed,
+    # initialiser and batch size (none of which the pooled model may carry over).
+    first, _, _ = _pooled_fit(tiny(**params, model__init="normal"), X[:40], y[:40], seed=7)
+    hits = empty_pool.hits
+    for seed in (0, 1):
+        _, fresh_w, fresh_p = _pooled_fit(tiny(**params), X, y, seed, reuse=False)
+        reused, reused_w, reused_p = _pooled_fit(tiny(**params), X, y, seed)
+        assert reused.model_ is first.model_  # trained on the pooled model, not a new one
+        for a, b in zip(fresh_w, reused_w):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(fresh_p, reused_p)
+        assert empty_pool.hits == hits + seed + 1
+    # Reuse also skips tracing: the pooled model keeps its traced prediction function.
+    before = first.model_.predict_function
+    _pooled_fit(tiny(**params), X, y, seed=2)
+    assert first.model_.predict_function is before
+
+
+@pytest.mark.skipif(keras_backend() != "tensorflow", reason="model reuse is TensorFlow-only")
+def test_models_are_reused_only_where_safe(data, empty_pool, monkeypatch):
+    import keras
+
+    X, y = data
+    _pooled_fit(tiny(), X, y, seed=0)
+    assert len(empty_pool) == 1
+    # A different structure (activation, optimizer, layer sizes) gets its own model.
+    for other in (dict(model__activation="tanh"), dict(optimizer="sgd"), dict(model__hidden=(3,))):
+        _pooled_fit(tiny(**other), X, y, seed=0)
+    assert len(empty_pool) == 4 and empty_pool.hits == 0
+    # Without reuse_models (a kept estimator), with warm_start, or switched off: never pooled.
+    kept, _, _ = _pooled_fit(tiny(), X, y, seed=0, reuse=False)
+    warm = tiny(warm_start=True)
+    _pooled_fit(warm, X, y, seed=0)
+    warm_model = warm.model_
+    _pooled_fit(warm, X, y, seed=0)  # trains on its own model again
+    assert warm.model_ is warm_model
+    monkeypatch.setenv("RAYGRID_KERAS_REUSE", "0")
+    off, _, _ = _pooled_fit(tiny(), X, y, seed=0)
+    monkeypatch.delenv("RAYGRID_KERAS_REUSE")
+    pooled = [m for m in empty_pool._idle.values()]
+    assert all(m is not kept.model_ and m is not off.model_ for m in pooled)
+    # A model with a layer of the user's own is never pooled (its config may not say it all).
+
+    class Scale(keras.layers.Layer):
+        def call(self, x):
+            return 2.0 * x
+
+    def custom(meta, **_):
+        return keras.Sequential([keras.Input((meta["n_features_in_"],)), Scale(),
+                                 keras.layers.Dense(1, activation="sigmoid")])
+
+    n = len(empty_pool)
+    _pooled_fit(tiny(model=custom), X, y, seed=0)
+    _pooled_fit(tiny(model=custom), X, y, seed=0)
+    assert len(empty_pool) == n
+
+
+@pytest.mark.skipif(keras_backend() != "tensorflow", reason="model reuse is TensorFlow-only")
+def test_search_results_do_not_depend_on_model_reuse(data, empty_pool, monkeypatch):
+    import raygrid
+
+    X, y = data
+    grid = {"optimizer": ["adam", "sgd"], "batch_size": [8, 16]}
+
+    def search():
+        return raygrid.GridSearchCV(tiny(), grid, cv=3, backend="serial", random_state=0,
+                                    refit=False).fit(X, y)
+
+    reused = search()
+    assert empty_pool.hits >= 8  # 12 fits of 2 structures
+    monkeypatch.setenv("RAYGRID_KERAS_REUSE", "0")
+    fresh = search()
+    for key in ("mean_test_score", "std_test_score", "split0_test_score", "split2_test_score"):
+        np.testing.assert_array_equal(reused.cv_results_[key], fresh.cv_results_[key])
+    # cross_validate(return_estimator=True) keeps every estimator: each has its own model.
+    out = raygrid.cross_validate(tiny(), X, y, cv=3, backend="serial", return_estimator=True)
+    assert len({id(est.model_) for est in out["estimator"]}) == 3
+
+
+# ---------------------------------------------------------------------------------------
 # build_mlp
 # ---------------------------------------------------------------------------------------
 def test_build_mlp_shapes():
