@@ -32,7 +32,7 @@ from sklearn.datasets import make_classification
 from sklearn.dummy import DummyClassifier
 from sklearn.model_selection import GridSearchCV as SkGridSearchCV
 
-from benchmarks.common import Measure, _busy, machine, save
+from benchmarks.common import Measure, cpu_util, machine, save
 
 ENGINES = ("sklearn-1", "sklearn-all", "joblib-ray", "raygrid")
 RAY_ENGINES = frozenset({"joblib-ray", "raygrid"})
@@ -200,9 +200,8 @@ def run_engine(name: str, n_fits: int, limit_s: float = LIMIT_S,
             try:
                 row = None if setup is None else _next_message(lines, "RESULT", t0 + limit_s)
             except TimeoutError:
-                busy = _busy(psutil.cpu_times()) - _busy(cpu0)
-                cpu_util = busy / ((time.monotonic() - t0) * psutil.cpu_count())
-                return timed_out_row(n_fits, limit_s, setup, cpu_util)
+                util = cpu_util(cpu0, psutil.cpu_times(), time.monotonic() - t0)
+                return timed_out_row(n_fits, limit_s, setup, util)
             try:
                 proc.wait(timeout=60)  # Ray's shutdown, loky's workers
             except subprocess.TimeoutExpired:

@@ -22,6 +22,12 @@ def _busy(times) -> float:
     return sum(v for k, v in fields.items() if k not in not_ours)
 
 
+def cpu_util(cpu0, cpu1, wall: float) -> float:
+    """The machine's CPU utilisation (0-1, every core) between two ``psutil.cpu_times()``
+    readings ``wall`` seconds apart."""
+    return (_busy(cpu1) - _busy(cpu0)) / (wall * psutil.cpu_count()) if wall else 0.0
+
+
 class Measure:
     """Wall time, machine-wide CPU utilisation and the driver's peak RSS over a block."""
 
@@ -49,9 +55,7 @@ class Measure:
         self.wall = time.perf_counter() - self._t0
         self._stop.set()
         self._thread.join()
-        cpu1 = psutil.cpu_times()
-        busy = _busy(cpu1) - _busy(self._cpu0)
-        self.cpu_util = busy / (self.wall * psutil.cpu_count()) if self.wall else 0.0
+        self.cpu_util = cpu_util(self._cpu0, psutil.cpu_times(), self.wall)
 
     def row(self, **extra) -> dict:
         return {"wall_s": round(self.wall, 3), "cpu_util": round(self.cpu_util, 3),

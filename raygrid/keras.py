@@ -22,7 +22,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 __all__ = [
     "KerasClassifier",
@@ -495,24 +495,25 @@ def _structure_key(model: Any) -> str | None:
     return text
 
 
+def _same_layout(targets: Sequence[Any], sources: Sequence[Any]) -> bool:
+    """Two lists of variables that pair up one to one, in shape and dtype."""
+    return len(targets) == len(sources) and all(
+        tuple(a.shape) == tuple(b.shape) and a.dtype == b.dtype for a, b in zip(targets, sources))
+
+
 def _take_state(pooled: Any, fresh: Any) -> bool:
     """Give ``pooled`` the starting state of ``fresh``: weights, and a new optimizer's variables."""
     try:
-        mine, theirs = pooled.variables, fresh.variables
-        if len(mine) != len(theirs) or any(
-                tuple(a.shape) != tuple(b.shape) or a.dtype != b.dtype for a, b in zip(mine, theirs)):
+        weights = (pooled.variables, fresh.variables)
+        if not _same_layout(*weights):
             return False
-        optimizer = fresh.optimizer
-        optimizer.build(pooled.trainable_variables)  # slots at their initial values, lr, iterations
-        mine, theirs_opt = pooled.optimizer.variables, optimizer.variables
-        if len(mine) != len(theirs_opt) or any(
-                tuple(a.shape) != tuple(b.shape) or a.dtype != b.dtype
-                for a, b in zip(mine, theirs_opt)):
+        fresh.optimizer.build(pooled.trainable_variables)  # slots at initial values, lr, iterations
+        slots = (pooled.optimizer.variables, fresh.optimizer.variables)
+        if not _same_layout(*slots):
             return False
-        for a, b in zip(pooled.variables, theirs):
-            a.assign(b.value)
-        for a, b in zip(mine, theirs_opt):
-            a.assign(b.value)
+        for targets, sources in (weights, slots):
+            for a, b in zip(targets, sources):
+                a.assign(b.value)
         pooled.stop_training = False
         return True
     except Exception:  # noqa: BLE001 - fall back to the fresh model
@@ -556,7 +557,8 @@ def _make_classes() -> dict[str, type]:
         from sklearn.utils import ClassifierTags, RegressorTags
 
         class _StepsPerExecutionMixin:
-            """Run ``steps_per_execution`` training steps per compiled call, in ``fit`` only.
+            """Run ``steps_per_execution`` training steps per compiled call, in ``fit`` only
+            (and, inside ``fit_context(reuse_models=True)``, train on a pooled model).
 
             Keras' ``steps_per_execution`` is set at compile time and then applies to fit,
             evaluate and predict. Here it applies to training alone: fitted weights are the

@@ -35,11 +35,12 @@ def params_key(params: Mapping[str, Any]) -> int:
     return zlib.crc32(text.encode()) & 0x7FFFFFFF
 
 
-def fit_seed(random_state: int | None, candidate: int, fold: int) -> int | None:
-    """A reproducible 31-bit seed for one fit, from (random_state, candidate key, fold)."""
+def fit_seed(random_state: int | None, key: int, fold: int) -> int | None:
+    """A reproducible 31-bit seed for one fit, from (random_state, ``key``, fold); ``key`` names
+    the candidate, normally ``params_key(params)``."""
     if random_state is None:
         return None
-    state = np.random.SeedSequence([int(random_state), int(candidate), int(fold)]).generate_state(1)
+    state = np.random.SeedSequence([int(random_state), int(key), int(fold)]).generate_state(1)
     return int(state[0] & 0x7FFFFFFF)
 
 
