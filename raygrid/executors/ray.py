@@ -136,6 +136,42 @@ def _keras_env(num_cpus: float) -> dict[str, str]:
     return env
 
 
+def driver_paths() -> list[str]:
+    """The driver's own ``sys.path`` entries that a worker's interpreter lacks: the script's or
+    notebook's folder, a test folder pytest added, entries made at run time.
+
+    Workers get them first on their ``PYTHONPATH``, so classes defined next to the driver's code
+    unpickle there without any setup. Entries inside the Python installation or the virtual
+    environment are the workers' too and are left out; folders that do not exist on a worker
+    are skipped by its interpreter.
+    """
+    installed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    paths = []
+    for entry in sys.path:
+        path = os.path.realpath(entry or os.getcwd())
+        if not os.path.isdir(path) or path in paths:
+            continue
+        if any(path == root or path.startswith(root + os.sep) for root in installed):
+            continue
+        paths.append(path)
+    return paths
+
+
+def _worker_env(options: Mapping[str, Any], keras: bool) -> dict[str, Any]:
+    """``options``' runtime_env with the driver's paths (and, for Keras, the thread settings)
+    in its environment variables; what the user set there wins."""
+    runtime_env = dict(options.get("runtime_env") or {})
+    env_vars = _keras_env(options.get("num_cpus")) if keras else {}
+    paths = driver_paths()
+    if paths:
+        # ${PYTHONPATH}: Ray expands it to the worker's own value.
+        env_vars["PYTHONPATH"] = os.pathsep.join(paths + ["${PYTHONPATH}"])
+    env_vars.update(runtime_env.get("env_vars") or {})
+    if env_vars:
+        runtime_env["env_vars"] = env_vars
+    return runtime_env
+
+
 def interrupt_grace(interrupt: BaseException) -> float | None:
     """Seconds the fits in flight may take to finish after ``interrupt`` (None: no limit).
 
@@ -259,10 +295,9 @@ class RayExecutor:
 
         options = dict(self.remote_args)
         options.update(max_retries=self.max_retries, retry_exceptions=False)
-        if shared.keras:
-            runtime_env = dict(options.get("runtime_env") or {})
-            env_vars = {**_keras_env(options.get("num_cpus")), **runtime_env.get("env_vars", {})}
-            options["runtime_env"] = {**runtime_env, "env_vars": env_vars}
+        runtime_env = _worker_env(options, shared.keras)
+        if runtime_env:
+            options["runtime_env"] = runtime_env
         single = ray.remote(run_trials).options(**options)
         batched = ray.remote(run_trials).options(**{**options, "max_retries": 0})
 
