@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.raygrid-installed
 OUT    ?= out
 
-.PHONY: install test test-fast demo bench bench-quick clean
+.PHONY: install test test-fast test-sklearn demo bench bench-quick clean
 
 install: $(STAMP)
 
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# scikit-learn's own search and validation tests, run against raygrid (copied from the
+# installed scikit-learn at run time; by-design exceptions in scripts/sklearn_suite_exceptions.txt)
+test-sklearn: install
+	$(BIN)/python scripts/sklearn_suite.py
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not keras"

@@ -14,6 +14,7 @@ from numbers import Number
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+from sklearn import config_context, get_config
 from sklearn.base import clone
 
 from raygrid.plan import Trial
@@ -37,6 +38,9 @@ class Payload:
     return_estimator: bool = False
     keras: bool = False
     pairwise: bool = False
+    # scikit-learn's global configuration on the driver (sklearn.get_config()), in force on the
+    # workers during every fit, as joblib's workers get it in scikit-learn.
+    sklearn_config: Mapping[str, Any] = field(default_factory=get_config)
 
 
 @dataclass
@@ -149,7 +153,10 @@ def _score(estimator, X, y, payload: Payload, params: Mapping[str, Any]) -> dict
     metric as its traceback text, and only that metric gets ``error_score``.
     """
     try:
-        scores = payload.scorer(estimator, X, y, **params)
+        if y is None:  # unsupervised: a callable scorer may take (estimator, X) alone
+            scores = payload.scorer(estimator, X, **params)
+        else:
+            scores = payload.scorer(estimator, X, y, **params)
     except Exception:  # noqa: BLE001 - scoring failures follow error_score too
         if payload.error_score == "raise":
             raise
@@ -206,10 +213,10 @@ def fit_and_score(payload: Payload, trial: Trial, where: tuple[str, int] | None 
     train, test = payload.splits[trial.fold]
     X, y = payload.X, payload.y
     X_train, y_train = take(X, train), take(y, train)
+    X_test = take(X, test)
     if payload.pairwise:
-        X_test = take(X, test)[:, train]
-    else:
-        X_test = take(X, test)
+        # A precomputed kernel or distance matrix: the columns are the training samples too.
+        X_train, X_test = X_train[:, train], X_test[:, train]
     y_test = take(y, test)
     fit_params = split_fit_params(payload.fit_params, num_samples(X), train)
     score_test = split_fit_params(payload.score_params, num_samples(X), test)
@@ -220,7 +227,7 @@ def fit_and_score(payload: Payload, trial: Trial, where: tuple[str, int] | None 
         trial.candidate, trial.fold, {}, None, 0.0, 0.0, len(test), node=node, pid=pid, seed=trial.seed
     )
     start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
+    with config_context(**payload.sklearn_config), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # every warning comes back; the driver's filters decide
         try:
             with _fit_context(payload, estimator, trial.seed):

@@ -153,9 +153,11 @@ class BaseSuccessiveHalving(BaseSearch):
                              f"max_resources, the largest {self.resource} a candidate may get")
 
     # -- the plan: checks that need the data, candidates, schedule, rung splits ---------------
-    def _split_sets(self, X, y, groups, splits) -> list:
-        self._check_constant_splits(X, y, groups, splits)
-        n_splits = len(splits)
+    def _check_resources(self, X, y, groups) -> None:
+        """``min_resources_`` and ``max_resources_`` from the data, before it is split (as
+        scikit-learn: an empty X is named here, not by the splitter)."""
+        n_splits = check_cv(self.cv, y, classifier=is_classifier(self.estimator)).get_n_splits(
+            X, y, groups)
         self.min_resources_ = self.min_resources
         if self.min_resources_ in ("smallest", "exhaust"):
             if self.resource == "n_samples":
@@ -177,6 +179,8 @@ class BaseSuccessiveHalving(BaseSearch):
             raise ValueError(f"min_resources_={self.min_resources_}: you might have passed an "
                              "empty dataset X.")
 
+    def _split_sets(self, X, y, groups, splits) -> list:
+        self._check_constant_splits(X, y, groups, splits)
         candidates = [dict(c) for c in self._generate_candidate_params()]
         if not candidates:
             raise ValueError(f"{self._space_name} yields no candidates: give at least one "
@@ -286,6 +290,7 @@ class BaseSuccessiveHalving(BaseSearch):
         ``groups`` and fit parameters go in ``params``, as in scikit-learn.
         """
         self._check_parameters()
+        self._check_resources(X, y, params.get("groups"))
         try:
             super().fit(X, y, **params)
         finally:

@@ -74,5 +74,11 @@ def split_data(estimator: Any, X: Any, y: Any, groups: Any, cv: Any):
     splitter = check_cv(cv, y, classifier=is_classifier(estimator))
     splits = [(np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(X, y, groups)]
     if not splits:
-        raise ValueError(f"cv={cv!r} yields no train/test splits")
+        # scikit-learn's words, and which cv it was.
+        raise ValueError("No fits were performed. Was the CV iterator empty? Were there no "
+                         f"candidates? (cv={cv!r} yields no train/test splits)")
+    expected = splitter.get_n_splits(X, y, groups)
+    if len(splits) != expected:
+        raise ValueError("cv.split and cv.get_n_splits return inconsistent results. Expected "
+                         f"{expected} splits, got {len(splits)}")
     return X, y, splits

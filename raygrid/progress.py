@@ -4,6 +4,9 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
+from typing import Any, Mapping
+
+from joblib.logger import short_format_time
 
 from rich.console import Console
 from rich.live import Live
@@ -15,7 +18,8 @@ from raygrid.fitting import FitResult
 class SearchProgress:
     """Tracks a search's fits; shows a live line on stderr when ``verbose >= 1``.
 
-    ``verbose >= 2`` also prints one line per finished fit, like scikit-learn's ``[CV]`` lines.
+    As scikit-learn, ``verbose >= 1`` prints "Fitting ..." for each batch of candidates and
+    ``verbose >= 2`` one ``[CV] END`` line per finished fit on stdout (``>= 3`` with scores).
     """
 
     def __init__(self, total: int, n_splits: int, metric: str | None, verbose: int = 0,
@@ -49,7 +53,14 @@ class SearchProgress:
             self._live.__exit__(*exc)
             self._live = None
 
-    def add(self, result: FitResult, running: int = 0) -> None:
+    def announce(self, n_candidates: int) -> None:
+        """scikit-learn's line for each batch of candidates (stdout, ``verbose >= 1``)."""
+        if self.verbose >= 1:
+            print(f"Fitting {self.n_splits} folds for each of {n_candidates} candidates, "
+                  f"totalling {n_candidates * self.n_splits} fits", flush=True)
+
+    def add(self, result: FitResult, running: int = 0, params: Mapping[str, Any] | None = None,
+            ) -> None:
         self.done += 1
         self.running = running
         self.failed += result.failed
@@ -63,15 +74,35 @@ class SearchProgress:
                     self.best = mean
                 del self._folds[result.candidate]
         if self.verbose >= 2:
-            self._console.print(self._fit_line(result))
+            print(self._fit_line(result, params), flush=True)
         if self._live is not None:
             self._live.update(self.render())
 
-    def _fit_line(self, r: FitResult) -> str:
-        scores = ", ".join(f"{k}={v:.3f}" for k, v in r.test_scores.items())
-        status = "FAILED" if r.failed else scores
-        return (f"[CV {r.fold + 1}/{self.n_splits}] END candidate {r.candidate}; {status}; "
-                f"fit {r.fit_time:.2f}s")
+    def _fit_line(self, r: FitResult, params: Mapping[str, Any] | None) -> str:
+        """scikit-learn's ``[CV] END`` line: parameters, then (``verbose >= 3``) the fold and
+        scores, then the time, right-aligned to 80 columns."""
+        # (a rung's folds follow the earlier rungs' in successive halving: the fold within its set)
+        progress = f" {r.fold % self.n_splits + 1}/{self.n_splits}" if self.verbose > 2 else ""
+        params = params or {}
+        text = ", ".join(f"{k}={params[k]}" for k in sorted(params))
+        text += ";" if text else ""
+        if r.failed:
+            text += " FAILED;"
+        elif self.verbose > 2:
+            train = r.train_scores
+            if list(r.test_scores) == ["score"]:
+                test = r.test_scores["score"]
+                text += (f", score=(train={train['score']:.3f}, test={test:.3f})" if train
+                         else f", score={test:.3f}")
+            else:
+                for name in sorted(r.test_scores):
+                    text += f" {name}: ("
+                    if train:
+                        text += f"train={train[name]:.3f}, "
+                    text += f"test={r.test_scores[name]:.3f})"
+        text += f" total time={short_format_time(r.fit_time + r.score_time)}"
+        head = f"[CV{progress}] END "
+        return head + "." * (80 - len(head) - len(text)) + text
 
     def elapsed(self) -> float:
         return time.monotonic() - self._start

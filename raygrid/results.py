@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -92,6 +92,14 @@ def cv_results(
             _store(out, f"train_{m}", matrix(lambda r, m=m: _score(r, "train", m, error_score)),
                    splits=True)
     return out
+
+
+def metrics_seen(results: Iterable[FitResult]) -> tuple[str, ...] | None:
+    """The metric names a callable scorer returned, from the first fit that was scored."""
+    for r in results:
+        if not r.failed and r.test_scores:
+            return tuple(r.test_scores)
+    return None
 
 
 def warn_or_raise_about_failures(results: Sequence[FitResult], error_score: Any) -> None:

@@ -57,9 +57,10 @@ def reuse(store: Any, trials: Sequence[Trial], results: dict[tuple[int, int], Fi
     if store is None:
         return list(trials)
     hits, todo = store.plan(trials)
+    params = {(t.candidate, t.fold): t.params for t in trials}
     for result in hits:
         results[(result.candidate, result.fold)] = result
-        progress.add(result)
+        progress.add(result, params=params[(result.candidate, result.fold)])
     return todo
 
 
@@ -79,6 +80,7 @@ def execute(
     Ctrl-C or SIGTERM cancels the pending fits; those already finished are kept (and stored).
     """
     current: list[FitResult] = []  # the result being handled, until it is recorded
+    params = {(t.candidate, t.fold): t.params for t in trials}
 
     def take(result: FitResult) -> None:
         current[:] = [result]
@@ -86,7 +88,8 @@ def execute(
         if store is not None:
             store.record(result)
         current.clear()
-        progress.add(result, running=getattr(executor, "running", 0))
+        progress.add(result, running=getattr(executor, "running", 0),
+                     params=params.get((result.candidate, result.fold)))
         result.reissue_warnings()
 
     with sigterm_interrupts(), contextlib.closing(iter(executor.run(shared, trials))) as stream:

@@ -50,26 +50,24 @@ def resolve_scoring(estimator: Any, scoring: Any, refit: Any = True,
             _named_scorer(scoring)
         scorer = check_scoring(estimator, scoring)
         return Scoring(scorer, ("score",), scorer, False)
-    if isinstance(scoring, (list, tuple, set)):
-        names = list(scoring)
-        if not names:
-            raise ValueError("scoring is an empty list; give at least one metric name")
-        if len(set(names)) != len(names) or not all(isinstance(n, str) for n in names):
-            raise ValueError(f"scoring as a list must hold unique metric names, got {scoring!r}")
-        scorers = {n: _named_scorer(n) for n in names}
-    elif isinstance(scoring, dict):
-        if not scoring:
-            raise ValueError("scoring is an empty dict; give at least one metric")
-        scorers = {k: _named_scorer(v) if isinstance(v, str) else v for k, v in scoring.items()}
-    else:
+    if not isinstance(scoring, (list, tuple, set, dict)):
         raise ValueError(
             "scoring must be a metric name, a callable, a list/tuple/set of names, a dict of "
             f"name -> scorer, or None; got {scoring!r}"
         )
+    named = scoring.values() if isinstance(scoring, dict) else scoring
+    for name in named:
+        if isinstance(name, str):
+            _named_scorer(name)  # an unknown name gets a did-you-mean
+    # scikit-learn's own checks and messages (unique strings, empty list or dict, ...). As
+    # scikit-learn: unless error_score="raise", one failing metric does not spoil the others.
+    scorer = check_scoring(estimator, scoring, raise_exc=(error_score == "raise"))
+    if isinstance(scoring, dict):
+        scorers = {k: get_scorer(v) if isinstance(v, str) else v for k, v in scoring.items()}
+    else:
+        scorers = {n: get_scorer(n) for n in scoring}
     metrics = tuple(scorers)
     check_refit(refit, metrics)
-    # As scikit-learn: unless error_score="raise", one failing metric does not spoil the others.
-    scorer = check_scoring(estimator, scorers, raise_exc=(error_score == "raise"))
     return Scoring(scorer, metrics, scorers, True)
 
 

@@ -15,12 +15,14 @@ from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
+from raygrid._compat import search_visual_block
 from raygrid.executors import BACKENDS, get_executor
 from raygrid.fitting import FitResult, Payload
 from raygrid.keras import uses_keras
 from raygrid.plan import build_trials, fit_seed, params_key, split_data
 from raygrid.progress import SearchProgress
-from raygrid.results import cv_results, results_frame, summary_frame, warn_or_raise_about_failures
+from raygrid.results import (cv_results, metrics_seen, results_frame, summary_frame,
+                             warn_or_raise_about_failures)
 from raygrid.runner import execute, reuse
 from raygrid.scoring import Scoring, check_refit, resolve_scoring, search_score_params
 
@@ -39,7 +41,8 @@ def validate_candidates(estimator: Any, candidates: Sequence[Mapping[str, Any]],
         valid = sorted(probe.get_params(deep=True))
         for key in sorted(keys):
             try:
-                probe.set_params(**{key: params[key]})
+                # Cloned: an estimator in the grid must never be changed by the probe.
+                probe.set_params(**{key: clone(params[key], safe=False)})
             except ValueError:
                 raise ValueError(
                     f"Invalid parameter {key!r} in {what} for estimator "
@@ -48,12 +51,22 @@ def validate_candidates(estimator: Any, candidates: Sequence[Mapping[str, Any]],
 
 
 def _search_estimator_has(attr: str):
+    """Whether the search offers ``attr``: only after a refit, and only if the estimator has it
+    (an AttributeError that explains why otherwise, as scikit-learn's)."""
     def check(self) -> bool:
+        if not self.refit:
+            raise AttributeError(_refit_false_message(self, attr))
         est = getattr(self, "best_estimator_", self.estimator)
         getattr(est, attr)
         return True
 
     return check
+
+
+def _refit_false_message(search: Any, attr: str) -> str:
+    return (f"This {type(search).__name__} instance was initialized with `refit=False`. {attr} "
+            "is available only after refitting on the best parameters. You can refit an "
+            "estimator manually using the `best_params_` attribute")
 
 
 class BaseSearch(MetaEstimatorMixin, BaseEstimator):
@@ -139,8 +152,8 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
             raise ValueError(f"error_score must be 'raise' or a number, got {self.error_score!r}")
         estimator = self.estimator
         groups = params.pop("groups", None)
-        X, y, splits = split_data(estimator, X, y, groups, self.cv)
         scoring = resolve_scoring(estimator, self.scoring, self.refit, self.error_score)
+        X, y, splits = split_data(estimator, X, y, groups, self.cv)
         n_splits = len(splits)
         # Every split set the search may use, one after another: a trial's ``fold`` indexes this
         # table (the cv's own splits alone unless a subclass adds sets, see ``_split_sets``).
@@ -209,6 +222,7 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
             candidates.extend(new)
             first_split.extend([start] * len(new))
             progress.total += len(trials)
+            progress.announce(len(new))
             todo = reuse(store, trials, results, progress)
             if todo:
                 if shared is None:
@@ -288,7 +302,7 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
     def _aggregate(self, candidates, n_splits, results, scoring: Scoring, warn: bool) -> dict:
         import warnings
 
-        metrics = scoring.metrics or _metrics_seen(results.values()) or ("score",)
+        metrics = scoring.metrics or metrics_seen(results.values()) or ("score",)
         with warnings.catch_warnings():
             if not warn:
                 warnings.simplefilter("ignore")
@@ -303,11 +317,7 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
     # -- delegation to the refitted best estimator (scikit-learn's behaviour) -----------------
     def _check_refit(self, method: str) -> None:
         if not self.refit:
-            raise AttributeError(
-                f"This {type(self).__name__} instance was initialized with `refit=False`. "
-                f"{method} is available only after refitting on the best parameters. You can "
-                "refit an estimator manually using the `best_params_` attribute"
-            )
+            raise AttributeError(_refit_false_message(self, method))
         check_is_fitted(self)
 
     @property
@@ -364,6 +374,10 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
         score = self.scorer_(self.best_estimator_, X, y, **params)
         return score[self.refit] if self.multimetric_ else score
 
+    def _sk_visual_block_(self):
+        """scikit-learn's HTML diagram: the best estimator once refitted, else the estimator."""
+        return search_visual_block(self)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         sub = get_tags(self.estimator)
@@ -412,18 +426,11 @@ def _progress_metric(scoring: Scoring, refit: Any) -> str | None:
     return "score"
 
 
-def _metrics_seen(results: Iterable[FitResult]) -> tuple[str, ...] | None:
-    for r in results:
-        if not r.failed and r.test_scores:
-            return tuple(r.test_scores)
-    return None
-
-
 def _learn_metrics(scoring: Scoring, results: Sequence[FitResult], refit: Any) -> Scoring:
     """A callable scorer may return a dict: its keys become the metrics (scikit-learn does this)."""
     if scoring.metrics is not None:
         return scoring
-    seen = _metrics_seen(results) or ("score",)
+    seen = metrics_seen(results) or ("score",)
     multimetric = seen != ("score",)
     if multimetric:
         check_refit(refit, seen)

@@ -8,7 +8,7 @@ from raygrid.executors import get_executor
 from raygrid.fitting import FitResult, Payload
 from raygrid.plan import build_trials, split_data
 from raygrid.progress import SearchProgress
-from raygrid.results import warn_or_raise_about_failures
+from raygrid.results import metrics_seen, warn_or_raise_about_failures
 from raygrid.runner import execute, reuse
 from raygrid.scoring import resolve_scoring
 from raygrid.search import _closing_store, uses_keras
@@ -83,8 +83,7 @@ def cross_validate(
 
     ordered = [results[(0, f)] for f in range(len(splits))]
     warn_or_raise_about_failures(ordered, error_score)
-    metrics = scoring_.metrics or next(
-        (tuple(r.test_scores) for r in ordered if not r.failed), ("score",))
+    metrics = scoring_.metrics or metrics_seen(ordered) or ("score",)
     fallback = np.nan if error_score == "raise" else error_score
     ret = {
         "fit_time": np.array([r.fit_time for r in ordered]),
