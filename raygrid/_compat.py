@@ -7,6 +7,7 @@ instead of breaking. Nothing else in raygrid imports a private name of another l
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any
 
 
@@ -31,3 +32,27 @@ def search_visual_block(search: Any) -> Any:
     estimator = getattr(search, key)
     return block("parallel", [estimator], names=[f"{key}: {type(estimator).__name__}"],
                  name_details=[str(estimator)])
+
+
+# -- scikit-learn's callbacks (sklearn.callback, scikit-learn >= 1.9) ---------------------------
+try:
+    from sklearn.callback import CallbackSupportMixin, with_callbacks
+except ImportError:  # an older scikit-learn: searches take no callbacks
+    class CallbackSupportMixin:  # type: ignore[no-redef]
+        pass
+
+    def with_callbacks(method):  # type: ignore[no-redef]
+        return method
+
+
+def root_callback_context(estimator: Any, max_subtasks: int) -> Any:
+    """The root context of ``estimator``'s callbacks for one fit (their ``setup`` hooks run),
+    or None when it has none or scikit-learn's estimator-side callback API moved."""
+    if not getattr(estimator, "_skl_callbacks", None):
+        return None
+    init = getattr(estimator, "_init_callback_context", None)
+    if init is None:
+        warnings.warn("raygrid: this scikit-learn's callback API is not the one raygrid knows; "
+                      "the search's callbacks are not called.", RuntimeWarning, stacklevel=3)
+        return None
+    return init(max_subtasks=max_subtasks)

@@ -145,6 +145,20 @@ def _fit_context(payload: Payload, estimator: Any, seed: int | None):
                        reuse_models=not payload.return_estimator)
 
 
+@contextlib.contextmanager
+def _propagated(context: Any, estimator: Any):
+    """``estimator`` fits inside its evaluation's callback context (None: no callbacks), so
+    scikit-learn's auto-propagated callbacks see its inner tasks (see raygrid.callbacks).
+    scikit-learn's warning that an estimator takes no callbacks was given on the driver."""
+    if context is None:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not support callbacks.*")
+        with context.propagate_callback_context(estimator):
+            yield
+
+
 def _score(estimator, X, y, payload: Payload, params: Mapping[str, Any]) -> dict[str, float]:
     """Score one side as scikit-learn's ``_score`` does.
 
@@ -231,7 +245,8 @@ def fit_and_score(payload: Payload, trial: Trial, where: tuple[str, int] | None 
         warnings.simplefilter("always")  # every warning comes back; the driver's filters decide
         try:
             with _fit_context(payload, estimator, trial.seed):
-                estimator.fit(X_train, y_train, **fit_params)
+                with _propagated(trial.callback_ctx, estimator):
+                    estimator.fit(X_train, y_train, **fit_params)
                 result.fit_time = time.perf_counter() - start
                 start = time.perf_counter()
                 result.test_scores = _score(estimator, X_test, y_test, payload, score_test)

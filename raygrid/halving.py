@@ -179,8 +179,8 @@ class BaseSuccessiveHalving(BaseSearch):
             raise ValueError(f"min_resources_={self.min_resources_}: you might have passed an "
                              "empty dataset X.")
 
-    def _split_sets(self, X, y, groups, splits) -> list:
-        self._check_constant_splits(X, y, groups, splits)
+    def _split_sets(self, X, y, split_params, splits) -> list:
+        self._check_constant_splits(X, y, split_params, splits)
         candidates = [dict(c) for c in self._generate_candidate_params()]
         if not candidates:
             raise ValueError(f"{self._space_name} yields no candidates: give at least one "
@@ -217,14 +217,14 @@ class BaseSuccessiveHalving(BaseSearch):
         return resample(indices, replace=False, random_state=self.random_state,
                         n_samples=int(fraction * len(indices)))
 
-    def _check_constant_splits(self, X, y, groups, splits) -> None:
+    def _check_constant_splits(self, X, y, split_params, splits) -> None:
         """Every rung must see the same folds: a cv that reshuffles on each call is an error."""
         splitter = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
         random_state = getattr(splitter, "random_state", None)
         reshuffles = (hasattr(splitter, "random_state") and getattr(splitter, "shuffle", True)
                       and not isinstance(random_state, Integral))
         if not reshuffles:
-            again = list(splitter.split(X, y, groups))
+            again = list(splitter.split(X, y, **split_params))
             reshuffles = len(again) != len(splits) or not all(
                 np.array_equal(a, b) and np.array_equal(c, d)
                 for (a, c), (b, d) in zip(again, splits))
@@ -236,6 +236,8 @@ class BaseSuccessiveHalving(BaseSearch):
             )
 
     # -- the rungs -------------------------------------------------------------------------------
+    _rungs = True  # callbacks: each rung is a "halving-iteration" task
+
     def _run_search(self, evaluate_candidates) -> None:
         candidate_params, schedule = self._plan
         self.n_resources_ = []

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -16,13 +16,15 @@ class Trial:
     """One fit to run: candidate ``candidate`` on split ``fold``.
 
     ``seed`` is the per-fit seed handed to estimators that take one from raygrid (Keras models);
-    ``None`` leaves the estimator's own ``random_state`` untouched.
+    ``None`` leaves the estimator's own ``random_state`` untouched. ``callback_ctx`` is the
+    fit's scikit-learn callback context when the search has callbacks (raygrid.callbacks).
     """
 
     candidate: int
     fold: int
     params: Mapping[str, Any]
     seed: int | None = None
+    callback_ctx: Any = field(default=None, compare=False, repr=False)
 
 
 def params_key(params: Mapping[str, Any]) -> int:
@@ -63,21 +65,24 @@ def build_trials(
     ]
 
 
-def split_data(estimator: Any, X: Any, y: Any, groups: Any, cv: Any):
+def split_data(estimator: Any, X: Any, y: Any, groups: Any, cv: Any,
+               split_params: Mapping[str, Any] | None = None):
     """Check X, y and groups, and compute the cross-validation splits once, on the driver.
 
     ``cv`` is scikit-learn's: an int (stratified for classifiers), a splitter or an iterable of
-    (train, test) index pairs. Returns ``(X, y, splits)`` with the splits as index arrays.
+    (train, test) index pairs. ``split_params`` go to its ``split`` (default: ``groups``).
+    Returns ``(X, y, splits)`` with the splits as index arrays.
     """
     check_consistent_length(*[a for a in (X, y, groups) if a is not None])
     X, y, groups = indexable(X, y, groups)
+    split_params = {"groups": groups} if split_params is None else dict(split_params)
     splitter = check_cv(cv, y, classifier=is_classifier(estimator))
-    splits = [(np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(X, y, groups)]
+    splits = [(np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(X, y, **split_params)]
     if not splits:
         # scikit-learn's words, and which cv it was.
         raise ValueError("No fits were performed. Was the CV iterator empty? Were there no "
                          f"candidates? (cv={cv!r} yields no train/test splits)")
-    expected = splitter.get_n_splits(X, y, groups)
+    expected = splitter.get_n_splits(X, y, **split_params)
     if len(splits) != expected:
         raise ValueError("cv.split and cv.get_n_splits return inconsistent results. Expected "
                          f"{expected} splits, got {len(splits)}")

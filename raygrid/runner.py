@@ -5,7 +5,7 @@ import contextlib
 import inspect
 import signal
 import threading
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from raygrid.executors import Executor
 from raygrid.fitting import FitResult, Payload
@@ -52,8 +52,12 @@ def sigterm_interrupts() -> Iterator[None]:
 
 
 def reuse(store: Any, trials: Sequence[Trial], results: dict[tuple[int, int], FitResult],
-          progress: SearchProgress) -> list[Trial]:
-    """Take the stored results of ``trials`` from ``store`` (if any); return the trials to run."""
+          progress: SearchProgress, on_result: Callable[[FitResult], None] | None = None,
+          ) -> list[Trial]:
+    """Take the stored results of ``trials`` from ``store`` (if any); return the trials to run.
+
+    ``on_result`` is called with each stored result taken, as ``execute`` calls it.
+    """
     if store is None:
         return list(trials)
     hits, todo = store.plan(trials)
@@ -61,6 +65,8 @@ def reuse(store: Any, trials: Sequence[Trial], results: dict[tuple[int, int], Fi
     for result in hits:
         results[(result.candidate, result.fold)] = result
         progress.add(result, params=params[(result.candidate, result.fold)])
+        if on_result is not None:
+            on_result(result)
     return todo
 
 
@@ -72,8 +78,10 @@ def execute(
     results: dict[tuple[int, int], FitResult],
     progress: SearchProgress,
     store: Any = None,
+    on_result: Callable[[FitResult], None] | None = None,
 ) -> None:
-    """Run ``trials``, adding each result to ``results`` (and ``store``) the moment it arrives.
+    """Run ``trials``, adding each result to ``results`` (and ``store``) the moment it arrives;
+    ``on_result`` is called with it once it is recorded.
 
     With ``error_score="raise"`` the first failed fit stops the search (pending tasks are cancelled)
     and its original exception is raised; every fit finished before it stays in ``results``.
@@ -91,6 +99,8 @@ def execute(
         progress.add(result, running=getattr(executor, "running", 0),
                      params=params.get((result.candidate, result.fold)))
         result.reissue_warnings()
+        if on_result is not None:
+            on_result(result)
 
     with sigterm_interrupts(), contextlib.closing(iter(executor.run(shared, trials))) as stream:
         try:

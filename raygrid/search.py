@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import numbers
 import sys
 import time
@@ -15,12 +16,14 @@ from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from raygrid._compat import search_visual_block
+from raygrid._compat import CallbackSupportMixin, search_visual_block, with_callbacks
+from raygrid.callbacks import SearchCallbacks
 from raygrid.executors import BACKENDS, get_executor
 from raygrid.fitting import FitResult, Payload
 from raygrid.keras import uses_keras
 from raygrid.plan import build_trials, fit_seed, params_key, split_data
 from raygrid.progress import SearchProgress
+from raygrid.routing import check_score_params, route_search, routing_enabled, search_router
 from raygrid.results import (cv_results, metrics_seen, results_frame, summary_frame,
                              warn_or_raise_about_failures)
 from raygrid.runner import execute, reuse
@@ -69,7 +72,7 @@ def _refit_false_message(search: Any, attr: str) -> str:
             "estimator manually using the `best_params_` attribute")
 
 
-class BaseSearch(MetaEstimatorMixin, BaseEstimator):
+class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
     """What GridSearchCV and RandomizedSearchCV share; subclasses define ``_run_search``."""
 
     def __init__(
@@ -111,7 +114,7 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
     def _run_search(self, evaluate_candidates) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _split_sets(self, X, y, groups, splits) -> list:
+    def _split_sets(self, X, y, split_params, splits) -> list:
         """The split sets ``evaluate_candidates(..., split_set=i)`` may use (default: the cv's alone).
 
         Called once in ``fit``, after the data is checked and the cv splits computed, before any
@@ -138,7 +141,11 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
         rs = getattr(self, "random_state", None)
         return int(rs) if isinstance(rs, numbers.Integral) else None
 
+    #: Whether each ``evaluate_candidates`` call is a task of its own for callbacks (a rung).
+    _rungs = False
+
     # -- fit -----------------------------------------------------------------------------------
+    @with_callbacks
     def fit(self, X, y=None, **params):
         """Run every (candidate, fold) fit, then refit the best candidate on all of ``X, y``.
 
@@ -151,13 +158,15 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
         if self.error_score != "raise" and not isinstance(self.error_score, numbers.Number):
             raise ValueError(f"error_score must be 'raise' or a number, got {self.error_score!r}")
         estimator = self.estimator
-        groups = params.pop("groups", None)
         scoring = resolve_scoring(estimator, self.scoring, self.refit, self.error_score)
-        X, y, splits = split_data(estimator, X, y, groups, self.cv)
+        routed = route_search(self, params)
+        params = routed.fit  # what the estimator's fit gets, in every fold and in the refit
+        X, y, splits = split_data(estimator, X, y, routed.split.get("groups"), self.cv,
+                                  routed.split)
         n_splits = len(splits)
         # Every split set the search may use, one after another: a trial's ``fold`` indexes this
         # table (the cv's own splits alone unless a subclass adds sets, see ``_split_sets``).
-        split_sets = self._split_sets(X, y, groups, splits)
+        split_sets = self._split_sets(X, y, routed.split, splits)
         table = [pair for split_set in split_sets for pair in split_set]
         set_starts = np.cumsum([0] + [len(s) for s in split_sets[:-1]]).tolist()
         if any(len(s) != n_splits for s in split_sets):
@@ -166,7 +175,8 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
         payload = Payload(
             estimator=estimator, X=X, y=y, splits=table, scorer=scoring.scorer,
             metrics=scoring.metrics, fit_params=params,
-            score_params=search_score_params(scoring, params, self),
+            score_params=(routed.score if routing_enabled()
+                          else search_score_params(scoring, params, self)),
             return_train_score=self.return_train_score, error_score=self.error_score,
             keras=uses_keras(estimator),
             pairwise=bool(getattr(get_tags(estimator).input_tags, "pairwise", False)),
@@ -178,6 +188,8 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
 
             executor = wrap(executor, engine)
         store = self._open_store(payload, table)
+        callbacks = SearchCallbacks(self, X, y, params)
+        callbacks.begin()
         candidates: list[dict] = []
         first_split: list[int] = []  # per candidate: where its split set starts in ``table``
         extra: dict[str, list] = {}  # more cv_results_ keys, one value per candidate
@@ -223,15 +235,23 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
             first_split.extend([start] * len(new))
             progress.total += len(trials)
             progress.announce(len(new))
-            todo = reuse(store, trials, results, progress)
-            if todo:
-                if shared is None:
-                    shared = executor.share(payload)
-                execute(executor, shared, payload, todo, results, progress, store=store)
+            with callbacks.batch(len(trials)) as parent:
+                on_result = None
+                if parent is not None:
+                    contexts = callbacks.evaluations(parent, trials, table)
+                    trials = [dataclasses.replace(t, callback_ctx=contexts[(t.candidate, t.fold)][0])
+                              for t in trials]
+                    on_result = functools.partial(callbacks.evaluated, contexts)
+                todo = reuse(store, trials, results, progress, on_result)
+                if todo:
+                    if shared is None:
+                        shared = executor.share(payload)
+                    execute(executor, shared, payload, todo, results, progress, store=store,
+                            on_result=on_result)
             return aggregate(scoring, warn=False)
 
         with _closing_store(store):
-            with progress:
+            with progress, callbacks.searching(rungs=self._rungs):
                 self._run_search(evaluate_candidates)
         if not candidates:
             raise ValueError(f"{self._space_name} yields no candidates")
@@ -253,7 +273,8 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
             start = time.time()
             fit_params = dict(params)
             with _refit_context(payload, self.best_estimator_,
-                                fit_seed(seed_state, params_key(self.best_params_), n_splits)):
+                                fit_seed(seed_state, params_key(self.best_params_), n_splits)), \
+                    callbacks.refitting(self.best_estimator_):
                 if y is not None:
                     self.best_estimator_.fit(X, y, **fit_params)
                 else:
@@ -273,6 +294,7 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
         rank_metric = refit_metric if isinstance(refit_metric, str) and refit_metric in (
             scoring.metrics or ()) else (scoring.metrics or ("score",))[0]
         self.summary_ = summary_frame(cv, self.results_, rank_metric)
+        callbacks.end()
         self.wall_time_ = time.perf_counter() - started
         return self
 
@@ -365,9 +387,16 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
         self._check_refit("inverse_transform")
         return self.best_estimator_.inverse_transform(X)
 
+    def get_metadata_routing(self):
+        """scikit-learn's metadata routing of a search: fit parameters to the estimator, score
+        parameters to the scorers, split parameters to the cv."""
+        scorer = resolve_scoring(self.estimator, self.scoring, self.refit, self.error_score).scorer
+        return search_router(self, self.estimator, scorer, self.cv)
+
     def score(self, X, y=None, **params):
         """The refit metric of the best estimator on ``X, y`` (as scikit-learn's search)."""
         self._check_refit("score")
+        params = check_score_params(self, params)
         if isinstance(self.scorer_, dict):
             scorer = self.scorer_[self.refit] if self.multimetric_ else self.scorer_
             return scorer(self.best_estimator_, X, y, **params)

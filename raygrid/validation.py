@@ -10,6 +10,7 @@ from raygrid.plan import build_trials, split_data
 from raygrid.progress import SearchProgress
 from raygrid.results import metrics_seen, warn_or_raise_about_failures
 from raygrid.runner import execute, reuse
+from raygrid.routing import route_cross_validate
 from raygrid.scoring import resolve_scoring
 from raygrid.search import _closing_store, uses_keras
 
@@ -47,11 +48,12 @@ def cross_validate(
     ``storage``, ``cache``) are those of :class:`raygrid.GridSearchCV`; with
     ``return_estimator=True`` stored fits are recorded but not reused (the store keeps no models).
     """
-    X, y, splits = split_data(estimator, X, y, groups, cv)
     scoring_ = resolve_scoring(estimator, scoring, refit=False, error_score=error_score)
+    routed = route_cross_validate(estimator, scoring_.scorer, cv, groups, params)
+    X, y, splits = split_data(estimator, X, y, routed.split.get("groups"), cv, routed.split)
     payload = Payload(
         estimator=estimator, X=X, y=y, splits=splits, scorer=scoring_.scorer,
-        metrics=scoring_.metrics, fit_params=dict(params or {}),
+        metrics=scoring_.metrics, fit_params=routed.fit, score_params=routed.score,
         return_train_score=return_train_score, error_score=error_score,
         return_estimator=return_estimator, keras=uses_keras(estimator),
         pairwise=bool(getattr(get_tags(estimator).input_tags, "pairwise", False)),

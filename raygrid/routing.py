@@ -1,0 +1,98 @@
+"""Where a search's or cross_validate's extra parameters go: scikit-learn's metadata routing.
+
+With ``sklearn.set_config(enable_metadata_routing=True)`` every parameter goes where the
+estimator, the scorers and the splitter asked for it (``set_fit_request``,
+``set_score_request``, ``set_split_request``), through scikit-learn's public
+``process_routing``, with its errors for metadata nobody requested. Without it, scikit-learn's
+older rules: everything goes to ``fit``, ``groups`` to the splitter, and a search forwards
+``sample_weight`` to the scorers that accept it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from sklearn import get_config
+from sklearn.exceptions import UnsetMetadataPassedError
+from sklearn.utils.metadata_routing import MetadataRouter, MethodMapping, process_routing
+
+
+@dataclass
+class Routed:
+    """The parameters of each consumer: ``fit`` (the estimator), ``split`` (the splitter),
+    ``score`` (the scorers); the sample-aligned ones are split per fold on the workers."""
+
+    fit: dict = field(default_factory=dict)
+    split: dict = field(default_factory=dict)
+    score: dict = field(default_factory=dict)
+
+
+def routing_enabled() -> bool:
+    return bool(get_config().get("enable_metadata_routing", False))
+
+
+def search_router(owner: Any, estimator: Any, scorer: Any, cv: Any) -> MetadataRouter:
+    """A search's routing, as scikit-learn's searches declare it."""
+    return (
+        MetadataRouter(owner=owner)
+        .add(estimator=estimator, method_mapping=MethodMapping().add(caller="fit", callee="fit"))
+        .add(scorer=scorer, method_mapping=MethodMapping().add(caller="score", callee="score")
+             .add(caller="fit", callee="score"))
+        .add(splitter=cv, method_mapping=MethodMapping().add(caller="fit", callee="split"))
+    )
+
+
+def route_search(search: Any, params: Mapping[str, Any]) -> Routed:
+    """A search's ``fit(**params)`` routed (see the module docstring); the score parameters
+    of the routing-off rule are added by the caller, who knows the scorers."""
+    if routing_enabled():
+        routed = process_routing(search, "fit", **params)
+        return Routed(dict(routed.estimator.fit), dict(routed.splitter.split),
+                      dict(routed.scorer.score))
+    params = dict(params)
+    groups = params.pop("groups", None)
+    return Routed(fit=params, split={"groups": groups})
+
+
+def route_cross_validate(estimator: Any, scorer: Any, cv: Any, groups: Any,
+                         params: Mapping[str, Any] | None) -> Routed:
+    """``cross_validate``'s ``groups`` and ``params``, routed as scikit-learn's."""
+    params = dict(params or {})
+    if not routing_enabled():
+        return Routed(fit=params, split={"groups": groups})
+    if groups is not None:
+        raise ValueError(
+            "`groups` can only be passed if metadata routing is not enabled via "
+            "`sklearn.set_config(enable_metadata_routing=True)`. When routing is enabled, pass "
+            "`groups` alongside other metadata via the `params` argument instead."
+        )
+    router = (
+        MetadataRouter(owner="cross_validate")
+        .add(splitter=cv, method_mapping=MethodMapping().add(caller="fit", callee="split"))
+        .add(estimator=estimator, method_mapping=MethodMapping().add(caller="fit", callee="fit"))
+        .add(scorer=scorer, method_mapping=MethodMapping().add(caller="fit", callee="score"))
+    )
+    try:
+        routed = process_routing(router, "fit", **params)
+    except UnsetMetadataPassedError as exc:
+        # The user called cross_validate, not a fit: name what they called.
+        raise UnsetMetadataPassedError(
+            message=str(exc).replace("cross_validate.fit", "cross_validate"),
+            unrequested_params=exc.unrequested_params, routed_params=exc.routed_params,
+        ) from None
+    return Routed(dict(routed.estimator.fit), dict(routed.splitter.split),
+                  dict(routed.scorer.score))
+
+
+def check_score_params(owner: Any, params: Mapping[str, Any]) -> dict:
+    """The parameters of a fitted search's ``score``: routed, or refused without routing."""
+    if routing_enabled():
+        return dict(process_routing(owner, "score", **params).scorer.score)
+    if params:
+        raise ValueError(
+            f"Passing extra keyword arguments to {type(owner).__name__}.score is only supported "
+            "if enable_metadata_routing=True, which you can set using `sklearn.set_config`. See "
+            "the Metadata Routing User guide <https://scikit-learn.org/stable/metadata_routing."
+            f"html> for more details. Extra parameters passed are: {set(params)}"
+        )
+    return {}
