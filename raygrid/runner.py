@@ -83,8 +83,9 @@ def execute(
     """Run ``trials``, adding each result to ``results`` (and ``store``) the moment it arrives;
     ``on_result`` is called with it once it is recorded.
 
-    With ``error_score="raise"`` the first failed fit stops the search (pending tasks are cancelled)
-    and its original exception is raised; every fit finished before it stays in ``results``.
+    With ``error_score="raise"`` the first failed fit stops the search (no new fit starts; the
+    executor drops those in flight) and its original exception is raised; every fit finished
+    before it stays in ``results``.
     Ctrl-C or SIGTERM cancels the pending fits; those already finished are kept (and stored).
     """
     current: list[FitResult] = []  # the result being handled, until it is recorded

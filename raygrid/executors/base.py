@@ -12,7 +12,7 @@ class Executor(Protocol):
         """Make the payload available to the workers; returns a handle for ``run``."""
 
     def run(self, shared: Any, trials: Sequence[Trial]) -> Iterator[FitResult]:
-        """Yield one FitResult per trial, in completion order. Closing the iterator cancels the rest."""
+        """Yield one FitResult per trial, in completion order. Closing the iterator starts no more."""
 
     def describe(self) -> str:
         """A short human description (for progress output)."""

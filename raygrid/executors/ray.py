@@ -351,7 +351,7 @@ class RayExecutor:
             yield from kept
             raise interrupt
         finally:
-            self._cancel(pending)
+            self._abandon(pending)
 
     def _stop(self, pending: dict[Any, list[Trial]], interrupt: KeyboardInterrupt) -> list[FitResult]:
         """Let the tasks in flight finish (within the grace), cancel what is left; keep every result.
@@ -396,12 +396,13 @@ class RayExecutor:
         return [system_failure(t, exc, shared.metrics, shared.return_train_score,
                                shared.error_score) for t in batch]
 
-    def _cancel(self, pending: dict[Any, list[Trial]]) -> None:
-        import ray
+    def _abandon(self, pending: dict[Any, list[Trial]]) -> None:
+        """Drop the tasks still pending when the caller stops early (``error_score="raise"``
+        raised, or it stopped reading): they finish on their workers and Ray frees their results.
 
+        They are not cancelled: a cancel that meets a task's reply in flight can trip a check in
+        Ray's task manager that aborts the driver ("Tried to complete task that was not
+        pending"). At most ``2 x slots`` tasks are in flight, so little work is wasted.
+        """
         for ref in list(pending):
-            try:
-                ray.cancel(ref, force=False)
-            except Exception:  # noqa: BLE001 - best effort: the task may be done already
-                pass
             self.running -= len(pending.pop(ref))
