@@ -53,6 +53,37 @@ def validate_candidates(estimator: Any, candidates: Sequence[Mapping[str, Any]],
                 ) from None
 
 
+@dataclasses.dataclass
+class SearchRun:
+    """One ``fit`` of a search: what ``_prepare`` decides, ``_run`` fills and ``_finish`` reads."""
+
+    X: Any
+    y: Any
+    fit_params: dict
+    n_splits: int
+    table: list  # every split set's (train, test) pairs, one set after another
+    set_starts: list[int]  # where each split set starts in ``table``
+    scoring: Scoring
+    payload: Payload
+    executor: Any
+    store: Any
+    callbacks: SearchCallbacks
+    progress: SearchProgress
+    seed_state: int | None
+    candidates: list[dict] = dataclasses.field(default_factory=list)
+    first_split: list[int] = dataclasses.field(default_factory=list)  # per candidate
+    extra: dict[str, list] = dataclasses.field(default_factory=dict)  # more cv_results_ keys
+    results: dict = dataclasses.field(default_factory=dict)  # by (candidate, index in table)
+    shared: Any = None  # the executor's handle on the payload, once shared
+
+    def by_fold(self) -> dict:
+        """``results`` keyed by (candidate, fold of the cv), as aggregation wants them."""
+        if not any(self.first_split):
+            return self.results
+        return {(c, i - self.first_split[c]): dataclasses.replace(r, fold=i - self.first_split[c])
+                for (c, i), r in self.results.items()}
+
+
 def _search_estimator_has(attr: str):
     """Whether the search offers ``attr``: only after a refit, and only if the estimator has it
     (an AttributeError that explains why otherwise, as scikit-learn's)."""
@@ -144,15 +175,31 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
     #: Whether each ``evaluate_candidates`` call is a task of its own for callbacks (a rung).
     _rungs = False
 
-    # -- fit -----------------------------------------------------------------------------------
+    # -- fit: prepare, run, finish ------------------------------------------------------------
     @with_callbacks
     def fit(self, X, y=None, **params):
         """Run every (candidate, fold) fit, then refit the best candidate on all of ``X, y``.
 
         ``groups`` (for group-aware splitters) and fit parameters go in ``params``, as in
-        scikit-learn; sample-aligned fit parameters are split with the data.
+        scikit-learn; sample-aligned fit parameters are split with the data. Three steps:
+        ``_prepare`` (checks, scoring, splits, the payload, executor and store), ``_run``
+        (candidates to fit results through the executor seam), ``_finish`` (failures,
+        ``cv_results_``, the best candidate, the refit, the frames).
         """
         started = time.perf_counter()
+        run = self._prepare(X, y, params)
+        with _closing_store(run.store):
+            with run.progress, run.callbacks.searching(rungs=self._rungs):
+                self._run(run)
+        if not run.candidates:
+            raise ValueError(f"{self._space_name} yields no candidates")
+        self._finish(run)
+        self.wall_time_ = time.perf_counter() - started
+        return self
+
+    def _prepare(self, X, y, params) -> SearchRun:
+        """Everything decided before any fit: inputs checked, scoring, routed parameters, the
+        splits (computed once), the payload the workers share, the executor and the store."""
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.error_score != "raise" and not isinstance(self.error_score, numbers.Number):
@@ -160,23 +207,21 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
         estimator = self.estimator
         scoring = resolve_scoring(estimator, self.scoring, self.refit, self.error_score)
         routed = route_search(self, params)
-        params = routed.fit  # what the estimator's fit gets, in every fold and in the refit
+        fit_params = routed.fit  # what the estimator's fit gets, in every fold and in the refit
         X, y, splits = split_data(estimator, X, y, routed.split.get("groups"), self.cv,
                                   routed.split)
         n_splits = len(splits)
         # Every split set the search may use, one after another: a trial's ``fold`` indexes this
         # table (the cv's own splits alone unless a subclass adds sets, see ``_split_sets``).
         split_sets = self._split_sets(X, y, routed.split, splits)
-        table = [pair for split_set in split_sets for pair in split_set]
-        set_starts = np.cumsum([0] + [len(s) for s in split_sets[:-1]]).tolist()
         if any(len(s) != n_splits for s in split_sets):
             raise ValueError(f"every split set must have the cv's {n_splits} folds")
-
+        table = [pair for split_set in split_sets for pair in split_set]
         payload = Payload(
             estimator=estimator, X=X, y=y, splits=table, scorer=scoring.scorer,
-            metrics=scoring.metrics, fit_params=params,
+            metrics=scoring.metrics, fit_params=fit_params,
             score_params=(routed.score if routing_enabled()
-                          else search_score_params(scoring, params, self)),
+                          else search_score_params(scoring, fit_params, self)),
             return_train_score=self.return_train_score, error_score=self.error_score,
             keras=uses_keras(estimator),
             pairwise=bool(getattr(get_tags(estimator).input_tags, "pairwise", False)),
@@ -188,79 +233,78 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
 
             executor = wrap(executor, engine)
         store = self._open_store(payload, table)
-        callbacks = SearchCallbacks(self, X, y, params)
+        callbacks = SearchCallbacks(self, X, y, fit_params)
         callbacks.begin()
-        candidates: list[dict] = []
-        first_split: list[int] = []  # per candidate: where its split set starts in ``table``
-        extra: dict[str, list] = {}  # more cv_results_ keys, one value per candidate
-        results: dict[tuple[int, int], FitResult] = {}  # by (candidate, index in ``table``)
-        shared = None
         progress = SearchProgress(0, n_splits, _progress_metric(scoring, self.refit), self.verbose,
                                   title=type(self).__name__)
-        seed_state = self._fit_seed_state()
+        return SearchRun(
+            X=X, y=y, fit_params=fit_params, n_splits=n_splits, table=table,
+            set_starts=np.cumsum([0] + [len(s) for s in split_sets[:-1]]).tolist(),
+            scoring=scoring, payload=payload, executor=executor, store=store,
+            callbacks=callbacks, progress=progress, seed_state=self._fit_seed_state(),
+        )
 
-        def by_fold() -> dict[tuple[int, int], FitResult]:
-            """``results`` keyed by (candidate, fold of the cv), as aggregation wants them."""
-            if not any(first_split):
-                return results
-            return {(c, i - first_split[c]): dataclasses.replace(r, fold=i - first_split[c])
-                    for (c, i), r in results.items()}
+    def _run(self, run: SearchRun) -> None:
+        """Candidates to fit results: ``_run_search`` calls ``evaluate_candidates``."""
+        self._run_search(functools.partial(self._evaluate_candidates, run))
 
-        def aggregate(scoring: Scoring, warn: bool) -> dict:
-            cv = self._aggregate(candidates, n_splits, by_fold(), scoring, warn=warn)
-            if not extra:
-                return cv
-            return {**{k: np.asarray(v) for k, v in extra.items()}, **cv}
+    def _evaluate_candidates(self, run: SearchRun, new_candidates: Iterable[Mapping[str, Any]],
+                             split_set: int = 0,
+                             more_results: Mapping[str, Sequence] | None = None) -> dict:
+        """Fit ``new_candidates`` on every fold of split set ``split_set``; ``cv_results_`` so far.
 
-        def evaluate_candidates(new_candidates: Iterable[Mapping[str, Any]], split_set: int = 0,
-                                more_results: Mapping[str, Sequence] | None = None) -> dict:
-            """Fit ``new_candidates`` on every fold of split set ``split_set``; ``cv_results_`` so far.
+        ``more_results`` (one value per new candidate for each key) become extra
+        ``cv_results_`` keys, placed first, as in scikit-learn's ``evaluate_candidates``.
+        """
+        new = [dict(p) for p in new_candidates]
+        validate_candidates(self.estimator, new, self._space_name)
+        start = run.set_starts[split_set]
+        trials = build_trials(new, run.n_splits, first_candidate=len(run.candidates),
+                              random_state=run.seed_state)
+        if start:
+            trials = [dataclasses.replace(t, fold=start + t.fold) for t in trials]
+        for key, values in (more_results or {}).items():
+            if len(values) != len(new) or len(run.extra.setdefault(key, [])) != len(run.candidates):
+                raise ValueError(f"more_results[{key!r}] needs one value per candidate")
+            run.extra[key].extend(values)
+        run.candidates.extend(new)
+        run.first_split.extend([start] * len(new))
+        run.progress.total += len(trials)
+        run.progress.announce(len(new))
+        with run.callbacks.batch(len(trials)) as parent:
+            on_result = None
+            if parent is not None:
+                contexts = run.callbacks.evaluations(parent, trials, run.table)
+                trials = [dataclasses.replace(t, callback_ctx=contexts[(t.candidate, t.fold)][0])
+                          for t in trials]
+                on_result = functools.partial(run.callbacks.evaluated, contexts)
+            self._execute(run, trials, on_result)
+        return self._cv_results(run, run.scoring, warn=False)
 
-            ``more_results`` (one value per new candidate for each key) become extra
-            ``cv_results_`` keys, placed first, as in scikit-learn's ``evaluate_candidates``.
-            """
-            nonlocal shared
-            new = [dict(p) for p in new_candidates]
-            validate_candidates(estimator, new, self._space_name)
-            start = set_starts[split_set]
-            trials = build_trials(new, n_splits, first_candidate=len(candidates),
-                                  random_state=seed_state)
-            if start:
-                trials = [dataclasses.replace(t, fold=start + t.fold) for t in trials]
-            for key, values in (more_results or {}).items():
-                if len(values) != len(new) or len(extra.setdefault(key, [])) != len(candidates):
-                    raise ValueError(f"more_results[{key!r}] needs one value per candidate")
-                extra[key].extend(values)
-            candidates.extend(new)
-            first_split.extend([start] * len(new))
-            progress.total += len(trials)
-            progress.announce(len(new))
-            with callbacks.batch(len(trials)) as parent:
-                on_result = None
-                if parent is not None:
-                    contexts = callbacks.evaluations(parent, trials, table)
-                    trials = [dataclasses.replace(t, callback_ctx=contexts[(t.candidate, t.fold)][0])
-                              for t in trials]
-                    on_result = functools.partial(callbacks.evaluated, contexts)
-                todo = reuse(store, trials, results, progress, on_result)
-                if todo:
-                    if shared is None:
-                        shared = executor.share(payload)
-                    execute(executor, shared, payload, todo, results, progress, store=store,
-                            on_result=on_result)
-            return aggregate(scoring, warn=False)
+    @staticmethod
+    def _execute(run: SearchRun, trials: Sequence, on_result=None) -> None:
+        """Stored results first (resume, cache), the rest through the executor seam."""
+        todo = reuse(run.store, trials, run.results, run.progress, on_result)
+        if todo:
+            if run.shared is None:
+                run.shared = run.executor.share(run.payload)
+            execute(run.executor, run.shared, run.payload, todo, run.results, run.progress,
+                    store=run.store, on_result=on_result)
 
-        with _closing_store(store):
-            with progress, callbacks.searching(rungs=self._rungs):
-                self._run_search(evaluate_candidates)
-        if not candidates:
-            raise ValueError(f"{self._space_name} yields no candidates")
+    def _cv_results(self, run: SearchRun, scoring: Scoring, warn: bool) -> dict:
+        cv = self._aggregate(run.candidates, run.n_splits, run.by_fold(), scoring, warn=warn)
+        if not run.extra:
+            return cv
+        return {**{k: np.asarray(v) for k, v in run.extra.items()}, **cv}
 
-        fits = by_fold()
+    def _finish(self, run: SearchRun) -> None:
+        """Failures (``error_score``), ``cv_results_``, the best candidate, the refit on all of
+        the data, ``results_`` and ``summary_``: the same for every search class."""
+        fits = run.by_fold()
         all_results = [fits[k] for k in sorted(fits)]
         warn_or_raise_about_failures(all_results, self.error_score)
-        scoring = _learn_metrics(scoring, all_results, self.refit)
-        cv = aggregate(scoring, warn=True)
+        scoring = _learn_metrics(run.scoring, all_results, self.refit)
+        cv = self._cv_results(run, scoring, warn=True)
         self.multimetric_ = scoring.multimetric
         refit_metric = self.refit if scoring.multimetric else "score"
         if self.refit or not self.multimetric_:
@@ -269,34 +313,37 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
                 self.best_score_ = cv[f"mean_test_{refit_metric}"][self.best_index_]
             self.best_params_ = cv["params"][self.best_index_]
         if self.refit:
-            self.best_estimator_ = clone(estimator).set_params(**clone(self.best_params_, safe=False))
-            start = time.time()
-            fit_params = dict(params)
-            with _refit_context(payload, self.best_estimator_,
-                                fit_seed(seed_state, params_key(self.best_params_), n_splits)), \
-                    callbacks.refitting(self.best_estimator_):
-                if y is not None:
-                    self.best_estimator_.fit(X, y, **fit_params)
-                else:
-                    self.best_estimator_.fit(X, **fit_params)
-            self.refit_time_ = time.time() - start
-            if hasattr(self.best_estimator_, "feature_names_in_"):
-                self.feature_names_in_ = self.best_estimator_.feature_names_in_
+            self._refit(run)
         self.scorer_ = scoring.scorers
         self.cv_results_ = cv
-        self.n_splits_ = n_splits
-        self.results_ = results_frame(candidates, fits, scoring.metrics or ("score",),
+        self.n_splits_ = run.n_splits
+        self.results_ = results_frame(run.candidates, fits, scoring.metrics or ("score",),
                                       return_train_score=self.return_train_score,
                                       error_score=self.error_score)
-        if engine != "standard" and len(self.results_):
+        if getattr(self, "engine", "standard") != "standard" and len(self.results_):
             self.results_["engine"] = [getattr(fits[k], "engine", "standard")
                                        for k in sorted(fits)]
         rank_metric = refit_metric if isinstance(refit_metric, str) and refit_metric in (
             scoring.metrics or ()) else (scoring.metrics or ("score",))[0]
         self.summary_ = summary_frame(cv, self.results_, rank_metric)
-        callbacks.end()
-        self.wall_time_ = time.perf_counter() - started
-        return self
+        run.callbacks.end()
+
+    def _refit(self, run: SearchRun) -> None:
+        """The best candidate fitted on all of the data (Keras: with the fits' hygiene and a
+        seed of its own, the fold after the last)."""
+        self.best_estimator_ = clone(self.estimator).set_params(
+            **clone(self.best_params_, safe=False))
+        seed = fit_seed(run.seed_state, params_key(self.best_params_), run.n_splits)
+        start = time.time()
+        with _refit_context(run.payload, self.best_estimator_, seed), \
+                run.callbacks.refitting(self.best_estimator_):
+            if run.y is not None:
+                self.best_estimator_.fit(run.X, run.y, **run.fit_params)
+            else:
+                self.best_estimator_.fit(run.X, **run.fit_params)
+        self.refit_time_ = time.time() - start
+        if hasattr(self.best_estimator_, "feature_names_in_"):
+            self.feature_names_in_ = self.best_estimator_.feature_names_in_
 
     @property
     def _space_name(self) -> str:
