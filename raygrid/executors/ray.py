@@ -248,8 +248,9 @@ class RayExecutor:
         """Yield one result per trial as tasks finish.
 
         A task of one trial is retried by Ray ``max_retries`` times when its worker or node dies.
-        A batch is not retried as a whole: its trials go back to the queue as one-trial tasks, so
-        one fit that kills its worker costs neither the batch's other fits nor their retries.
+        A batch is not retried as a whole: when its worker dies or the task itself raises, its
+        trials go back to the queue as one-trial tasks, so one fit that kills its worker (or
+        breaks the task) costs neither the batch's other fits nor their retries.
         On Ctrl-C (KeyboardInterrupt) no new task starts, the tasks already handed to Ray (at
         most ``2 x slots``) finish and their results are yielded, then the interrupt is raised
         again: a resumed search runs none of them twice. A second Ctrl-C while they finish
@@ -277,14 +278,14 @@ class RayExecutor:
         def finished(ref: Any, batch: list[Trial]) -> list[FitResult]:
             try:
                 results = ray.get(ref)
-            except ray.exceptions.RayTaskError as exc:
-                # Raised by the task itself (not a dead worker): running it again cannot help.
-                return self._failures(batch, exc, shared)
             except (ray.exceptions.RayError, OSError) as exc:
                 if len(batch) > 1:
+                    # A dead worker, or one trial that broke the task itself: each trial runs
+                    # again in a task of its own, so only the one at fault fails.
                     alone.extend(batch)
                     return []
-                # Ray retried this one-trial task max_retries times: a system failure.
+                # Raised by the task itself (running it again cannot help), or Ray retried this
+                # one-trial task max_retries times: a system failure.
                 return self._failures(batch, exc, shared)
             if self.batcher:
                 self.batcher.observe(results)

@@ -1,0 +1,48 @@
+"""Reliability: bad values, broken tasks, bad options and unreachable or wrong clusters fail one
+fit or fail fast, with a clear error; nothing hangs and nothing is created before it is checked."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import check_scoring
+
+import fault_helpers as fh
+from raygrid import GridSearchCV
+from raygrid.fitting import Payload
+from raygrid.plan import build_trials
+
+
+def test_a_value_rejected_by_set_params_fails_that_fit_only(backend):
+    X, y = fh.data(40)
+    search = GridSearchCV(fh.RejectingClassifier(reject=3), {"a": list(range(6))}, cv=2,
+                          backend=backend, refit=False)
+    with pytest.warns(Warning, match="fits failed"):
+        search.fit(X, y)
+    frame = search.results_
+    failed = frame[frame["error"].notna()]
+    assert sorted(failed["candidate"]) == [3, 3]
+    assert not frame["system_failure"].any()
+    assert failed["error"].str.contains("a=3 is not allowed").all()
+    assert np.isnan(search.cv_results_["mean_test_score"][3])
+    assert np.isfinite(np.delete(search.cv_results_["mean_test_score"], 3)).all()
+
+
+def test_a_trial_that_breaks_its_batch_task_fails_alone(ray_local):
+    """A batch whose task raises (here a BaseException from one fit) is rerun one trial per
+    task: the other trials of the batch get their scores."""
+    from raygrid.executors.ray import RayExecutor
+
+    X, y = fh.data(40)
+    splits = [(np.arange(20), np.arange(20, 40)), (np.arange(20, 40), np.arange(20))]
+    est = fh.AbortingClassifier(abort_on=4)
+    payload = Payload(estimator=est, X=X, y=y, splits=splits, scorer=check_scoring(est),
+                      metrics=("score",))
+    trials = build_trials([{"a": a} for a in range(8)], 2)
+    executor = RayExecutor(n_jobs=2)
+    executor.batcher.per_trial = 1e-4  # batches from the first task on
+    results = list(executor.run(executor.share(payload), trials))
+    assert sorted((r.candidate, r.fold) for r in results) == sorted(
+        (t.candidate, t.fold) for t in trials)
+    failed = sorted((r.candidate, r.fold) for r in results if r.failed)
+    assert failed == [(4, 0), (4, 1)]
+    assert all(np.isfinite(r.test_scores["score"]) for r in results if not r.failed)
