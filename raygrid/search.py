@@ -281,7 +281,7 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
 
     def _executor_options(self) -> dict:
         if self.backend != "ray":
-            return {}
+            return dict(max_retries=self.max_retries, n_jobs=self.n_jobs)  # checked, not used
         return dict(address=self.address, ray_remote_args=self.ray_remote_args,
                     max_retries=self.max_retries, n_jobs=self.n_jobs)
 

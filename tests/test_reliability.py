@@ -46,3 +46,25 @@ def test_a_trial_that_breaks_its_batch_task_fails_alone(ray_local):
     failed = sorted((r.candidate, r.fold) for r in results if r.failed)
     assert failed == [(4, 0), (4, 1)]
     assert all(np.isfinite(r.test_scores["score"]) for r in results if not r.failed)
+
+
+@pytest.mark.parametrize("option, value, match", [
+    ("n_jobs", 0, "n_jobs=0 has no meaning"),
+    ("n_jobs", 1.5, "n_jobs must be"),
+    ("max_retries", -1, "max_retries must be an integer >= 0"),
+])
+@pytest.mark.parametrize("backend_name", ["serial", "ray"])
+def test_bad_n_jobs_and_max_retries_fail_before_anything_is_created(option, value, match,
+                                                                     backend_name, tmp_path):
+    from raygrid import cross_validate
+
+    X, y = fh.data(20)
+    log = tmp_path / "log"
+    est = fh.CountingClassifier(log=str(log))
+    with pytest.raises(ValueError, match=match):
+        GridSearchCV(est, {"a": [1, 2]}, cv=2, backend=backend_name, storage=tmp_path / "s1",
+                     **{option: value}).fit(X, y)
+    with pytest.raises(ValueError, match=match):
+        cross_validate(est, X, y, cv=2, backend=backend_name, storage=tmp_path / "s2",
+                       **{option: value})
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
