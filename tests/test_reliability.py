@@ -2,6 +2,9 @@
 fit or fail fast, with a clear error; nothing hangs and nothing is created before it is checked."""
 from __future__ import annotations
 
+import contextlib
+import signal
+
 import numpy as np
 import pytest
 from sklearn.metrics import check_scoring
@@ -68,3 +71,59 @@ def test_bad_n_jobs_and_max_retries_fail_before_anything_is_created(option, valu
         cross_validate(est, X, y, cv=2, backend=backend_name, storage=tmp_path / "s2",
                        **{option: value})
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+class Hung(AssertionError):
+    pass
+
+
+@contextlib.contextmanager
+def hang_guard(seconds: float = 120.0, interrupt_after: float | None = None):
+    """Fail (rather than hang the suite) when the block is still running after ``seconds``;
+    optionally press Ctrl-C (a KeyboardInterrupt in this thread) after ``interrupt_after``."""
+    events = [] if interrupt_after is None else [interrupt_after]
+
+    def fire(signum, frame):
+        if events:
+            events.pop()
+            signal.setitimer(signal.ITIMER_REAL, seconds)
+            raise KeyboardInterrupt
+        raise Hung(f"still running after {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, interrupt_after if events else seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_gpu_request_on_a_ray_without_gpus_fails_at_once(ray_local, tmp_path, monkeypatch):
+    monkeypatch.delenv("RAYGRID_AUTOSCALING", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ray up bootstrap file: no autoscaler
+    X, y = fh.data(20)
+    log = tmp_path / "log"
+    with hang_guard(), pytest.raises(ValueError, match=r"'GPU': 1.*never start"):
+        GridSearchCV(fh.CountingClassifier(log=str(log)), {"a": [1, 2]}, cv=2,
+                     ray_remote_args={"num_cpus": 1, "num_gpus": 1}).fit(X, y)
+    assert not log.exists()
+
+
+def test_ctrl_c_cancels_fits_no_node_can_start(ray_local, tmp_path, monkeypatch):
+    """Fits waiting for resources no node has (an autoscaler never added one) are cancelled at
+    once on Ctrl-C; the interrupt is raised again."""
+    from raygrid.executors.ray import RayExecutor
+
+    monkeypatch.setenv("RAYGRID_AUTOSCALING", "1")
+    X, y = fh.data(20)
+    splits = [(np.arange(10), np.arange(10, 20))]
+    est = fh.CountingClassifier()
+    payload = Payload(estimator=est, X=X, y=y, splits=splits, scorer=check_scoring(est),
+                      metrics=("score",))
+    executor = RayExecutor(ray_remote_args={"num_cpus": 1, "resources": {"no_such_thing": 1}})
+    with pytest.warns(RuntimeWarning, match="no_such_thing"):
+        stream = executor.run(executor.share(payload), build_trials([{"a": 1}, {"a": 2}], 1))
+        with hang_guard(interrupt_after=3.0), pytest.raises(KeyboardInterrupt):
+            list(stream)
+    assert executor.running == 0

@@ -25,6 +25,8 @@ CANCEL_GRACE_S = 2.0  # after a cancel, how long to wait for the cancelled tasks
 #: (a second Ctrl-C stops at once). ``RAYGRID_INTERRUPT_GRACE`` (seconds) sets both.
 TERM_GRACE_S = 10.0
 
+AUTOSCALING_ENV = "RAYGRID_AUTOSCALING"
+
 _started_here = False
 
 
@@ -77,6 +79,21 @@ def connect(address: str | None = None) -> None:
              configure_logging=False)
     _started_here = True
     atexit.register(shutdown)
+
+
+def can_autoscale() -> bool:
+    """Whether an autoscaler may add nodes to the cluster this process is connected to.
+
+    ``RAYGRID_AUTOSCALING=1`` (or ``0``) says so explicitly. Otherwise: never for the local Ray
+    raygrid started; yes on the head node of a ``ray up`` cluster (which holds
+    ``~/ray_bootstrap_config.yaml``, the autoscaler's configuration); no elsewhere.
+    """
+    setting = os.environ.get(AUTOSCALING_ENV, "").strip().lower()
+    if setting:
+        return setting in ("1", "true", "yes")
+    if _started_here:
+        return False
+    return os.path.exists(os.path.expanduser("~/ray_bootstrap_config.yaml"))
 
 
 def shutdown() -> None:
@@ -218,8 +235,8 @@ class RayExecutor:
                  **(self.remote_args.get("resources") or {})}
         return {key: need for key, need in needs.items() if need}
 
-    def warn_if_unschedulable(self) -> None:
-        """Say so when no node has room for one fit: on a fixed cluster the fits would wait forever."""
+    def _short(self) -> tuple[dict[str, float], dict[str, float]]:
+        """(what one fit asks for that no alive node has, what the largest node has of it)."""
         import ray
 
         largest: dict[str, float] = {}
@@ -228,14 +245,30 @@ class RayExecutor:
                 for key, amount in node.get("Resources", {}).items():
                     largest[key] = max(largest.get(key, 0.0), amount)
         short = {key: need for key, need in self._needs().items() if largest.get(key, 0.0) < need}
-        if short:
-            have = {key: largest.get(key, 0.0) for key in short}
-            warnings.warn(
-                f"No node of the Ray cluster can run a fit that asks for {short} (the largest node "
-                f"has {have}): the fits wait until an autoscaler adds such a node. Lower "
-                "ray_remote_args, or start the cluster with those resources.",
-                RuntimeWarning, stacklevel=3,
-            )
+        return short, {key: largest.get(key, 0.0) for key in short}
+
+    def check_schedulable(self) -> None:
+        """Refuse a request no node can run, unless an autoscaler may add such a node.
+
+        On a fixed cluster (or a local Ray) those fits would wait forever: raise at once, before
+        anything is submitted. Where an autoscaler may add the node (see :func:`can_autoscale`),
+        warn and wait for it.
+        """
+        short, have = self._short()
+        if not short:
+            return
+        what = (f"No node of the Ray cluster can run a fit that asks for {short} (the largest node "
+                f"has {have})")
+        if can_autoscale():
+            warnings.warn(f"{what}: the fits wait until the autoscaler adds such a node. Lower "
+                          "ray_remote_args, or start the cluster with those resources.",
+                          RuntimeWarning, stacklevel=3)
+            return
+        raise ValueError(
+            f"{what}, and no autoscaler is known to add one, so the fits would never start. Lower "
+            f"ray_remote_args, or start the cluster with those resources (set {AUTOSCALING_ENV}=1 "
+            "if this cluster's autoscaler adds such nodes: the search then waits for them)."
+        )
 
     def share(self, payload: Payload) -> Shared:
         import ray
@@ -267,7 +300,7 @@ class RayExecutor:
         single = ray.remote(run_trials).options(**options)
         batched = ray.remote(run_trials).options(**{**options, "max_retries": 0})
 
-        self.warn_if_unschedulable()
+        self.check_schedulable()
         slots = self.slots()
         in_flight = self.n_jobs if self.n_jobs and self.n_jobs > 0 else 2 * slots
         queue = deque(trials)
@@ -331,7 +364,12 @@ class RayExecutor:
         if not refs:
             return []
         done, running = ray.wait(refs, num_returns=len(refs), timeout=0)
-        if running:
+        if running and self._short()[0]:
+            # No alive node can run these fits (a node with the resources they ask for died, or
+            # an autoscaler never added one): they never started, and would never finish.
+            print(f"raygrid: stopping; the {sum(len(pending[r]) for r in running)} fit(s) waiting "
+                  "for resources no node has are cancelled.", file=sys.stderr, flush=True)
+        elif running:
             grace = interrupt_grace(interrupt)
             n = sum(len(pending[ref]) for ref in running)
             print(f"raygrid: stopping; letting the {n} fit(s) in flight finish"
