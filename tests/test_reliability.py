@@ -127,3 +127,69 @@ def test_ctrl_c_cancels_fits_no_node_can_start(ray_local, tmp_path, monkeypatch)
         with hang_guard(interrupt_after=3.0), pytest.raises(KeyboardInterrupt):
             list(stream)
     assert executor.running == 0
+
+
+# -- cluster addresses ----------------------------------------------------------------------------
+@contextlib.contextmanager
+def listening(kind: str):
+    """A local port where an HTTP server answers (``"http"``) or a socket never answers."""
+    import http.server
+    import socket
+    import threading
+
+    if kind == "http":
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            server.server_close()
+    else:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)  # the kernel accepts connections; nothing ever reads or answers
+        try:
+            yield f"127.0.0.1:{sock.getsockname()[1]}"
+        finally:
+            sock.close()
+
+
+def test_an_http_server_is_not_taken_for_a_ray_cluster():
+    from raygrid.executors.ray import _probe
+
+    with listening("http") as address:
+        with hang_guard(), pytest.raises(ConnectionError, match="an HTTP server") as info:
+            _probe(address)
+    assert repr(address) in str(info.value)
+
+
+def test_an_address_that_never_answers_fails_after_the_connect_deadline(monkeypatch):
+    from raygrid.executors.ray import _probe
+
+    monkeypatch.setenv("RAYGRID_CONNECT_TIMEOUT", "1")
+    with listening("silent") as address:
+        with hang_guard(), pytest.raises(ConnectionError, match=r"within 1 s.*RAYGRID_CONNECT_TIMEOUT"):
+            _probe(address)
+    monkeypatch.setenv("RAYGRID_CONNECT_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="RAYGRID_CONNECT_TIMEOUT"):
+        _probe("127.0.0.1:1")
+
+
+def test_the_running_ray_passes_the_probe(ray_local):
+    from raygrid.executors.ray import _probe, connect
+
+    gcs = ray_local.get_runtime_context().gcs_address
+    _probe(gcs)
+    connect(gcs)  # the cluster this process runs: used as it is
+    connect("127.0.0.1:" + gcs.rsplit(":", 1)[1])
+
+
+def test_an_address_other_than_the_running_ray_is_an_error(ray_local, tmp_path):
+    X, y = fh.data(20)
+    log = tmp_path / "log"
+    with pytest.raises(RuntimeError, match=r"already running in this process.*ray.shutdown"):
+        GridSearchCV(fh.CountingClassifier(log=str(log)), {"a": [1]}, cv=2,
+                     address="10.255.255.1:6379", storage=tmp_path / "store").fit(X, y)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numbers
+import os
 from typing import Any
 
 from raygrid.executors.base import Executor
@@ -33,8 +34,11 @@ def get_executor(backend: str = "ray", **options: Any) -> Executor:
     if backend == "serial":
         return SerialExecutor()
     if backend == "ray":
-        from raygrid.executors.ray import RayExecutor
+        from raygrid.executors.ray import RayExecutor, connect
 
+        if options.get("address") or os.environ.get("RAY_ADDRESS"):
+            # A wrong or unreachable cluster fails here, before any store is made.
+            connect(options.get("address"))
         return RayExecutor(**options)
 
 

@@ -30,23 +30,88 @@ AUTOSCALING_ENV = "RAYGRID_AUTOSCALING"
 _started_here = False
 
 
-def _probe(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
-    """Fail fast, with a clear message, when a cluster address does not answer."""
-    if address in ("auto", "local"):
-        return
+CONNECT_TIMEOUT_ENV = "RAYGRID_CONNECT_TIMEOUT"
+DEFAULT_CONNECT_TIMEOUT_S = 30.0
+# What an HTTP/2 client sends first; Ray's GCS and Ray Client servers (gRPC) answer with frames.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def connect_timeout() -> float:
+    """Seconds connecting to a cluster may take: ``RAYGRID_CONNECT_TIMEOUT``, default 30."""
+    setting = os.environ.get(CONNECT_TIMEOUT_ENV, "").strip()
+    if not setting:
+        return DEFAULT_CONNECT_TIMEOUT_S
+    try:
+        value = float(setting)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"{CONNECT_TIMEOUT_ENV} must be a number of seconds > 0, got {setting!r}")
+    return value
+
+
+def _host_port(address: str) -> tuple[str, int, str]:
     parsed = urlparse(address if "://" in address else f"tcp://{address}")
-    host, port = parsed.hostname, parsed.port
+    port = parsed.port
     if port is None:
         port = 10001 if parsed.scheme == "ray" else 6379
+    return parsed.hostname or "", port, parsed.scheme
+
+
+def _probe(address: str, timeout: float | None = None) -> None:
+    """Fail fast, with a clear message, when a cluster address does not answer as Ray does.
+
+    Within ``timeout`` seconds (default :func:`connect_timeout`) the address must accept a TCP
+    connection and answer an HTTP/2 greeting with HTTP/2 frames (Ray's GCS and Ray Client are
+    gRPC servers): an HTTP server, or a port that accepts and never answers, is refused here
+    instead of hanging ``ray.init`` for minutes.
+    """
+    if address in ("auto", "local"):
+        return
+    timeout = connect_timeout() if timeout is None else timeout
+    host, port, _ = _host_port(address)
+    advice = ("Start one with `ray start --head` or `ray up cluster.yaml`, check the address "
+              "and firewall, or pass no address (and unset RAY_ADDRESS) to run on a local Ray.")
+    deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
+        sock = socket.create_connection((host, port), timeout=min(timeout, CONNECT_TIMEOUT_S))
     except OSError as exc:
         raise ConnectionError(
-            f"Cannot reach the Ray cluster at {address!r} ({host}:{port}): {exc}. Start one with "
-            "`ray start --head` or `ray up cluster.yaml`, check the address and firewall, or pass "
-            "no address (and unset RAY_ADDRESS) to run on a local Ray."
+            f"Cannot reach the Ray cluster at {address!r} ({host}:{port}): {exc}. {advice}"
         ) from None
+    if os.environ.get("RAY_USE_TLS", "").strip().lower() in ("1", "true"):
+        sock.close()  # a TLS server cannot answer a clear-text greeting
+        return
+    reply = b""
+    try:
+        with sock:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            sock.sendall(_H2_PREFACE)
+            while len(reply) < 9:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = sock.recv(9 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+    except socket.timeout:
+        raise ConnectionError(
+            f"The address {address!r} ({host}:{port}) accepted a connection but did not answer "
+            f"as a Ray cluster within {timeout:g} s (set {CONNECT_TIMEOUT_ENV} to wait longer). "
+            f"{advice}") from None
+    except OSError as exc:
+        if not reply:
+            raise ConnectionError(
+                f"The address {address!r} ({host}:{port}) closed the connection ({exc}): it is "
+                f"not a Ray cluster. {advice}") from None
+    if len(reply) < 9 or reply[3] != 0x04:  # an HTTP/2 SETTINGS frame comes first
+        http = reply.startswith(b"HTTP/") or reply.lstrip().lower().startswith((b"<!doctype", b"<html"))
+        seen = ("is an HTTP server" if http else
+                "closed the connection without answering" if not reply else
+                f"answered {reply[:16]!r}")
+        raise ConnectionError(
+            f"Something other than Ray listens at {address!r} ({host}:{port}): it {seen}. Give "
+            "the Ray head's GCS address (host:6379) or its Ray Client address "
+            f"(ray://host:10001). {advice}")
 
 
 def _worker_logs() -> bool:
@@ -58,12 +123,16 @@ def _worker_logs() -> bool:
 def connect(address: str | None = None) -> None:
     """Join ``address`` (else ``RAY_ADDRESS``) or start a local Ray that raygrid shuts down at exit.
 
-    A Ray runtime already initialised in this process is used as it is.
+    A Ray runtime already initialised in this process is used as it is, unless ``address`` names
+    another cluster: then this raises (call ``ray.shutdown()`` first to switch clusters).
+    Connecting has a deadline (:func:`connect_timeout`).
     """
     global _started_here
     import ray
 
     if ray.is_initialized():
+        if address:
+            _check_connected_to(address)
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
@@ -79,6 +148,54 @@ def connect(address: str | None = None) -> None:
              configure_logging=False)
     _started_here = True
     atexit.register(shutdown)
+
+
+def _local_ips() -> set[str]:
+    ips = {"127.0.0.1", "::1"}
+    try:
+        import ray
+
+        ips.add(ray.util.get_node_ip_address())
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        ips.update(info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None))
+    except OSError:
+        pass
+    return ips
+
+
+def _resolve(host: str) -> set[str]:
+    try:
+        return {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return {host}
+
+
+def _check_connected_to(address: str) -> None:
+    """Raise when the Ray this process runs is not the cluster ``address`` names."""
+    import ray
+
+    if address in ("auto", "local"):
+        return
+    host, port, scheme = _host_port(address)
+    client = ray.util.client.ray.is_connected()
+    if scheme == "ray":
+        same = client  # a Ray Client connection does not tell its address; only one can be open
+        connected = "a cluster through Ray Client" if client else "a Ray running in this process"
+    else:
+        connected = ray.get_runtime_context().gcs_address or "?"
+        c_host, c_port, _ = _host_port(connected)
+        wanted = _resolve(host)
+        same = not client and c_port == port and bool(
+            wanted & _resolve(c_host) or (wanted & {"127.0.0.1", "::1"} and c_host in _local_ips()))
+    if not same:
+        raise RuntimeError(
+            f"Ray is already running in this process, connected to {connected!r}, and "
+            f"address={address!r} names another cluster: raygrid does not switch clusters "
+            "silently. Call ray.shutdown() first to connect to it, or pass address=None to use "
+            "the Ray that runs."
+        )
 
 
 def can_autoscale() -> bool:
