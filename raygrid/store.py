@@ -21,9 +21,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
+import inspect
 import json
 import os
 import sqlite3
+import sys
 import threading
 import time
 import types
@@ -43,7 +45,7 @@ FILENAME = "fits.sqlite"
 SCHEMA_VERSION = 1
 APPLICATION = "raygrid"
 APPLICATION_ID = 0x52594744  # "RYGD" in SQLite's header: marks the file as raygrid's
-FINGERPRINT_VERSION = 1  # bump when what goes into a fingerprint changes
+FINGERPRINT_VERSION = 2  # bump when what goes into a fingerprint changes
 BUSY_TIMEOUT_S = 60.0
 COMMIT_INTERVAL_S = 0.2  # a finished fit is committed at most this long after it arrives
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -127,7 +129,7 @@ def _canon(obj: Any, depth: int = 0, path: frozenset = frozenset()) -> Any:
         return ("partial", sub(obj.func), sub(obj.args), sub(obj.keywords))
     module = getattr(t, "__module__", "") or ""
     if hasattr(obj, "get_params") and callable(obj.get_params):
-        return ("estimator", _qualname(t), sub(obj.get_params(deep=False)))
+        return ("estimator", _qualname(t), class_identity(t), sub(obj.get_params(deep=False)))
     if module.startswith("keras") and callable(getattr(obj, "get_config", None)):
         weights = getattr(obj, "get_weights", None)
         try:
@@ -176,13 +178,80 @@ def digest(*parts: Any) -> str:
 
 def _estimator_digest(cls: type, described: Mapping[str, Any]) -> str:
     items = tuple(sorted(described.items()))
-    return _sha(repr(("estimator", _qualname(cls), items)).encode())
+    return _sha(repr(("estimator", _qualname(cls), class_identity(cls), items)).encode())
+
+
+@functools.lru_cache(maxsize=None)
+def _distributions() -> Mapping[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+@functools.lru_cache(maxsize=None)
+def _version_of(top_module: str) -> tuple[str, str] | None:
+    """(distribution, version) of the installed package that provides ``top_module``, if any."""
+    for dist in _distributions().get(top_module, ()):
+        try:
+            return dist, importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _source_digest(cls: type) -> str:
+    """sha256 of a class's source text; without one (defined in ``python -c`` or ``exec``), of
+    its methods' code."""
+    try:
+        return _sha(inspect.getsource(cls).encode())
+    except (OSError, TypeError):
+        pass
+    methods = []
+    for name, value in sorted(vars(cls).items()):
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        elif isinstance(value, property):
+            value = (value.fget, value.fset)
+        if isinstance(value, types.FunctionType) or (
+                isinstance(value, tuple) and any(isinstance(v, types.FunctionType) for v in value)):
+            try:
+                methods.append((name, _canon(value)))
+            except _Unhashable:
+                methods.append((name, "?"))
+    return _sha(repr(("code", methods)).encode())
+
+
+@functools.lru_cache(maxsize=None)
+def class_identity(cls: type) -> tuple:
+    """What decides how an estimator class behaves, for fingerprints.
+
+    For each class of its MRO (the standard library's aside): the distribution and version of
+    the installed package it comes from, else a hash of its source. A changed ``fit`` of a class
+    of one's own therefore never reuses the fits of the old one. Classes defined in ``__main__``
+    get a warning: only the class's own source counts, not the script's other code it calls.
+    """
+    parts = []
+    for klass in cls.__mro__:
+        module = getattr(klass, "__module__", "") or ""
+        top = module.split(".")[0]
+        if klass is object or top in sys.stdlib_module_names:
+            continue
+        installed = _version_of(top)
+        if installed is not None:
+            parts.append((_qualname(klass), installed))
+            continue
+        if module == "__main__":
+            warnings.warn(
+                f"Estimator class {klass.__qualname__} is defined in __main__: its stored fits are "
+                "recognised by the class's own source, not by other code of the script it calls. "
+                "Define it in a module of its own for reuse you can rely on.", UserWarning,
+                stacklevel=2)
+        parts.append((_qualname(klass), _source_digest(klass)))
+    return tuple(parts)
 
 
 def library_versions() -> dict[str, str | None]:
     """Versions that decide fit results (read from package metadata; imports nothing heavy)."""
     out: dict[str, str | None] = {}
-    for dist in ("raygrid", "scikit-learn", "keras", "scikeras"):
+    for dist in ("raygrid", "scikit-learn", "numpy", "scipy", "keras", "scikeras"):
         try:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -628,12 +697,13 @@ class StoreSession:
     """One search's view of a store: plan, reuse what is stored, record what finishes.
 
     ``cache=False`` runs every fit (and still records it). Stored system failures are never
-    reused (the fit is run again); user failures are reused unless ``error_score="raise"``, where
-    the fit runs again so that its original exception is raised.
+    reused (the fit is run again); nor are failed fits (the estimator raised: a resumed search
+    tries them again, in case the cause was passing), unless ``reuse_failures`` (``cache="all"``,
+    never with ``error_score="raise"``, where the fit runs again to raise its exception).
     """
 
     def __init__(self, store: FitStore, fingerprinter: Fingerprinter, *, cache: bool = True,
-                 reuse_failures: bool = True, kind: str = "search", estimator: str = "",
+                 reuse_failures: bool = False, kind: str = "search", estimator: str = "",
                  n_splits: int = 0):
         self.store = store
         self.fingerprinter = fingerprinter
@@ -704,8 +774,8 @@ def open_session(storage: str | os.PathLike, *, cache: bool, estimator: Any, X: 
                  error_score: Any, return_train_score: bool, keras: bool, kind: str,
                  reuse: bool = True) -> StoreSession:
     """Open ``storage`` and fingerprint this search's shared inputs (done once, on the driver)."""
-    if not isinstance(cache, (bool, np.bool_)):
-        raise ValueError(f"cache must be True or False, got {cache!r}")
+    if not (isinstance(cache, (bool, np.bool_)) or cache == "all"):
+        raise ValueError(f"cache must be True, False or 'all', got {cache!r}")
     store = FitStore(storage)
     try:
         fingerprinter = Fingerprinter(
@@ -715,7 +785,7 @@ def open_session(storage: str | os.PathLike, *, cache: bool, estimator: Any, X: 
         store.close()
         raise
     return StoreSession(store, fingerprinter, cache=bool(cache) and reuse,
-                        reuse_failures=error_score != "raise", kind=kind,
+                        reuse_failures=cache == "all" and error_score != "raise", kind=kind,
                         estimator=_qualname(type(estimator)), n_splits=len(splits))
 
 

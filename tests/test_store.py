@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import sklearn
 import pytest
 from sklearn.exceptions import FitFailedWarning
 from sklearn.linear_model import LogisticRegression
@@ -231,7 +232,7 @@ def _rows(storage, columns):
         conn.close()
 
 
-def test_user_failures_are_reused_system_failures_rerun(tmp_path):
+def test_failed_fits_rerun_unless_cache_all_system_failures_always(tmp_path):
     X, y = data()
     est = CountingClassifier(log=str(tmp_path / "log"), fail_on=2)
     make = lambda **kw: GridSearchCV(est, {"a": [1, 2, 3]}, cv=2, backend="serial",  # noqa: E731
@@ -250,13 +251,76 @@ def test_user_failures_are_reused_system_failures_rerun(tmp_path):
     with pytest.warns(FitFailedWarning):
         second = make().fit(X, y)
     ran = fits_logged(tmp_path / "log")[4:]
-    assert [(a, n) for a, _, n, _ in ran] == [("3", "30")]  # only the system failure ran again
-    assert second.results_["cached"].sum() == 5
-    assert second.results_.loc[second.results_["candidate"] == 1, "error"].notna().all()
+    assert [(a, n) for a, _, n, _ in ran] == [("3", "30")]  # the system failure ran again
+    failed = second.results_["candidate"] == 1
+    assert not second.results_.loc[failed, "cached"].any()  # the failed fits ran again
+    assert second.results_.loc[failed, "error"].notna().all()
+    assert second.results_["cached"].sum() == 3
     assert status(tmp_path / "store")["system_failures"] == 0
+    # cache="all": the stored failures are reused too.
+    with pytest.warns(FitFailedWarning):
+        third = make(cache="all").fit(X, y)
+    assert third.results_["cached"].all()
+    assert third.results_.loc[failed, "error"].notna().all()
     # error_score="raise": a stored failure is run again, so its own exception is raised.
     with pytest.raises(ValueError, match="planned failure"):
-        make(error_score="raise").fit(X, y)
+        make(error_score="raise", cache="all").fit(X, y)
+    with pytest.raises(ValueError, match="cache must be True, False or 'all'"):
+        make(cache="yes").fit(X, y)
+
+
+def test_a_changed_fit_with_the_same_class_name_and_parameters_reuses_nothing(tmp_path,
+                                                                                monkeypatch):
+    import importlib
+
+    module = tmp_path / "changing_estimator.py"
+    source = textwrap.dedent("""
+        import numpy as np
+        from sklearn.base import BaseEstimator, ClassifierMixin
+
+        class Changing(ClassifierMixin, BaseEstimator):
+            def __init__(self, a=0):
+                self.a = a
+
+            def fit(self, X, y):
+                self.classes_ = np.unique(y)
+                self.offset_ = OFFSET
+                return self
+
+            def predict(self, X):
+                return np.full(len(X), self.classes_[0])
+
+            def score(self, X, y=None):
+                return self.a + self.offset_
+    """)
+    module.write_text(source.replace("OFFSET", "0.0"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = importlib.import_module("changing_estimator")
+    X, y = data()
+    grid = {"a": [1, 2]}
+    make = lambda: GridSearchCV(mod.Changing(), grid, cv=2, backend="serial",  # noqa: E731
+                                storage=str(tmp_path / "store"), refit=False)
+    first = make().fit(X, y)
+    assert make().fit(X, y).results_["cached"].all()
+    module.write_text(source.replace("OFFSET", "100.0"))  # the same class name and parameters
+    mod = importlib.reload(mod)
+    second = make().fit(X, y)
+    assert not second.results_["cached"].any()
+    assert (second.cv_results_["mean_test_score"] == first.cv_results_["mean_test_score"] + 100).all()
+
+
+def test_classes_of_installed_packages_are_known_by_version_main_ones_warn():
+    from sklearn.svm import SVC
+
+    from raygrid.store import class_identity
+
+    assert ("sklearn.svm._classes.SVC", ("scikit-learn", sklearn.__version__)) in class_identity(SVC)
+    namespace = {"__name__": "__main__"}
+    exec("from sklearn.base import BaseEstimator\nclass Mine(BaseEstimator):\n"
+         "    def fit(self, X, y):\n        return self\n", namespace)
+    with pytest.warns(UserWarning, match="Mine is defined in __main__"):
+        identity = class_identity(namespace["Mine"])
+    assert identity[0][0] == "__main__.Mine"
 
 
 def test_cross_validate_and_randomized_search_use_the_store(tmp_path):
