@@ -193,3 +193,19 @@ def test_an_address_other_than_the_running_ray_is_an_error(ray_local, tmp_path):
         GridSearchCV(fh.CountingClassifier(log=str(log)), {"a": [1]}, cv=2,
                      address="10.255.255.1:6379", storage=tmp_path / "store").fit(X, y)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_with_storage_bad_input_creates_nothing(tmp_path):
+    from raygrid import cross_validate
+
+    X, y = fh.data(20)
+    est = fh.CountingClassifier()
+    with pytest.raises(ValueError, match="Invalid parameter 'nope'"):
+        GridSearchCV(est, {"nope": [1]}, cv=2, backend="serial",
+                     storage=tmp_path / "s1").fit(X, y)
+    with pytest.raises(ValueError, match="param_grid yields no candidates"):
+        GridSearchCV(est, [], cv=2, backend="serial", storage=tmp_path / "s2").fit(X, y)
+    with pytest.raises(ValueError, match="scoring"):
+        cross_validate(est, X, y, cv=2, backend="serial", scoring="no_such_metric",
+                       storage=tmp_path / "s3")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

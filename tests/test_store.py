@@ -429,6 +429,106 @@ def test_foreign_and_corrupt_files_are_refused_untouched(tmp_path):
         _fit_with(a_file)
 
 
+def _listing(directory):
+    return {p.name: p.read_bytes() for p in sorted(Path(directory).iterdir())}
+
+
+def _planted(tmp_path, name, *sql):
+    """A real store with ``sql`` run on it by someone else."""
+    directory = tmp_path / name
+    _fit_with(directory)
+    conn = sqlite3.connect(directory / FILENAME)
+    for statement in sql:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+    conn = sqlite3.connect(directory / FILENAME)  # fold the WAL in: bytes to compare
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    for wal in (directory / (FILENAME + "-wal"), directory / (FILENAME + "-shm")):
+        wal.unlink(missing_ok=True)
+    return directory
+
+
+def test_empty_view_only_trigger_and_short_column_stores_are_refused_untouched(tmp_path):
+    """Nothing is written to a file that is not exactly a raygrid store, by a search or by
+    ``status``: not an empty file, a foreign database with only a view, a store whose table
+    lacks a column, nor one with a planted trigger or view."""
+    cases = {}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / FILENAME).write_bytes(b"")
+    cases["empty"] = "an empty file"
+
+    view = tmp_path / "view"
+    view.mkdir()
+    conn = sqlite3.connect(view / FILENAME)
+    conn.execute("CREATE VIEW v AS SELECT 1 AS x")
+    conn.commit()
+    conn.close()
+    cases["view"] = "without raygrid's meta table"
+
+    _planted(tmp_path, "column", "ALTER TABLE fits DROP COLUMN seed")
+    cases["column"] = "table fits lacks the columns ['seed']"
+    _planted(tmp_path, "trigger", "CREATE TRIGGER t AFTER INSERT ON fits BEGIN "
+             "UPDATE fits SET test_scores = '{\"score\": 1.0}'; END")
+    cases["trigger"] = "trigger 't'"
+    _planted(tmp_path, "planted-view", "CREATE VIEW best AS SELECT * FROM fits")
+    cases["planted-view"] = "view 'best'"
+
+    for name, why in cases.items():
+        directory = tmp_path / name
+        before = _listing(directory)
+        with pytest.raises(StoreError) as info:
+            _fit_with(directory)
+        assert why in str(info.value), (name, str(info.value))
+        assert _listing(directory) == before, f"{name}: the store was changed by a search"
+        with pytest.raises(StoreError, match=why.replace("[", r"\[").replace("]", r"\]")):
+            status(directory)
+        assert _listing(directory) == before, f"{name}: the store was changed by status"
+    with sqlite3.connect(view / FILENAME) as conn:
+        assert conn.execute("PRAGMA application_id").fetchone()[0] == 0
+
+
+def test_status_opens_the_store_read_only(tmp_path):
+    directory = _planted(tmp_path, "store")
+    before = _listing(directory)
+    assert status(directory)["fits"] == 2
+    assert _listing(directory) == before
+    with FitStore(directory, create=False) as store:
+        with pytest.raises(StoreError, match="read-only"):
+            store.start_run("x")
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            store._conn.execute("DELETE FROM fits")
+
+
+READ_ONLY_STATUS = """
+set -e
+mount --bind "$1" "$1"
+mount -o remount,ro,bind "$1"
+touch "$1/probe" 2>/dev/null && exit 3
+exec "$2" -c 'import sys; from raygrid.status import status; print(status(sys.argv[1])["fits"])' "$1"
+"""
+
+
+def test_status_of_a_store_on_a_read_only_mount(tmp_path):
+    """A read-only file system (a mount namespace of its own, bound read-only)."""
+    directory = _planted(tmp_path, "store")
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", READ_ONLY_STATUS, "sh", str(directory),
+                           sys.executable], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.split() == ["2"]
+
+
+def test_a_store_error_says_how_to_resume(tmp_path):
+    directory = _planted(tmp_path, "store")
+    with FitStore(directory) as store:
+        store._conn.execute("PRAGMA query_only = ON")  # every write now fails
+        with pytest.raises(StoreError, match=r"run the same search again with storage=.*resume"):
+            store.start_run("x")
+
+
 def test_rows_are_committed_within_the_commit_interval(tmp_path):
     def visible():
         conn = sqlite3.connect(tmp_path / FILENAME)
