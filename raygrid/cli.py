@@ -33,9 +33,15 @@ def _console(stderr: bool = False):
     return console
 
 
+#: Checking a spec imports and calls its ``module:callable`` names: a spec is code.
+TRUSTED_CODE = ("A spec is code: checking it imported and called its module:callable names, so "
+                "check and run only specs you trust.")
+NOTHING_RUN = "No search was run and no file was written."
+
+
 def _fail_spec(exc: SpecError) -> None:
     click.echo(f"Error: {exc.describe()}", err=True)
-    click.echo("Nothing was run or written.", err=True)
+    click.echo(f"{NOTHING_RUN} {TRUSTED_CODE}", err=True)
     sys.exit(BAD_SPEC)
 
 
@@ -119,7 +125,7 @@ def _run(spec_or_path, *, overrides=(), out=None, address=None, backend=None, ve
         _fail_spec(exc)
     except OutputDirError as exc:
         click.echo(f"Error: {exc}", err=True)
-        click.echo("Nothing was run or written.", err=True)
+        click.echo(NOTHING_RUN, err=True)
         sys.exit(BAD_SPEC)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
@@ -171,7 +177,10 @@ def run(spec, overrides, out, backend, address, verbose, quiet, top, force):
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 @_set_option
 def check(spec, overrides):
-    """Check SPEC completely (schema, data, estimator, parameter names) without running it."""
+    """Check SPEC completely (schema, data, estimator, parameter names) without running it.
+
+    Checking imports and calls the spec's module:callable names (the estimator, scorers, cv):
+    a spec is code, to be checked only when trusted."""
     from raygrid.api import check_spec
 
     try:
@@ -182,6 +191,7 @@ def check(spec, overrides):
     n = prepared.n_candidates if prepared.kind == "grid" else prepared.search_kwargs["n_iter"]
     fits = f" = {n * n_splits} fits" if n_splits else ""
     click.echo(f"{spec}: OK, {prepared.kind} search, {n} candidates x {n_splits or '?'} folds{fits}")
+    click.echo(f"No search was run. {TRUSTED_CODE}")
 
 
 def _n_splits(prepared) -> int | None:

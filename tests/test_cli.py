@@ -250,7 +250,8 @@ def test_bad_spec_lists_every_problem_with_its_path(tmp_path):
     }
     for path, text in expected.items():
         assert any(line.startswith(f"- {path}: ") and text in line for line in lines), (path, err)
-    assert "Nothing was run or written." in err
+    assert "No search was run and no file was written." in err
+    assert "A spec is code" in err and "only specs you trust" in err
 
 
 def test_bad_grid_parameter_and_more(tmp_path):
@@ -419,3 +420,15 @@ def test_out_in_an_unrelated_folder_is_refused_unless_forced(tmp_path):
     assert (folder / "best.json").is_file()
     again = invoke("run", spec, "--out", folder, "-q")  # now a raygrid output folder
     assert again.exit_code == 0, again.output
+
+
+def test_check_says_a_spec_is_trusted_code(tmp_path):
+    """Checking a spec imports and calls its module:callable names: the output says so and
+    does not claim that nothing ran."""
+    spec = write_spec(tmp_path, SK_SPEC)
+    checked = invoke("check", spec)
+    assert checked.exit_code == 0, checked.output
+    assert "A spec is code" in checked.output and "only specs you trust" in checked.output
+    bad = invoke("check", write_spec(tmp_path, {**SK_SPEC, "cv": "three"}, "bad.yaml"))
+    assert bad.exit_code == 2
+    assert "Nothing was run" not in bad.output and "A spec is code" in bad.output
