@@ -436,7 +436,7 @@ class FitStore:
     ``put`` commits at once when the last commit is ``commit_interval`` seconds old; fits that
     arrive faster are committed together, at most ``commit_interval`` later (by a timer), so
     thousands of tiny fits do not pay a commit each. ``flush`` and ``close`` commit what waits.
-    ``create=False`` opens an existing store only (what ``status`` does).
+    ``create=False`` opens an existing store only, read-only (what ``status`` does).
     """
 
     def __init__(self, directory: str | os.PathLike, *, create: bool = True,

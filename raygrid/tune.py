@@ -1068,22 +1068,22 @@ class TuneBaseSearch(BaseSearch):
         decides the search's results, so only the same search resumes it (None: not resumable)."""
         from raygrid.store import Fingerprinter, _Unhashable, digest
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", UserWarning)  # an input that cannot be fingerprinted
+        fingerprinter = Fingerprinter(
+            estimator=payload.estimator, X=payload.X, y=payload.y, splits=payload.splits,
+            fit_params=payload.fit_params, scoring=self.scoring, error_score=self.error_score,
+            return_train_score=self.return_train_score, keras=payload.keras)
+        why = "the data, fit parameters or scoring"
+        if fingerprinter.reusable:
+            settings = {k: v for k, v in self.get_params(deep=False).items()
+                        if k not in self._NOT_IDENTITY}
+            folds = [(np.asarray(tr), np.asarray(te)) for tr, te in payload.splits]
             try:
-                key = Fingerprinter(
-                    estimator=payload.estimator, X=payload.X, y=payload.y, splits=payload.splits,
-                    fit_params=payload.fit_params, scoring=self.scoring,
-                    error_score=self.error_score, return_train_score=self.return_train_score,
-                    keras=payload.keras).key
-                settings = {k: v for k, v in self.get_params(deep=False).items()
-                            if k not in self._NOT_IDENTITY}
-                folds = [(np.asarray(tr), np.asarray(te)) for tr, te in payload.splits]
-                return f"{type(self).__name__}-{digest(key, settings, folds)[:16]}"
-            except (_Unhashable, UserWarning) as exc:
-                warnings.warn(f"raygrid cannot fingerprint this Tune search ({exc}): it runs "
-                              "afresh and cannot be resumed from storage.", UserWarning)
-                return None
+                return f"{type(self).__name__}-{digest(fingerprinter.key, settings, folds)[:16]}"
+            except _Unhashable as exc:
+                why = f"its settings ({exc})"
+        warnings.warn(f"raygrid cannot fingerprint this Tune search ({why}): it runs afresh "
+                      "and cannot be resumed from storage.", UserWarning)
+        return None
 
     def _seed_state(self) -> int | None:
         rs = self.random_state
