@@ -106,8 +106,10 @@ def test_a_gpu_request_on_a_ray_without_gpus_fails_at_once(ray_local, tmp_path, 
     log = tmp_path / "log"
     with hang_guard(), pytest.raises(ValueError, match=r"'GPU': 1.*never start"):
         GridSearchCV(fh.CountingClassifier(log=str(log)), {"a": [1, 2]}, cv=2,
-                     ray_remote_args={"num_cpus": 1, "num_gpus": 1}).fit(X, y)
+                     ray_remote_args={"num_cpus": 1, "num_gpus": 1},
+                     storage=tmp_path / "store").fit(X, y)
     assert not log.exists()
+    assert not (tmp_path / "store").exists()  # refused before any store was made
 
 
 def test_ctrl_c_cancels_fits_no_node_can_start(ray_local, tmp_path, monkeypatch):

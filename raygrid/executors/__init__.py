@@ -39,7 +39,12 @@ def get_executor(backend: str = "ray", **options: Any) -> Executor:
         if options.get("address") or os.environ.get("RAY_ADDRESS"):
             # A wrong or unreachable cluster fails here, before any store is made.
             connect(options.get("address"))
-        return RayExecutor(**options)
+        executor = RayExecutor(**options)
+        import ray
+
+        if ray.is_initialized():  # a request no node can run fails here too, before any store
+            executor.check_schedulable()
+        return executor
 
 
 __all__ = ["Executor", "SerialExecutor", "get_executor", "check_options", "BACKENDS"]
