@@ -1181,6 +1181,10 @@ class TuneBaseSearch(BaseSearch):
                     tuner = tune.Tuner(trainable, param_space=param_space,
                                        tune_config=tune_config, run_config=run_config)
                 grid = tuner.fit()
+                if stored is not None and not history:
+                    # A restored experiment keeps the callbacks it was made with (in the process
+                    # that made it): read its reports back from what Tune stored.
+                    history.extend(_stored_history(grid))
         finally:
             if temporary:
                 shutil.rmtree(root, ignore_errors=True)
@@ -1306,6 +1310,32 @@ def _fit_result(c: int, rec: Mapping[str, Any]) -> FitResult:
                      dict(rec["train"]) if rec.get("train") is not None else None,
                      rec["fit_time"], rec["score_time"], rec["n_test"], error=rec["error"],
                      exception=exc, node=rec["node"], pid=rec["pid"], seed=rec["seed"])
+
+
+def _stored_history(grid) -> list[dict]:
+    """The reports Tune stored for every trial of a result grid, as ``_history_callback`` records
+    them: every report where Tune's loggers kept them, else (raygrid turns those loggers off
+    unless ``loggers`` asks for them) each trial's last one. Training and scoring seconds are
+    not kept per report: NaN."""
+    rows = []
+    for result in grid:
+        frame = result.metrics_dataframe
+        trial_id = (result.metrics or {}).get("trial_id")
+        reports = [r for _, r in frame.iterrows()] if frame is not None and len(frame) else (
+            [result.metrics] if result.metrics else [])
+        for report in reports:
+            rows.append({
+                "trial_id": report.get("trial_id", trial_id),
+                "config": dict(result.config or {}),
+                BUDGET: report.get(BUDGET),
+                OBJECTIVE: report.get(OBJECTIVE),
+                "time_total_s": report.get("time_total_s"),
+                **{k: v for k, v in report.items()
+                   if isinstance(k, str) and k.startswith("mean_test_")},
+                "fit_time": np.nan,
+                "score_time": np.nan,
+            })
+    return rows
 
 
 def _history_frame(history: list, members_of: Mapping[str, list]) -> pd.DataFrame:

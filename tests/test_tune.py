@@ -346,6 +346,7 @@ def test_storage_resumes_the_same_search_and_only_it(ray_local, tmp_path):
     assert len(fits_logged(log)) == 6
     np.testing.assert_array_equal(again.cv_results_["mean_test_score"],
                                   first.cv_results_["mean_test_score"])
+    assert sorted(again.history_["candidate"]) == sorted(first.history_["candidate"])
     make({"a": [1, 2, 4]}).fit(X, y)  # another search: an experiment of its own
     assert len(fits_logged(log)) == 12
     assert len([p for p in (tmp_path / "tune").iterdir() if p.is_dir()]) == 2
