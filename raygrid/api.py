@@ -19,7 +19,7 @@ import numpy as np
 from raygrid.spec import Prepared, apply_overrides, default_out_dir, load_spec, prepare
 
 __all__ = ["run_spec", "save_search", "best_config", "library_versions", "check_spec",
-           "DEMO_SPEC", "SPEC_FILE"]
+           "DEMO_SPEC", "SPEC_FILE", "OutputDirError", "check_out_dir"]
 
 #: The spec a run leaves beside its results (after ``--set`` overrides), for the record.
 SPEC_FILE = "spec.yaml"
@@ -146,9 +146,39 @@ def check_spec(spec_or_path: Any, *, overrides: Sequence[str] = (), out=None) ->
     return prepare(raw, source=source, out=out)
 
 
+class OutputDirError(ValueError):
+    """The output directory holds files that are not a raygrid run's."""
+
+
+#: What marks a directory as a raygrid run's output (results or a fit store).
+_OUTPUT_MARKERS = ("best.json", "fits.sqlite")
+
+
+def check_out_dir(out_dir: Path, force: bool = False) -> None:
+    """Refuse to write into a non-empty directory that is not a raygrid output directory.
+
+    A run replaces results.csv, spec.yaml, report.html and the plots it does not draw: in an
+    unrelated folder that would destroy the user's files. ``force`` writes there anyway.
+    """
+    out_dir = Path(out_dir)
+    if force or not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise OutputDirError(f"--out {str(out_dir)!r} is a file, not a directory")
+    entries = [p.name for p in out_dir.iterdir()]
+    if not entries or any(name in entries for name in _OUTPUT_MARKERS):
+        return
+    shown = ", ".join(sorted(entries)[:5]) + (", ..." if len(entries) > 5 else "")
+    raise OutputDirError(
+        f"--out {str(out_dir)!r} is not empty ({shown}) and is not a raygrid output directory "
+        f"(it has no {' or '.join(_OUTPUT_MARKERS)}): a run would overwrite or remove files "
+        "there. Choose an empty or new directory, or pass --force (force=True) to write there "
+        "anyway.")
+
+
 def run_spec(spec_or_path: Any, *, overrides: Sequence[str] = (), out=None, address: str | None = None,
              backend: str | None = None, verbose: int = 1, title: str | None = None,
-             ) -> tuple[Any, Path]:
+             force: bool = False) -> tuple[Any, Path]:
     """Check and run a spec (a YAML path, a mapping or a :class:`~raygrid.spec.Spec`), write its
     outputs, and return ``(fitted search, output directory)``.
 
@@ -156,6 +186,8 @@ def run_spec(spec_or_path: Any, *, overrides: Sequence[str] = (), out=None, addr
     and ``backend`` take precedence over the spec. A spec with problems raises
     :class:`~raygrid.spec.SpecError` before anything runs or is written. Where the search takes a
     ``storage`` keyword, finished fits are stored in the output directory as they arrive.
+    A non-empty output directory that is not a raygrid run's raises :class:`OutputDirError`
+    before anything runs, unless ``force``.
     """
     import yaml
 
@@ -163,6 +195,7 @@ def run_spec(spec_or_path: Any, *, overrides: Sequence[str] = (), out=None, addr
     spec = prepared.spec
     out_dir = Path(out) if out is not None else (
         Path(spec.out) if spec.out else default_out_dir(prepared.source))
+    check_out_dir(out_dir, force)
     # The fit store lives in the output directory: rerunning an interrupted run resumes it.
     search = prepared.make_search(backend=backend, address=address, verbose=verbose,
                                   storage=str(out_dir))

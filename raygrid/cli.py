@@ -33,9 +33,15 @@ def _console(stderr: bool = False):
     return console
 
 
+#: Checking a spec imports and calls its ``module:callable`` names: a spec is code.
+TRUSTED_CODE = ("A spec is code: checking it imported and called its module:callable names, so "
+                "check and run only specs you trust.")
+NOTHING_RUN = "No search was run and no file was written."
+
+
 def _fail_spec(exc: SpecError) -> None:
     click.echo(f"Error: {exc.describe()}", err=True)
-    click.echo("Nothing was run or written.", err=True)
+    click.echo(f"{NOTHING_RUN} {TRUSTED_CODE}", err=True)
     sys.exit(BAD_SPEC)
 
 
@@ -108,14 +114,19 @@ def _finish_run(search, out_dir: Path, top: int) -> None:
 
 
 def _run(spec_or_path, *, overrides=(), out=None, address=None, backend=None, verbose=0, quiet=False,
-         top=10) -> None:
-    from raygrid.api import run_spec
+         top=10, force=False) -> None:
+    from raygrid.api import OutputDirError, run_spec
 
     try:
         search, out_dir = run_spec(spec_or_path, overrides=overrides, out=out, address=address,
-                                   backend=backend, verbose=0 if quiet else 1 + verbose)
+                                   backend=backend, verbose=0 if quiet else 1 + verbose,
+                                   force=force)
     except SpecError as exc:
         _fail_spec(exc)
+    except OutputDirError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        click.echo(NOTHING_RUN, err=True)
+        sys.exit(BAD_SPEC)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
@@ -140,14 +151,17 @@ def _run(spec_or_path, *, overrides=(), out=None, address=None, backend=None, ve
 @click.option("-v", "--verbose", count=True, help="-v: one line per fit; also show tracebacks.")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress display.")
 @click.option("--top", default=10, show_default=True, help="Candidates in the final table.")
-def run(spec, overrides, out, backend, address, verbose, quiet, top):
+@click.option("--force", is_flag=True,
+              help="Write into --out even when it holds files that are not a raygrid run's.")
+def run(spec, overrides, out, backend, address, verbose, quiet, top, force):
     """Check SPEC (a YAML file), run its search and write results and report.html.
 
     \b
     Outputs in the output directory: results.parquet / results.csv (one row per fit),
     summary.csv (one row per candidate, best first), best.json, PNG plots, report.html,
     and spec.yaml (the spec as run, after --set).
-    A bad spec is answered with every problem and its key path, exit code 2, and nothing written.
+    A bad spec is answered with every problem and its key path, exit code 2, and nothing written;
+    so is an --out that holds files that are not a raygrid run's (unless --force).
 
     \b
     Parameter names in the spec's search are the estimator's own. With preprocessing
@@ -156,14 +170,17 @@ def run(spec, overrides, out, backend, address, verbose, quiet, top):
     pipeline (model__C, scaler__feature_range) are accepted as they are.
     """
     _run(spec, overrides=overrides, out=out, address=address, backend=backend, verbose=verbose,
-         quiet=quiet, top=top)
+         quiet=quiet, top=top, force=force)
 
 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 @_set_option
 def check(spec, overrides):
-    """Check SPEC completely (schema, data, estimator, parameter names) without running it."""
+    """Check SPEC completely (schema, data, estimator, parameter names) without running it.
+
+    Checking imports and calls the spec's module:callable names (the estimator, scorers, cv):
+    a spec is code, to be checked only when trusted."""
     from raygrid.api import check_spec
 
     try:
@@ -174,6 +191,7 @@ def check(spec, overrides):
     n = prepared.n_candidates if prepared.kind == "grid" else prepared.search_kwargs["n_iter"]
     fits = f" = {n * n_splits} fits" if n_splits else ""
     click.echo(f"{spec}: OK, {prepared.kind} search, {n} candidates x {n_splits or '?'} folds{fits}")
+    click.echo(f"No search was run. {TRUSTED_CODE}")
 
 
 def _n_splits(prepared) -> int | None:
@@ -236,12 +254,14 @@ def _saved_title(directory: Path) -> str:
 @click.option("--backend", type=click.Choice(["ray", "serial"]), default="ray", show_default=True)
 @click.option("--address", metavar="ADDR", help="Ray cluster to join (default: a local Ray).")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress display.")
-def demo(out, backend, address, quiet):
+@click.option("--force", is_flag=True,
+              help="Write into --out even when it holds files that are not a raygrid run's.")
+def demo(out, backend, address, quiet, force):
     """Run a small SVC grid (34 candidates x 3 folds) on scikit-learn's breast-cancer data and
     write the same outputs as `raygrid run`."""
     from raygrid.api import DEMO_SPEC
 
-    _run(DEMO_SPEC, out=out, backend=backend, address=address, quiet=quiet)
+    _run(DEMO_SPEC, out=out, backend=backend, address=address, quiet=quiet, force=force)
 
 
 @main.command()

@@ -235,8 +235,7 @@ def fit_and_score(payload: Payload, trial: Trial, where: tuple[str, int] | None 
     fit_params = split_fit_params(payload.fit_params, num_samples(X), train)
     score_test = split_fit_params(payload.score_params, num_samples(X), test)
     score_train = split_fit_params(payload.score_params, num_samples(X), train)
-    estimator = clone(payload.estimator).set_params(**clone(dict(trial.params), safe=False))
-
+    estimator = None
     result = FitResult(
         trial.candidate, trial.fold, {}, None, 0.0, 0.0, len(test), node=node, pid=pid, seed=trial.seed
     )
@@ -244,6 +243,8 @@ def fit_and_score(payload: Payload, trial: Trial, where: tuple[str, int] | None 
     with config_context(**payload.sklearn_config), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # every warning comes back; the driver's filters decide
         try:
+            # A value the estimator rejects is this fit's error, not its batch's.
+            estimator = clone(payload.estimator).set_params(**clone(dict(trial.params), safe=False))
             with _fit_context(payload, estimator, trial.seed):
                 with _propagated(trial.callback_ctx, estimator):
                     estimator.fit(X_train, y_train, **fit_params)

@@ -364,7 +364,7 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
 
     def _executor_options(self) -> dict:
         if self.backend != "ray":
-            return {}
+            return dict(max_retries=self.max_retries, n_jobs=self.n_jobs)  # checked, not used
         return dict(address=self.address, ray_remote_args=self.ray_remote_args,
                     max_retries=self.max_retries, n_jobs=self.n_jobs)
 
@@ -527,15 +527,16 @@ _RAYGRID_PARAMS_DOC = """
         How often Ray reruns a fit whose worker or node died. Exceptions raised by the estimator
         are never retried; they follow ``error_score``.
     storage : str or path, default=None
-        A directory for the fit store (``fits.sqlite``): every finished fit is written there at
-        once, keyed by a fingerprint of everything that decides it (estimator and parameters,
-        data, split, fold, scoring, library versions). Rerunning the same search with the same
+        A directory for the fit store (``fits.sqlite``): every finished fit is committed there
+        within 0.2 s (a crash loses at most those), keyed by a fingerprint of everything that
+        decides it (estimator classes' source or package versions, parameters, data, split,
+        fold, scoring, library versions). Rerunning the same search with the same
         ``storage`` runs only the missing fits (resume after Ctrl-C or a crash); an extended grid
         runs only the new candidates. None keeps nothing.
-    cache : bool, default=True
-        With ``storage``, reuse stored fits with the same fingerprint (system failures are always
-        rerun; failed fits are rerun when ``error_score="raise"``). False reruns every fit and
-        still records it.
+    cache : bool or "all", default=True
+        With ``storage``, reuse stored fits with the same fingerprint; failed fits and system
+        failures run again. "all" reuses failed fits too (not with ``error_score="raise"``).
+        False reruns every fit and still records it.
 """
 
 

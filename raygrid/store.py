@@ -1,16 +1,22 @@
 """Persisted fits: a SQLite store on the driver that makes searches resumable and fits reusable.
 
-Every finished fit is written, and committed, the moment its result reaches the driver, keyed by
-a *fingerprint*: a sha256 of everything that decides the fit's result (estimator class and all its
-parameters with the candidate applied, the data, the fold's train/test indices and number, the
-scoring spec, ``error_score``, ``return_train_score`` and library versions). Rerunning a search with
-the same ``storage`` runs only the fits whose fingerprint has no usable row.
+Every finished fit is written the moment its result reaches the driver and committed within
+``COMMIT_INTERVAL_S`` (0.2 s): a crash of the driver's process loses at most the fits of that last
+moment, never one committed before. Each fit is keyed by a *fingerprint*: a sha256 of everything
+that decides its result (each estimator class's source, or the version of the package it comes
+from, and all parameters with the candidate applied, the data, the fold's train/test indices and
+number, the scoring spec, ``error_score``, ``return_train_score`` and library versions). Rerunning
+a search with the same ``storage`` runs only the fits whose fingerprint has no usable row (failed
+fits run again unless ``cache="all"``).
 
 ``<storage>/fits.sqlite`` (WAL journal, so a reader such as ``raygrid status`` and several
 searches can use one store at once; writers queue on SQLite's lock with a generous busy timeout):
 
 - ``meta(key, value)``: ``application = raygrid``, ``schema_version``, when and by what it was made.
-  A file without it is not raygrid's and is never reused, changed or wiped.
+  A file without it, or with tables or columns missing, or with triggers or views, is not
+  raygrid's and is never reused, changed or wiped. A new store is built under a temporary name
+  and linked in place, so an existing ``fits.sqlite`` (even an empty one) is never taken for new.
+  ``status`` opens a store read-only.
 - ``fits``: one row per fingerprint: scores as JSON, times, error text, system failure flag, node,
   pid, seed. No models.
 - ``searches``: one row per search plan (kind, estimator, candidates, folds, fits planned).
@@ -21,9 +27,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
+import inspect
 import json
 import os
 import sqlite3
+import sys
 import threading
 import time
 import types
@@ -43,7 +51,7 @@ FILENAME = "fits.sqlite"
 SCHEMA_VERSION = 1
 APPLICATION = "raygrid"
 APPLICATION_ID = 0x52594744  # "RYGD" in SQLite's header: marks the file as raygrid's
-FINGERPRINT_VERSION = 1  # bump when what goes into a fingerprint changes
+FINGERPRINT_VERSION = 2  # bump when what goes into a fingerprint changes
 BUSY_TIMEOUT_S = 60.0
 COMMIT_INTERVAL_S = 0.2  # a finished fit is committed at most this long after it arrives
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -127,7 +135,7 @@ def _canon(obj: Any, depth: int = 0, path: frozenset = frozenset()) -> Any:
         return ("partial", sub(obj.func), sub(obj.args), sub(obj.keywords))
     module = getattr(t, "__module__", "") or ""
     if hasattr(obj, "get_params") and callable(obj.get_params):
-        return ("estimator", _qualname(t), sub(obj.get_params(deep=False)))
+        return ("estimator", _qualname(t), class_identity(t), sub(obj.get_params(deep=False)))
     if module.startswith("keras") and callable(getattr(obj, "get_config", None)):
         weights = getattr(obj, "get_weights", None)
         try:
@@ -176,13 +184,80 @@ def digest(*parts: Any) -> str:
 
 def _estimator_digest(cls: type, described: Mapping[str, Any]) -> str:
     items = tuple(sorted(described.items()))
-    return _sha(repr(("estimator", _qualname(cls), items)).encode())
+    return _sha(repr(("estimator", _qualname(cls), class_identity(cls), items)).encode())
+
+
+@functools.lru_cache(maxsize=None)
+def _distributions() -> Mapping[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+@functools.lru_cache(maxsize=None)
+def _version_of(top_module: str) -> tuple[str, str] | None:
+    """(distribution, version) of the installed package that provides ``top_module``, if any."""
+    for dist in _distributions().get(top_module, ()):
+        try:
+            return dist, importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _source_digest(cls: type) -> str:
+    """sha256 of a class's source text; without one (defined in ``python -c`` or ``exec``), of
+    its methods' code."""
+    try:
+        return _sha(inspect.getsource(cls).encode())
+    except (OSError, TypeError):
+        pass
+    methods = []
+    for name, value in sorted(vars(cls).items()):
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        elif isinstance(value, property):
+            value = (value.fget, value.fset)
+        if isinstance(value, types.FunctionType) or (
+                isinstance(value, tuple) and any(isinstance(v, types.FunctionType) for v in value)):
+            try:
+                methods.append((name, _canon(value)))
+            except _Unhashable:
+                methods.append((name, "?"))
+    return _sha(repr(("code", methods)).encode())
+
+
+@functools.lru_cache(maxsize=None)
+def class_identity(cls: type) -> tuple:
+    """What decides how an estimator class behaves, for fingerprints.
+
+    For each class of its MRO (the standard library's aside): the distribution and version of
+    the installed package it comes from, else a hash of its source. A changed ``fit`` of a class
+    of one's own therefore never reuses the fits of the old one. Classes defined in ``__main__``
+    get a warning: only the class's own source counts, not the script's other code it calls.
+    """
+    parts = []
+    for klass in cls.__mro__:
+        module = getattr(klass, "__module__", "") or ""
+        top = module.split(".")[0]
+        if klass is object or top in sys.stdlib_module_names:
+            continue
+        installed = _version_of(top)
+        if installed is not None:
+            parts.append((_qualname(klass), installed))
+            continue
+        if module == "__main__":
+            warnings.warn(
+                f"Estimator class {klass.__qualname__} is defined in __main__: its stored fits are "
+                "recognised by the class's own source, not by other code of the script it calls. "
+                "Define it in a module of its own for reuse you can rely on.", UserWarning,
+                stacklevel=2)
+        parts.append((_qualname(klass), _source_digest(klass)))
+    return tuple(parts)
 
 
 def library_versions() -> dict[str, str | None]:
     """Versions that decide fit results (read from package metadata; imports nothing heavy)."""
     out: dict[str, str | None] = {}
-    for dist in ("raygrid", "scikit-learn", "keras", "scikeras"):
+    for dist in ("raygrid", "scikit-learn", "numpy", "scipy", "keras", "scikeras"):
         try:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -303,6 +378,15 @@ CREATE TABLE IF NOT EXISTS planned (
 ) WITHOUT ROWID;
 """
 
+_COLUMNS = {  # every table and column raygrid reads or writes
+    "meta": ("key", "value"),
+    "fits": ("fingerprint", "search_id", "candidate", "fold", "params", "test_scores",
+             "train_scores", "fit_time", "score_time", "n_test_samples", "error",
+             "system_failure", "node", "pid", "seed", "finished_at"),
+    "searches": ("search_id", "kind", "estimator", "n_candidates", "n_splits", "n_planned",
+                 "runs", "created_at", "updated_at", "finished_at"),
+    "planned": ("search_id", "candidate", "fold", "fingerprint"),
+}
 _FIT_COLUMNS = ("fingerprint", "search_id", "candidate", "fold", "params", "test_scores",
                 "train_scores", "fit_time", "score_time", "n_test_samples", "error",
                 "system_failure", "node", "pid", "seed", "finished_at")
@@ -352,7 +436,7 @@ class FitStore:
     ``put`` commits at once when the last commit is ``commit_interval`` seconds old; fits that
     arrive faster are committed together, at most ``commit_interval`` later (by a timer), so
     thousands of tiny fits do not pay a commit each. ``flush`` and ``close`` commit what waits.
-    ``create=False`` opens an existing store only (what ``status`` does).
+    ``create=False`` opens an existing store only, read-only (what ``status`` does).
     """
 
     def __init__(self, directory: str | os.PathLike, *, create: bool = True,
@@ -361,26 +445,36 @@ class FitStore:
         self.path = self.directory / FILENAME
         self.timeout = timeout
         self.commit_interval = commit_interval
+        self.read_only = not create
         self._lock = threading.RLock()  # the connection is shared with the commit timer
         self._buffer: list[tuple] = []
         self._last_commit = 0.0
         self._timer: threading.Timer | None = None
+        self._conn: sqlite3.Connection | None = None
         if self.directory.exists() and not self.directory.is_dir():
             raise StoreError(f"storage={str(self.directory)!r} is a file, not a directory: raygrid "
                              f"keeps its store as {FILENAME} inside a directory")
         if not create and not self.path.exists():
             raise StoreError(f"No raygrid store in {str(self.directory)!r} (no {FILENAME})")
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if create and not self.path.exists():
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._create()
+            except (OSError, sqlite3.DatabaseError) as exc:
+                raise StoreError(f"Cannot create the raygrid store {self.path}: {exc}") from exc
         self._check_header()
-        self._conn: sqlite3.Connection | None = None
         try:
-            self._conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None,
-                                         check_same_thread=False)
-            self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            self._prepare()
+            self._conn = self._open()
+            self._validate()
+            if not self.read_only:
+                self._use_wal()
+                self._conn.execute("PRAGMA synchronous = NORMAL")  # durable across a crash of this process
         except sqlite3.DatabaseError as exc:
             self.close()
             raise self._unusable(f"{exc}") from None
+        except StoreError:
+            self.close()
+            raise
 
     # -- opening -----------------------------------------------------------------------------
     def _unusable(self, why: str) -> StoreError:
@@ -389,43 +483,91 @@ class FitStore:
             "wipes a file it cannot verify: move the file away, or pass another storage directory."
         )
 
+    def _connect(self, path: Path, mode: str | None = None) -> sqlite3.Connection:
+        uri = path.resolve().as_uri() + (f"?{mode}" if mode else "")
+        conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        conn.execute("PRAGMA trusted_schema = OFF")  # the schema's SQL never calls functions
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        """The connection: read-write (``mode=rw``: never creates a file), or read-only.
+
+        Read-only, a store no one writes (no ``-wal`` file: writers keep one open) is opened as
+        immutable, which makes no file at all (SQLite's read-only mode would leave a WAL and its
+        index behind); a store being written is opened in read-only mode, except on a read-only
+        file system, where SQLite cannot make the WAL's index, and nothing can change the file.
+        """
+        if not self.read_only:
+            return self._connect(self.path, "mode=rw")
+        if not Path(f"{self.path}-wal").exists() or not self._writable_mount():
+            return self._connect(self.path, "immutable=1")
+        return self._connect(self.path, "mode=ro")
+
+    def _writable_mount(self) -> bool:
+        """False when the store's directory is on a read-only file system."""
+        try:
+            return not (os.statvfs(self.directory).f_flag & os.ST_RDONLY)
+        except (OSError, AttributeError):
+            return True
+
+    def _create(self) -> None:
+        """Make a new store: built under a temporary name, then linked in place at once.
+
+        The link fails when another opener made the file first (theirs is then used), so a
+        ``fits.sqlite`` that exists is always complete: an empty or foreign file there is never
+        mistaken for a new store.
+        """
+        tmp = self.directory / f".{FILENAME}.{os.getpid()}.{threading.get_ident()}.{os.urandom(4).hex()}"
+        try:
+            conn = self._connect(tmp, "mode=rwc")
+            try:
+                for statement in _SCHEMA.strip().split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", [
+                    ("application", APPLICATION),
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("created_at", repr(time.time())),
+                    ("created_by", f"raygrid {library_versions()['raygrid']}"),
+                ])
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute("PRAGMA journal_mode = WAL")
+            finally:
+                conn.close()
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass  # another opener was first: use theirs
+            except OSError:  # a file system without hard links: create without replacing
+                try:
+                    fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+                except FileExistsError:
+                    return
+                with os.fdopen(fd, "wb") as out, open(tmp, "rb") as src:
+                    out.write(src.read())
+                    out.flush()
+                    os.fsync(out.fileno())
+        finally:
+            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+                try:
+                    leftover.unlink()
+                except FileNotFoundError:
+                    pass
+
     def _check_header(self) -> None:
-        if not self.path.exists():
-            return
         if self.path.is_dir():
             raise self._unusable("it is a directory")
         with open(self.path, "rb") as fh:
             head = fh.read(len(_SQLITE_MAGIC))
-        if head and head != _SQLITE_MAGIC:
+        if not head:
+            raise self._unusable("it is an empty file, not made by raygrid")
+        if head != _SQLITE_MAGIC:
             raise self._unusable("not an SQLite database")
 
     def _tables(self) -> set[str]:
         return {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-
-    def _prepare(self) -> None:
-        conn = self._conn
-        if not self._tables():
-            conn.execute("BEGIN IMMEDIATE")  # two searches creating one store: one waits
-            try:
-                if not self._tables():
-                    for statement in _SCHEMA.strip().split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    now = time.time()
-                    conn.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", [
-                        ("application", APPLICATION),
-                        ("schema_version", str(SCHEMA_VERSION)),
-                        ("created_at", repr(now)),
-                        ("created_by", f"raygrid {library_versions()['raygrid']}"),
-                    ])
-                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        self._validate()
-        self._use_wal()
-        conn.execute("PRAGMA synchronous = NORMAL")  # durable across a crash of this process
 
     def _use_wal(self) -> None:
         """Switch the file to WAL once (it stays so), waiting out other openers.
@@ -451,6 +593,12 @@ class FitStore:
             delay = min(delay * 2, 0.2)
 
     def _validate(self) -> None:
+        """Refuse, before writing anything, a file that is not exactly a raygrid store.
+
+        Its application id, meta table, schema version, tables and their columns must be
+        raygrid's; triggers and views (SQL that would run on raygrid's reads and writes) are
+        refused; and SQLite's own check must pass.
+        """
         conn = self._conn
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         if app_id not in (0, APPLICATION_ID):
@@ -467,9 +615,19 @@ class FitStore:
         if version > SCHEMA_VERSION:
             raise self._unusable(f"it has schema version {version}, written by a newer raygrid "
                                  f"(this one reads {SCHEMA_VERSION}); upgrade raygrid")
-        missing = {"fits", "searches", "planned"} - self._tables()
+        missing = set(_COLUMNS) - self._tables()
         if missing:
             raise self._unusable(f"tables {sorted(missing)} are missing")
+        for table, columns in _COLUMNS.items():
+            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            lacking = [c for c in columns if c not in have]
+            if lacking:
+                raise self._unusable(f"table {table} lacks the columns {lacking}")
+        extra = conn.execute("SELECT type, name FROM sqlite_master "
+                             "WHERE type IN ('trigger', 'view') ORDER BY type, name").fetchall()
+        if extra:
+            raise self._unusable("it holds " + ", ".join(f"{kind} {name!r}" for kind, name in extra)
+                                 + " (raygrid's stores have none)")
         check = [r[0] for r in conn.execute("PRAGMA quick_check")]
         if check != ["ok"]:
             raise self._unusable("the database is damaged (" + "; ".join(check[:3]) + ")")
@@ -573,6 +731,8 @@ class FitStore:
 
     def _write_locked(self, statements: Sequence[tuple[str, Sequence[tuple]]]) -> None:
         conn = self._connection()
+        if self.read_only:
+            raise StoreError(f"The raygrid store {self.path} is open read-only")
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -584,7 +744,10 @@ class FitStore:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"Cannot write to the raygrid store {self.path}: {exc}") from exc
+            raise StoreError(
+                f"Cannot write to the raygrid store {self.path}: {exc}. The fits committed before "
+                "stay in the store: once the cause is fixed, run the same search again with "
+                f"storage={str(self.directory)!r} to resume (only the missing fits run).") from exc
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         try:
@@ -628,14 +791,18 @@ class StoreSession:
     """One search's view of a store: plan, reuse what is stored, record what finishes.
 
     ``cache=False`` runs every fit (and still records it). Stored system failures are never
-    reused (the fit is run again); user failures are reused unless ``error_score="raise"``, where
-    the fit runs again so that its original exception is raised.
+    reused (the fit is run again); nor are failed fits (the estimator raised: a resumed search
+    tries them again, in case the cause was passing), unless ``reuse_failures`` (``cache="all"``,
+    never with ``error_score="raise"``, where the fit runs again to raise its exception).
     """
 
-    def __init__(self, store: FitStore, fingerprinter: Fingerprinter, *, cache: bool = True,
-                 reuse_failures: bool = True, kind: str = "search", estimator: str = "",
-                 n_splits: int = 0):
-        self.store = store
+    def __init__(self, store: FitStore | str | os.PathLike, fingerprinter: Fingerprinter, *,
+                 cache: bool = True, reuse_failures: bool = False, kind: str = "search",
+                 estimator: str = "", n_splits: int = 0):
+        # A directory is opened (and the store made) on first use: after the search has checked
+        # its candidates, so that bad input leaves nothing behind.
+        self._store = store if isinstance(store, FitStore) else None
+        self._directory = Path(store.directory if isinstance(store, FitStore) else store).expanduser()
         self.fingerprinter = fingerprinter
         self.cache = bool(cache)
         self.reuse_failures = reuse_failures
@@ -650,7 +817,17 @@ class StoreSession:
 
     @property
     def directory(self) -> Path:
-        return self.store.directory
+        return self._directory
+
+    @property
+    def store(self) -> FitStore:
+        if self._store is None:
+            self._store = FitStore(self._directory)
+        return self._store
+
+    @property
+    def opened(self) -> bool:
+        return self._store is not None and self._store._conn is not None
 
     def plan(self, trials: Sequence[Trial]) -> tuple[list[FitResult], list[Trial]]:
         """Record ``trials`` as planned; return (results reused from the store, trials to run)."""
@@ -684,7 +861,7 @@ class StoreSession:
         return hits, todo
 
     def record(self, result: FitResult) -> None:
-        """Write one finished fit (committed before this returns)."""
+        """Write one finished fit (committed within the store's commit interval, 0.2 s)."""
         if result.cached:
             return
         fp = self._fingerprints[(result.candidate, result.fold)]
@@ -696,32 +873,35 @@ class StoreSession:
             self.store.finish(self.search_id)
 
     def close(self) -> None:
-        self.store.close()
+        if self._store is not None:
+            self._store.close()
 
 
 def open_session(storage: str | os.PathLike, *, cache: bool, estimator: Any, X: Any, y: Any,
                  splits: Sequence, fit_params: Mapping[str, Any] | None, scoring: Any,
                  error_score: Any, return_train_score: bool, keras: bool, kind: str,
                  reuse: bool = True) -> StoreSession:
-    """Open ``storage`` and fingerprint this search's shared inputs (done once, on the driver)."""
-    if not isinstance(cache, (bool, np.bool_)):
-        raise ValueError(f"cache must be True or False, got {cache!r}")
-    store = FitStore(storage)
-    try:
-        fingerprinter = Fingerprinter(
-            estimator=estimator, X=X, y=y, splits=splits, fit_params=fit_params, scoring=scoring,
-            error_score=error_score, return_train_score=return_train_score, keras=keras)
-    except BaseException:
-        store.close()
-        raise
-    return StoreSession(store, fingerprinter, cache=bool(cache) and reuse,
-                        reuse_failures=error_score != "raise", kind=kind,
+    """Fingerprint this search's shared inputs (done once, on the driver) for ``storage``.
+
+    The store itself is opened (made, if new) when the first fits are planned.
+    """
+    if not (isinstance(cache, (bool, np.bool_)) or cache == "all"):
+        raise ValueError(f"cache must be True, False or 'all', got {cache!r}")
+    directory = Path(storage).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise StoreError(f"storage={str(directory)!r} is a file, not a directory: raygrid "
+                         f"keeps its store as {FILENAME} inside a directory")
+    fingerprinter = Fingerprinter(
+        estimator=estimator, X=X, y=y, splits=splits, fit_params=fit_params, scoring=scoring,
+        error_score=error_score, return_train_score=return_train_score, keras=keras)
+    return StoreSession(directory, fingerprinter, cache=bool(cache) and reuse,
+                        reuse_failures=cache == "all" and error_score != "raise", kind=kind,
                         estimator=_qualname(type(estimator)), n_splits=len(splits))
 
 
 def resume_hint(session: StoreSession) -> str:
     """The one line printed when a search with a store is interrupted."""
-    n = session.store.count() if session.store._conn is not None else session.written
+    n = session.store.count() if session.opened else session.written
     return (f"raygrid: search interrupted; {session.written} new fits saved ({n} in the store) in "
             f"{str(session.directory)!r}. Run the same search again with "
             f"storage={str(session.directory)!r} to resume: only the missing fits will run.")

@@ -34,6 +34,7 @@ import time
 import traceback
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -43,6 +44,7 @@ from sklearn.model_selection import ParameterGrid, ParameterSampler
 from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
 
+from raygrid.executors import check_options
 from raygrid.fitting import FitResult, Payload, num_samples, split_fit_params, take
 from raygrid.keras import uses_keras
 from raygrid.plan import fit_seed, params_key, split_data
@@ -918,10 +920,13 @@ class TuneBaseSearch(BaseSearch):
         address=None,
         random_state=None,
         share_epochs=True,
+        max_retries=3,
+        storage=None,
     ):
         super().__init__(estimator, scoring=scoring, n_jobs=n_jobs, refit=refit, cv=cv,
                          verbose=verbose, error_score=error_score,
-                         return_train_score=return_train_score, address=address)
+                         return_train_score=return_train_score, address=address,
+                         max_retries=max_retries, storage=storage)
         self.early_stopping = early_stopping
         self.local_dir = local_dir
         self.name = name
@@ -1049,6 +1054,36 @@ class TuneBaseSearch(BaseSearch):
                              "another inside its trial; use n_jobs for parallel trials")
         if not isinstance(self.max_iters, numbers.Integral) or self.max_iters < 1:
             raise ValueError(f"max_iters must be a positive integer, got {self.max_iters!r}")
+        check_options(self.n_jobs, self.max_retries)
+        if self.storage is not None and Path(self.storage).expanduser().is_file():
+            raise ValueError(f"storage={str(self.storage)!r} is a file, not a directory")
+
+    #: Parameters that do not change a search's results: a stored experiment is resumed whatever
+    #: they are.
+    _NOT_IDENTITY = ("verbose", "n_jobs", "storage", "local_dir", "name", "loggers", "address",
+                     "max_retries", "cache", "backend", "ray_remote_args", "pre_dispatch")
+
+    def _experiment_name(self, payload: Payload) -> str | None:
+        """The experiment's folder under ``storage``: named by a digest of everything that
+        decides the search's results, so only the same search resumes it (None: not resumable)."""
+        from raygrid.store import Fingerprinter, _Unhashable, digest
+
+        fingerprinter = Fingerprinter(
+            estimator=payload.estimator, X=payload.X, y=payload.y, splits=payload.splits,
+            fit_params=payload.fit_params, scoring=self.scoring, error_score=self.error_score,
+            return_train_score=self.return_train_score, keras=payload.keras)
+        why = "the data, fit parameters or scoring"
+        if fingerprinter.reusable:
+            settings = {k: v for k, v in self.get_params(deep=False).items()
+                        if k not in self._NOT_IDENTITY}
+            folds = [(np.asarray(tr), np.asarray(te)) for tr, te in payload.splits]
+            try:
+                return f"{type(self).__name__}-{digest(fingerprinter.key, settings, folds)[:16]}"
+            except _Unhashable as exc:
+                why = f"its settings ({exc})"
+        warnings.warn(f"raygrid cannot fingerprint this Tune search ({why}): it runs afresh "
+                      "and cannot be resumed from storage.", UserWarning)
+        return None
 
     def _seed_state(self) -> int | None:
         rs = self.random_state
@@ -1115,16 +1150,20 @@ class TuneBaseSearch(BaseSearch):
             time_budget_s=self.time_budget_s, reuse_actors=True,
         )
         history: list = []
-        root = self.local_dir
+        root = self.storage if self.storage is not None else self.local_dir
         temporary = root is None
         root = tempfile.mkdtemp(prefix="raygrid-tune-") if temporary else \
             os.path.abspath(os.path.expanduser(str(root)))
         name = self.name or f"{type(self).__name__}-{time.strftime('%Y%m%d-%H%M%S')}"
+        stored = self._experiment_name(payload) if self.storage is not None else None
+        if stored is not None:
+            name = stored
         run_config = tune.RunConfig(
             name=name, storage_path=root, verbose=int(min(max(self.verbose, 0), 3)),
             stop=_make_stoppers(self.stopper, self.error_score == "raise"),
             callbacks=[_history_callback(history), *_logger_callbacks(self.loggers)],
-            failure_config=tune.FailureConfig(max_failures=0),
+            # A trial whose actor or node dies runs again (fold errors are data, not failures).
+            failure_config=tune.FailureConfig(max_failures=self.max_retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         )
         env = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
@@ -1133,9 +1172,19 @@ class TuneBaseSearch(BaseSearch):
         try:
             with _environ(env), _quiet_missing_metrics(), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", module=r"ray\.tune.*")
-                tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
-                                   run_config=run_config)
+                path = os.path.join(root, name)
+                if stored is not None and tune.Tuner.can_restore(path):
+                    # The same search ran here before: finished trials are kept, the rest run.
+                    tuner = tune.Tuner.restore(path, trainable=trainable, param_space=param_space,
+                                               resume_unfinished=True, restart_errored=True)
+                else:
+                    tuner = tune.Tuner(trainable, param_space=param_space,
+                                       tune_config=tune_config, run_config=run_config)
                 grid = tuner.fit()
+                if stored is not None and not history:
+                    # A restored experiment keeps the callbacks it was made with (in the process
+                    # that made it): read its reports back from what Tune stored.
+                    history.extend(_stored_history(grid))
         finally:
             if temporary:
                 shutil.rmtree(root, ignore_errors=True)
@@ -1263,6 +1312,32 @@ def _fit_result(c: int, rec: Mapping[str, Any]) -> FitResult:
                      exception=exc, node=rec["node"], pid=rec["pid"], seed=rec["seed"])
 
 
+def _stored_history(grid) -> list[dict]:
+    """The reports Tune stored for every trial of a result grid, as ``_history_callback`` records
+    them: every report where Tune's loggers kept them, else (raygrid turns those loggers off
+    unless ``loggers`` asks for them) each trial's last one. Training and scoring seconds are
+    not kept per report: NaN."""
+    rows = []
+    for result in grid:
+        frame = result.metrics_dataframe
+        trial_id = (result.metrics or {}).get("trial_id")
+        reports = [r for _, r in frame.iterrows()] if frame is not None and len(frame) else (
+            [result.metrics] if result.metrics else [])
+        for report in reports:
+            rows.append({
+                "trial_id": report.get("trial_id", trial_id),
+                "config": dict(result.config or {}),
+                BUDGET: report.get(BUDGET),
+                OBJECTIVE: report.get(OBJECTIVE),
+                "time_total_s": report.get("time_total_s"),
+                **{k: v for k, v in report.items()
+                   if isinstance(k, str) and k.startswith("mean_test_")},
+                "fit_time": np.nan,
+                "score_time": np.nan,
+            })
+    return rows
+
+
 def _history_frame(history: list, members_of: Mapping[str, list]) -> pd.DataFrame:
     """Every report of every trial: its candidates, budget, objective and mean test scores."""
     if not history:
@@ -1310,6 +1385,13 @@ _TUNE_PARAMS_DOC = """
         Ray Tune resources of one trial (``{"cpu": 1, "gpu": 0.25}``); ``use_gpu=True`` adds a GPU.
     local_dir, name : where Tune keeps its experiment (Ray's ``storage_path`` and experiment
         name); a temporary folder, removed after ``fit``, when ``local_dir`` is not given.
+    storage : str or path, default=None
+        A directory that keeps the experiment, named by a digest of everything that decides
+        the results (estimator, its classes' source, the space, data, cv, scoring, settings):
+        running the same search again resumes it (finished trials are kept; unfinished and
+        errored ones run); another search gets a folder of its own.
+    max_retries : int, default=3
+        How often a trial whose actor or node died runs again (Tune's ``max_failures``).
     loggers : list of "csv", "json", "tensorboard" or ray.tune.Callback objects.
     stopper : ray.tune.Stopper, dict or callable, passed to Tune.
     time_budget_s : seconds (or timedelta) for the whole search; trials cut off before their
@@ -1365,6 +1447,8 @@ class TuneGridSearchCV(TuneBaseSearch):
         address=None,
         random_state=None,
         share_epochs=True,
+        max_retries=3,
+        storage=None,
     ):
         super().__init__(
             estimator, early_stopping=early_stopping, scoring=scoring, n_jobs=n_jobs, cv=cv,
@@ -1374,7 +1458,8 @@ class TuneGridSearchCV(TuneBaseSearch):
             pipeline_auto_early_stop=pipeline_auto_early_stop, stopper=stopper,
             time_budget_s=time_budget_s, sk_n_jobs=sk_n_jobs, mode=mode,
             resources_per_trial=resources_per_trial, address=address,
-            random_state=random_state, share_epochs=share_epochs,
+            random_state=random_state, share_epochs=share_epochs, max_retries=max_retries,
+            storage=storage,
         )
         self.param_grid = param_grid
 
@@ -1440,6 +1525,8 @@ class TuneSearchCV(TuneBaseSearch):
         resources_per_trial=None,
         address=None,
         share_epochs=True,
+        max_retries=3,
+        storage=None,
     ):
         super().__init__(
             estimator, early_stopping=early_stopping, scoring=scoring, n_jobs=n_jobs, cv=cv,
@@ -1449,7 +1536,8 @@ class TuneSearchCV(TuneBaseSearch):
             pipeline_auto_early_stop=pipeline_auto_early_stop, stopper=stopper,
             time_budget_s=time_budget_s, sk_n_jobs=sk_n_jobs, mode=mode,
             resources_per_trial=resources_per_trial, address=address,
-            random_state=random_state, share_epochs=share_epochs,
+            random_state=random_state, share_epochs=share_epochs, max_retries=max_retries,
+            storage=storage,
         )
         self.param_distributions = param_distributions
         self.n_trials = n_trials

@@ -58,7 +58,7 @@ def cross_validate(
         return_estimator=return_estimator, keras=uses_keras(estimator),
         pairwise=bool(getattr(get_tags(estimator).input_tags, "pairwise", False)),
     )
-    options = {}
+    options = dict(max_retries=max_retries, n_jobs=n_jobs)  # checked for every backend
     if backend == "ray":
         options = dict(address=address, ray_remote_args=ray_remote_args, max_retries=max_retries,
                        n_jobs=n_jobs)

@@ -106,3 +106,33 @@ def store_rows(storage) -> int:
             conn.close()
     except sqlite3.DatabaseError:
         return 0
+
+
+class RejectingClassifier(CountingClassifier):
+    """``set_params`` rejects ``a == reject`` (a ValueError), as estimators that check values do."""
+
+    def __init__(self, a=0, b=0, log=None, reject=None):
+        super().__init__(a=a, b=b, log=log)
+        self.reject = reject
+
+    def set_params(self, **params):
+        if self.reject is not None and params.get("a") == self.reject:
+            raise ValueError(f"a={params['a']} is not allowed")
+        return super().set_params(**params)
+
+
+class Abort(BaseException):
+    """Not an Exception: escapes a fit's error handling and breaks the task that runs it."""
+
+
+class AbortingClassifier(CountingClassifier):
+    """``fit`` raises :class:`Abort` (a BaseException) when ``a == abort_on``."""
+
+    def __init__(self, a=0, b=0, log=None, abort_on=None):
+        super().__init__(a=a, b=b, log=log)
+        self.abort_on = abort_on
+
+    def fit(self, X, y):
+        if self.abort_on is not None and self.a == self.abort_on:
+            raise Abort(f"abort a={self.a}")
+        return super().fit(X, y)

@@ -250,7 +250,8 @@ def test_bad_spec_lists_every_problem_with_its_path(tmp_path):
     }
     for path, text in expected.items():
         assert any(line.startswith(f"- {path}: ") and text in line for line in lines), (path, err)
-    assert "Nothing was run or written." in err
+    assert "No search was run and no file was written." in err
+    assert "A spec is code" in err and "only specs you trust" in err
 
 
 def test_bad_grid_parameter_and_more(tmp_path):
@@ -399,3 +400,35 @@ def test_run_keras_spec(tmp_path, pima_csv, monkeypatch):
     assert results["error"].isna().all()
     assert "scikeras" in best["versions"] and "keras" in best["versions"]
     assert math.isfinite(best["mean_score"])
+
+
+def test_out_in_an_unrelated_folder_is_refused_unless_forced(tmp_path):
+    """A run never overwrites or removes files of a folder that is not a raygrid run's."""
+    spec = write_spec(tmp_path, {**SK_SPEC, "search": {"kind": "grid", "grid": {"C": [1.0]}}})
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    mine = {"results.csv": b"my,data\n1,2\n", "spec.yaml": b"mine: true\n",
+            "violin_per_param.png": b"\x89PNG not really"}
+    for name, data in mine.items():
+        (folder / name).write_bytes(data)
+    result = invoke("run", spec, "--out", folder, "-q")
+    assert result.exit_code == 2
+    assert "not a raygrid output directory" in result.output and "--force" in result.output
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == mine
+    forced = invoke("run", spec, "--out", folder, "-q", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert (folder / "best.json").is_file()
+    again = invoke("run", spec, "--out", folder, "-q")  # now a raygrid output folder
+    assert again.exit_code == 0, again.output
+
+
+def test_check_says_a_spec_is_trusted_code(tmp_path):
+    """Checking a spec imports and calls its module:callable names: the output says so and
+    does not claim that nothing ran."""
+    spec = write_spec(tmp_path, SK_SPEC)
+    checked = invoke("check", spec)
+    assert checked.exit_code == 0, checked.output
+    assert "A spec is code" in checked.output and "only specs you trust" in checked.output
+    bad = invoke("check", write_spec(tmp_path, {**SK_SPEC, "cv": "three"}, "bad.yaml"))
+    assert bad.exit_code == 2
+    assert "Nothing was run" not in bad.output and "A spec is code" in bad.output

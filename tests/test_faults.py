@@ -261,3 +261,65 @@ def test_node_removed_mid_search_loses_nothing(tmp_path):
     assert report["nodes"] == 2  # fits ran on both nodes, then the survivor ran the rest
     assert len(set(fits_logged(log))) == 60
     assert status(storage)["done"] == 60
+
+
+TUNE_CLUSTER_DRIVER = """
+import json, sys, threading, time
+import numpy as np
+import ray
+from ray.cluster_utils import Cluster
+from fault_helpers import CountingClassifier, data, fits_logged
+from raygrid import GridSearchCV
+from raygrid.tune import TuneGridSearchCV
+
+log = sys.argv[1]
+cluster = Cluster(initialize_head=True, head_node_args={
+    "num_cpus": 0,
+    "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
+                       "health_check_initial_delay_ms": 0}})
+workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+cluster.wait_for_nodes()
+ray.init(address=cluster.address, log_to_driver=False)
+X, y = data()
+grid = {"a": list(range(6))}
+removed = []
+
+def remove_one():
+    # Two one-CPU nodes, two trials at a time, each two folds of 1 s: once a fold has finished,
+    # both nodes are inside a trial; remove one of them.
+    while len(fits_logged(log)) < 1:
+        time.sleep(0.02)
+    cluster.remove_node(workers[0], allow_graceful=False)
+    removed.append(len(fits_logged(log)))
+
+threading.Thread(target=remove_one, daemon=True).start()
+search = TuneGridSearchCV(CountingClassifier(log=log, sleep=1.0), grid, cv=2, refit=False).fit(X, y)
+oracle = GridSearchCV(CountingClassifier(), grid, cv=2, refit=False, backend="serial").fit(X, y)
+res = search.results_
+print("REPORT", json.dumps({
+    "removed_at": removed[0] if removed else None,
+    "n": len(res),
+    "failed": int(res["error"].notna().sum()),
+    "same": bool(search.cv_results_["params"] == oracle.cv_results_["params"] and all(
+        np.array_equal(search.cv_results_[k], oracle.cv_results_[k])
+        for k in ("mean_test_score", "split0_test_score", "split1_test_score", "rank_test_score"))),
+}))
+ray.shutdown()
+cluster.shutdown()
+"""
+
+
+def test_tune_search_survives_a_removed_node(tmp_path):
+    """A Tune trial whose node dies runs again on the survivor (max_retries): every candidate
+    gets the scores the serial oracle gives."""
+    script = tmp_path / "tune_cluster_driver.py"
+    script.write_text(TUNE_CLUSTER_DRIVER)
+    log = tmp_path / "log"
+    proc = subprocess.run([sys.executable, str(script), str(log)], capture_output=True,
+                          text=True, env=driver_env(), timeout=400)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    [line] = [ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT ")]
+    report = json.loads(line[len("REPORT "):])
+    assert report["removed_at"] is not None and report["removed_at"] < 12, report
+    assert report == {**report, "n": 12, "failed": 0, "same": True}
+    assert len(fits_logged(log)) > 12  # the fits of the trial on the removed node ran again

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import sklearn
 import pytest
 from sklearn.exceptions import FitFailedWarning
 from sklearn.linear_model import LogisticRegression
@@ -231,7 +232,7 @@ def _rows(storage, columns):
         conn.close()
 
 
-def test_user_failures_are_reused_system_failures_rerun(tmp_path):
+def test_failed_fits_rerun_unless_cache_all_system_failures_always(tmp_path):
     X, y = data()
     est = CountingClassifier(log=str(tmp_path / "log"), fail_on=2)
     make = lambda **kw: GridSearchCV(est, {"a": [1, 2, 3]}, cv=2, backend="serial",  # noqa: E731
@@ -250,13 +251,76 @@ def test_user_failures_are_reused_system_failures_rerun(tmp_path):
     with pytest.warns(FitFailedWarning):
         second = make().fit(X, y)
     ran = fits_logged(tmp_path / "log")[4:]
-    assert [(a, n) for a, _, n, _ in ran] == [("3", "30")]  # only the system failure ran again
-    assert second.results_["cached"].sum() == 5
-    assert second.results_.loc[second.results_["candidate"] == 1, "error"].notna().all()
+    assert [(a, n) for a, _, n, _ in ran] == [("3", "30")]  # the system failure ran again
+    failed = second.results_["candidate"] == 1
+    assert not second.results_.loc[failed, "cached"].any()  # the failed fits ran again
+    assert second.results_.loc[failed, "error"].notna().all()
+    assert second.results_["cached"].sum() == 3
     assert status(tmp_path / "store")["system_failures"] == 0
+    # cache="all": the stored failures are reused too.
+    with pytest.warns(FitFailedWarning):
+        third = make(cache="all").fit(X, y)
+    assert third.results_["cached"].all()
+    assert third.results_.loc[failed, "error"].notna().all()
     # error_score="raise": a stored failure is run again, so its own exception is raised.
     with pytest.raises(ValueError, match="planned failure"):
-        make(error_score="raise").fit(X, y)
+        make(error_score="raise", cache="all").fit(X, y)
+    with pytest.raises(ValueError, match="cache must be True, False or 'all'"):
+        make(cache="yes").fit(X, y)
+
+
+def test_a_changed_fit_with_the_same_class_name_and_parameters_reuses_nothing(tmp_path,
+                                                                                monkeypatch):
+    import importlib
+
+    module = tmp_path / "changing_estimator.py"
+    source = textwrap.dedent("""
+        import numpy as np
+        from sklearn.base import BaseEstimator, ClassifierMixin
+
+        class Changing(ClassifierMixin, BaseEstimator):
+            def __init__(self, a=0):
+                self.a = a
+
+            def fit(self, X, y):
+                self.classes_ = np.unique(y)
+                self.offset_ = OFFSET
+                return self
+
+            def predict(self, X):
+                return np.full(len(X), self.classes_[0])
+
+            def score(self, X, y=None):
+                return self.a + self.offset_
+    """)
+    module.write_text(source.replace("OFFSET", "0.0"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = importlib.import_module("changing_estimator")
+    X, y = data()
+    grid = {"a": [1, 2]}
+    make = lambda: GridSearchCV(mod.Changing(), grid, cv=2, backend="serial",  # noqa: E731
+                                storage=str(tmp_path / "store"), refit=False)
+    first = make().fit(X, y)
+    assert make().fit(X, y).results_["cached"].all()
+    module.write_text(source.replace("OFFSET", "100.0"))  # the same class name and parameters
+    mod = importlib.reload(mod)
+    second = make().fit(X, y)
+    assert not second.results_["cached"].any()
+    assert (second.cv_results_["mean_test_score"] == first.cv_results_["mean_test_score"] + 100).all()
+
+
+def test_classes_of_installed_packages_are_known_by_version_main_ones_warn():
+    from sklearn.svm import SVC
+
+    from raygrid.store import class_identity
+
+    assert ("sklearn.svm._classes.SVC", ("scikit-learn", sklearn.__version__)) in class_identity(SVC)
+    namespace = {"__name__": "__main__"}
+    exec("from sklearn.base import BaseEstimator\nclass Mine(BaseEstimator):\n"
+         "    def fit(self, X, y):\n        return self\n", namespace)
+    with pytest.warns(UserWarning, match="Mine is defined in __main__"):
+        identity = class_identity(namespace["Mine"])
+    assert identity[0][0] == "__main__.Mine"
 
 
 def test_cross_validate_and_randomized_search_use_the_store(tmp_path):
@@ -363,6 +427,106 @@ def test_foreign_and_corrupt_files_are_refused_untouched(tmp_path):
     a_file.write_text("x")
     with pytest.raises(StoreError, match="not a directory"):
         _fit_with(a_file)
+
+
+def _listing(directory):
+    return {p.name: p.read_bytes() for p in sorted(Path(directory).iterdir())}
+
+
+def _planted(tmp_path, name, *sql):
+    """A real store with ``sql`` run on it by someone else."""
+    directory = tmp_path / name
+    _fit_with(directory)
+    conn = sqlite3.connect(directory / FILENAME)
+    for statement in sql:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+    conn = sqlite3.connect(directory / FILENAME)  # fold the WAL in: bytes to compare
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    for wal in (directory / (FILENAME + "-wal"), directory / (FILENAME + "-shm")):
+        wal.unlink(missing_ok=True)
+    return directory
+
+
+def test_empty_view_only_trigger_and_short_column_stores_are_refused_untouched(tmp_path):
+    """Nothing is written to a file that is not exactly a raygrid store, by a search or by
+    ``status``: not an empty file, a foreign database with only a view, a store whose table
+    lacks a column, nor one with a planted trigger or view."""
+    cases = {}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / FILENAME).write_bytes(b"")
+    cases["empty"] = "an empty file"
+
+    view = tmp_path / "view"
+    view.mkdir()
+    conn = sqlite3.connect(view / FILENAME)
+    conn.execute("CREATE VIEW v AS SELECT 1 AS x")
+    conn.commit()
+    conn.close()
+    cases["view"] = "without raygrid's meta table"
+
+    _planted(tmp_path, "column", "ALTER TABLE fits DROP COLUMN seed")
+    cases["column"] = "table fits lacks the columns ['seed']"
+    _planted(tmp_path, "trigger", "CREATE TRIGGER t AFTER INSERT ON fits BEGIN "
+             "UPDATE fits SET test_scores = '{\"score\": 1.0}'; END")
+    cases["trigger"] = "trigger 't'"
+    _planted(tmp_path, "planted-view", "CREATE VIEW best AS SELECT * FROM fits")
+    cases["planted-view"] = "view 'best'"
+
+    for name, why in cases.items():
+        directory = tmp_path / name
+        before = _listing(directory)
+        with pytest.raises(StoreError) as info:
+            _fit_with(directory)
+        assert why in str(info.value), (name, str(info.value))
+        assert _listing(directory) == before, f"{name}: the store was changed by a search"
+        with pytest.raises(StoreError, match=why.replace("[", r"\[").replace("]", r"\]")):
+            status(directory)
+        assert _listing(directory) == before, f"{name}: the store was changed by status"
+    with sqlite3.connect(view / FILENAME) as conn:
+        assert conn.execute("PRAGMA application_id").fetchone()[0] == 0
+
+
+def test_status_opens_the_store_read_only(tmp_path):
+    directory = _planted(tmp_path, "store")
+    before = _listing(directory)
+    assert status(directory)["fits"] == 2
+    assert _listing(directory) == before
+    with FitStore(directory, create=False) as store:
+        with pytest.raises(StoreError, match="read-only"):
+            store.start_run("x")
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            store._conn.execute("DELETE FROM fits")
+
+
+READ_ONLY_STATUS = """
+set -e
+mount --bind "$1" "$1"
+mount -o remount,ro,bind "$1"
+touch "$1/probe" 2>/dev/null && exit 3
+exec "$2" -c 'import sys; from raygrid.status import status; print(status(sys.argv[1])["fits"])' "$1"
+"""
+
+
+def test_status_of_a_store_on_a_read_only_mount(tmp_path):
+    """A read-only file system (a mount namespace of its own, bound read-only)."""
+    directory = _planted(tmp_path, "store")
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", READ_ONLY_STATUS, "sh", str(directory),
+                           sys.executable], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.split() == ["2"]
+
+
+def test_a_store_error_says_how_to_resume(tmp_path):
+    directory = _planted(tmp_path, "store")
+    with FitStore(directory) as store:
+        store._conn.execute("PRAGMA query_only = ON")  # every write now fails
+        with pytest.raises(StoreError, match=r"run the same search again with storage=.*resume"):
+            store.start_run("x")
 
 
 def test_rows_are_committed_within_the_commit_interval(tmp_path):

@@ -330,3 +330,34 @@ def test_objective_breaks_score_ties_by_training_loss_only():
     low, _ = _objective(folds([0.3, 0.3], [0.40, 0.50]), spec)
     high, _ = _objective(folds([0.3, 0.3], [0.60, 0.70]), spec)
     assert low < high
+
+
+# -- reliability: storage for resume, bad options -------------------------------------------------
+def test_storage_resumes_the_same_search_and_only_it(ray_local, tmp_path):
+    from fault_helpers import CountingClassifier, data as small_data, fits_logged
+
+    X, y = small_data(40)
+    log = tmp_path / "log"
+    make = lambda grid: TuneGridSearchCV(CountingClassifier(log=str(log)), grid,  # noqa: E731
+                                         cv=2, refit=False, storage=tmp_path / "tune")
+    first = make({"a": [1, 2, 3]}).fit(X, y)
+    assert len(fits_logged(log)) == 6
+    again = make({"a": [1, 2, 3]}).fit(X, y)  # the same search: its stored trials are kept
+    assert len(fits_logged(log)) == 6
+    np.testing.assert_array_equal(again.cv_results_["mean_test_score"],
+                                  first.cv_results_["mean_test_score"])
+    assert sorted(again.history_["candidate"]) == sorted(first.history_["candidate"])
+    make({"a": [1, 2, 4]}).fit(X, y)  # another search: an experiment of its own
+    assert len(fits_logged(log)) == 12
+    assert len([p for p in (tmp_path / "tune").iterdir() if p.is_dir()]) == 2
+
+
+@pytest.mark.parametrize("option, value, match", [
+    ("n_jobs", 0, "n_jobs=0 has no meaning"),
+    ("max_retries", -1, "max_retries must be an integer >= 0"),
+])
+def test_bad_n_jobs_and_max_retries(option, value, match):
+    X, y = make_classification(n_samples=20, random_state=0)
+    with pytest.raises(ValueError, match=match):
+        TuneGridSearchCV(DecisionTreeClassifier(), {"max_depth": [1]}, cv=2,
+                         **{option: value}).fit(X, y)

@@ -32,13 +32,18 @@ def test_driver_filters_still_apply(ray_local):
     assert not [w for w in caught if issubclass(w.category, ConvergenceWarning)]
 
 
-def test_unschedulable_resources_are_named(ray_local):
-    """Asking for a GPU on a cluster without one warns instead of waiting silently."""
+def test_unschedulable_resources_are_named(ray_local, monkeypatch):
+    """Asking for a GPU on a cluster without one: an error naming it on a fixed cluster, a
+    warning (the fits wait) where an autoscaler may add such a node."""
     from raygrid.executors.ray import RayExecutor
 
     executor = RayExecutor(ray_remote_args={"num_cpus": 1, "num_gpus": 0.25})
+    monkeypatch.setenv("RAYGRID_AUTOSCALING", "1")
     with pytest.warns(RuntimeWarning, match=r"GPU.*autoscaler"):
-        executor.warn_if_unschedulable()
+        executor.check_schedulable()
+    monkeypatch.setenv("RAYGRID_AUTOSCALING", "0")
+    with pytest.raises(ValueError, match=r"GPU.*never start"):
+        executor.check_schedulable()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        RayExecutor(ray_remote_args={"num_cpus": 1}).warn_if_unschedulable()
+        RayExecutor(ray_remote_args={"num_cpus": 1}).check_schedulable()
