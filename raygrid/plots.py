@@ -14,8 +14,10 @@ they are, anything else (tuples, estimators) by its ``repr``, shortened for the 
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +183,24 @@ def _libs():
     return Figure, FigureCanvasAgg, sns
 
 
+#: raygrid's plot style. Labels are hyperparameter values, which may hold ``$`` (matplotlib would
+#: read ``$...$`` as math and fail on what is not valid math): text is drawn as written.
+_STYLE = {"text.parse_math": False}
+
+
+def _styled(draw):
+    """Run a plotting function under raygrid's plot style (texts keep the style they were made with)."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        try:
+            import matplotlib
+        except ImportError as exc:
+            raise ImportError(_INSTALL_HINT) from exc
+        with matplotlib.rc_context(_STYLE):
+            return draw(*args, **kwargs)
+    return wrapper
+
+
 def _new_figure(width: float, height: float):
     Figure, FigureCanvasAgg, sns = _libs()
     fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
@@ -216,6 +236,7 @@ def _scored(summary: pd.DataFrame, col: str) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- plots
+@_styled
 def violin_per_param(summary: pd.DataFrame, metric: str | None = "score", path=None):
     """One violin per value of each varied hyperparameter: the distribution of the candidates'
     ``mean_test_<metric>`` (each point is one candidate, marginalising over the other parameters).
@@ -271,6 +292,7 @@ def _cell_means(summary, results, col, metric, p1, p2) -> pd.DataFrame:
     return means.reindex(index=rows, columns=cols).astype(float)
 
 
+@_styled
 def heatmap_top_two(summary: pd.DataFrame, results: pd.DataFrame | None = None,
                     metric: str | None = "score", path=None):
     """Heatmap of the mean test score over the values of the two most influential hyperparameters.
@@ -299,6 +321,7 @@ def heatmap_top_two(summary: pd.DataFrame, results: pd.DataFrame | None = None,
     return _finish(fig, path)
 
 
+@_styled
 def score_vs_fit_time(summary: pd.DataFrame, metric: str | None = "score", path=None):
     """Scatter of each candidate's mean test score against its mean fit time.
 
@@ -389,6 +412,7 @@ def node_counts(results: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("fits", ascending=False, kind="stable")
 
 
+@_styled
 def fits_per_node(results: pd.DataFrame, path=None):
     """Bar chart of the number of fits each node ran, stacked by :func:`fit_status`
     (succeeded / from cache / failed).
@@ -430,20 +454,30 @@ def save_all(results: pd.DataFrame, summary: pd.DataFrame, metric: str | None = 
     Skipped, by design: ``violin_per_param`` when no hyperparameter varies, ``heatmap_top_two``
     with fewer than two varied hyperparameters, ``score_vs_fit_time`` without fit times, and
     ``fits_per_node`` when every fit ran on one node (a local run has nothing to compare), and
-    every score plot when no candidate has a test score (all fits failed).
+    every score plot when no candidate has a test score (all fits failed). A plot that fails to
+    draw is a ``RuntimeWarning`` naming it; the others are still written.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metric, col = score_column(summary, metric)
+    _libs()  # no plotting library: one ImportError with the install hint, not a warning per plot
     scored = pd.to_numeric(summary[col], errors="coerce").notna().any()
     n_params = len(param_columns(summary)) if scored else 0
-    written: dict[str, Path] = {}
+    drawers = {}
     if n_params >= 1:
-        written["violin_per_param"] = violin_per_param(summary, metric, out_dir / "violin_per_param.png")
+        drawers["violin_per_param"] = lambda path: violin_per_param(summary, metric, path)
     if n_params >= 2:
-        written["heatmap_top_two"] = heatmap_top_two(summary, results, metric, out_dir / "heatmap_top_two.png")
+        drawers["heatmap_top_two"] = lambda path: heatmap_top_two(summary, results, metric, path)
     if scored and "mean_fit_time" in summary.columns and pd.to_numeric(summary["mean_fit_time"], errors="coerce").notna().any():
-        written["score_vs_fit_time"] = score_vs_fit_time(summary, metric, out_dir / "score_vs_fit_time.png")
+        drawers["score_vs_fit_time"] = lambda path: score_vs_fit_time(summary, metric, path)
     if results is not None and "node" in results.columns and results["node"].nunique(dropna=False) > 1:
-        written["fits_per_node"] = fits_per_node(results, out_dir / "fits_per_node.png")
+        drawers["fits_per_node"] = lambda path: fits_per_node(results, path)
+    written: dict[str, Path] = {}
+    for name, draw in drawers.items():
+        # One plot that cannot be drawn costs that plot, never the run or the other plots.
+        try:
+            written[name] = draw(out_dir / f"{name}.png")
+        except Exception as exc:  # noqa: BLE001 - reported as a warning naming the plot
+            warnings.warn(f"raygrid could not draw the {name} plot ({type(exc).__name__}: {exc}); "
+                          "the other plots and the results are written", RuntimeWarning, stacklevel=2)
     return written

@@ -150,6 +150,34 @@ def test_plots_need_matplotlib_with_a_hint(frames, monkeypatch):
         plots.violin_per_param(summary, "accuracy")
 
 
+def test_dollar_signs_in_values_are_drawn_as_text(tmp_path):
+    """A ``$...$`` in a value is not matplotlib math: an invalid formula must not stop a plot."""
+    import warnings
+
+    results, summary, _ = make_frames()
+    for frame in (results, summary):
+        frame["param_activation"] = frame["param_activation"].map(lambda v: "$\\frac{" + v + "$")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        written = plots.save_all(results, summary, "accuracy", tmp_path)
+    assert set(written) == set(plots.PLOT_NAMES)
+
+
+def test_one_failing_plot_warns_and_the_others_are_written(frames, tmp_path, monkeypatch):
+    results, summary, best = frames
+
+    def broken(*args, **kwargs):
+        raise ValueError("cannot draw this")
+
+    monkeypatch.setattr(plots, "heatmap_top_two", broken)
+    with pytest.warns(RuntimeWarning, match=r"heatmap_top_two plot \(ValueError: cannot draw this\)"):
+        paths = report.write_outputs(results, summary, best, tmp_path)
+    assert "heatmap_top_two.png" not in paths and not (tmp_path / "heatmap_top_two.png").exists()
+    for name in ("violin_per_param", "score_vs_fit_time", "fits_per_node"):
+        assert (tmp_path / f"{name}.png").exists(), name
+    assert (tmp_path / "report.html").exists()
+
+
 # ----------------------------------------------------------------------------- files
 def test_every_output_file_exists(written):
     out, paths = written
