@@ -49,7 +49,7 @@ def print_results(summary, best: dict, out_dir: Path | None, top: int, console=N
     """The ranked table of the ``top`` candidates, the best configuration and where the report is."""
     from rich.table import Table
 
-    from raygrid.report import rich_table
+    from raygrid.report import rich_table, terminal_text as t
 
     console = console or _console()
     console.print(rich_table(summary, best.get("metric"), top=top))
@@ -57,7 +57,7 @@ def print_results(summary, best: dict, out_dir: Path | None, top: int, console=N
     table.add_column("key", style="bold")
     table.add_column("value")
     for name, value in (best.get("params") or {}).items():
-        table.add_row(name, repr(value) if isinstance(value, str) else _fmt(value))
+        table.add_row(t(name), t(repr(value) if isinstance(value, str) else _fmt(value)))
     score = best.get("mean_score")
     if score is not None:
         std = best.get("std_score")
@@ -65,7 +65,7 @@ def print_results(summary, best: dict, out_dir: Path | None, top: int, console=N
         scoring = best.get("scoring")
         if metric == "score" and isinstance(scoring, str):
             metric = scoring
-        table.add_row(f"mean test {metric}", f"{score:.4f}" + (f" ± {std:.4f}" if std is not None else ""))
+        table.add_row(t(f"mean test {metric}"), f"{score:.4f}" + (f" ± {std:.4f}" if std is not None else ""))
     table.add_row("candidate", _fmt(best.get("candidate")))
     for key, label in (("n_candidates", "candidates"), ("n_fits", "fits")):
         if best.get(key) is not None:
@@ -76,9 +76,9 @@ def print_results(summary, best: dict, out_dir: Path | None, top: int, console=N
     console.print(table)
     if out_dir is not None:
         report = Path(out_dir) / "report.html"
-        console.print(f"results: {out_dir}")
+        console.print(t(f"results: {out_dir}"))
         if report.exists():
-            console.print(f"report: {report}")
+            console.print(t(f"report: {report}"))
 
 
 class _Overrides(click.ParamType):

@@ -24,6 +24,7 @@ import html
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from datetime import datetime, timezone
@@ -41,6 +42,7 @@ __all__ = [
     "load_outputs",
     "write_report",
     "rich_table",
+    "terminal_text",
     "to_jsonable",
     "from_jsonable",
     "OUTPUT_FILES",
@@ -525,35 +527,66 @@ def write_report(results: pd.DataFrame, summary: pd.DataFrame, best: dict, out_d
 
 
 # ----------------------------------------------------------------------------- terminal
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def terminal_text(value: Any, style: str = ""):
+    """``value`` as a :class:`rich.text.Text` shown exactly as written: never read as rich markup
+    (``[bold]``, ``[/]``), control characters (escape sequences, bells) shown as ``\\x1b``-style
+    escapes instead of reaching the terminal."""
+    from rich.text import Text
+
+    text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(value))
+    return Text(text, style=style)
+
+
+def _common_step(names: list[str]) -> str:
+    """The pipeline step every name belongs to (``"model__"`` for ``model__C``, ``model__gamma``), or ``""``."""
+    steps = {n.split("__", 1)[0] + "__" for n in names if "__" in n}
+    return steps.pop() if len(steps) == 1 and all("__" in n for n in names) else ""
+
+
 def rich_table(summary: pd.DataFrame, metric: str | None = "score", top: int = 10):
     """The ``top`` candidates as a :class:`rich.table.Table`: rank, candidate, the varied
-    hyperparameters, mean ± std test score, mean fit time and failed folds.
+    hyperparameters, mean ± std test score, mean fit time and (when any) failed folds.
 
+    Made to be read in 80 columns: no vertical rules, a pipeline step prefix shared by every
+    hyperparameter (``model__``) said once in the caption instead of in every header, long names
+    and values folded onto more lines rather than cut, the score never broken.
     ``metric`` absent from the summary (e.g. the default ``"score"`` on a multi-metric search)
-    falls back to its first metric."""
+    falls back to its first metric. Every value is :func:`terminal_text`."""
+    from rich import box
     from rich.table import Table
 
     metric = _primary_metric(summary, None, metric)
     ranked = _ranked(summary, metric).head(top)
     varied = param_columns(summary)
-    table = Table(title=f"top {len(ranked)} of {len(summary)} candidates by mean test {metric}")
-    table.add_column("rank", justify="right")
-    table.add_column("candidate", justify="right")
-    for col in varied:
-        table.add_column(_short(col))
+    names = [_short(c) for c in varied]
+    step = _common_step(names)
+    t = terminal_text
+    table = Table(title=t(f"top {len(ranked)} of {len(summary)} candidates by mean test {metric}"),
+                  caption=t(f"hyperparameters of pipeline step {step[:-2]!r} ({step}...)") if step else None,
+                  box=box.SIMPLE_HEAD, padding=0, show_edge=False,
+                  title_justify="left", caption_justify="left")
+    table.add_column("rank", justify="right", no_wrap=True)
+    table.add_column("cand.", justify="right", no_wrap=True)
+    for name in names:
+        table.add_column(t(name[len(step):]), overflow="fold")
     if not varied:
-        table.add_column("params")
-    table.add_column(f"test {metric}", justify="right")
-    table.add_column("fit time", justify="right")
-    table.add_column("failed", justify="right")
+        table.add_column("params", overflow="fold")
+    table.add_column(t(f"test {metric}"), justify="right", no_wrap=True, min_width=15)
+    table.add_column("fit time", justify="right", no_wrap=True)
+    any_failed = "n_failed" in ranked.columns and bool((pd.to_numeric(ranked["n_failed"], errors="coerce") > 0).any())
+    if any_failed:  # a column of zeros says nothing
+        table.add_column("failed", justify="right", no_wrap=True)
     for position, (cand, row) in enumerate(ranked.iterrows(), start=1):
         params = [value_label(row[c]) for c in varied] or [value_label(row.get("params"), 60)]
         failed = _num(row.get("n_failed"))
         table.add_row(
-            _rank(row, metric, position), str(cand), *params,
+            _rank(row, metric, position), t(cand), *(t(p) for p in params),
             _fmt_score(row.get(f"mean_test_{metric}"), row.get(f"std_test_{metric}")),
             _fmt_seconds(row.get("mean_fit_time")),
-            "—" if math.isnan(failed) else str(int(failed)),
+            *(["—" if math.isnan(failed) else str(int(failed))] if any_failed else []),
             style="bold green" if position == 1 else ("red" if failed > 0 else None),
         )
     return table

@@ -295,6 +295,60 @@ def test_rich_table(frames):
     assert "adam" in text and "(12, 8)" in text and "±" in text
 
 
+def _terminal_output(summary, best, width=80, top=6):
+    import io
+
+    from rich.console import Console
+
+    from raygrid.cli import print_results
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, force_terminal=True, color_system=None)
+    print_results(summary, best, None, top=top, console=console)
+    return buffer.getvalue()
+
+
+def test_terminal_tables_show_values_as_written(frames):
+    """Values reach rich as text: ``[/]`` does not crash, ``[bold]`` is not markup, control
+    characters are shown escaped instead of reaching the terminal."""
+    _, summary, best = frames
+    summary = summary.copy()
+    nasty = {"tanh": "[/]", "relu": "[bold]x", "sigmoid": "a\x1b[31mred\x07"}
+    summary["param_activation"] = summary["param_activation"].map(nasty)
+    best = dict(best, params=dict(best["params"], activation="[/]", optimizer="[red]"))
+    text = _terminal_output(summary, best, width=120, top=len(summary))
+    assert "[/]" in text and "[bold]x" in text and "'[red]'" in text
+    assert "\x1b" not in text and "\x07" not in text
+    assert "a\\x1b[31mred\\x07" in text
+
+
+def test_raygrid_show_prints_markup_like_values(frames, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from raygrid.cli import main
+
+    results, summary, best = frames
+    monkeypatch.setattr(plots, "save_all", lambda *args, **kwargs: {})
+    params = dict(best["params"], activation="[/]")
+    report.write_outputs(results, summary, dict(best, params=params), tmp_path)
+    outcome = CliRunner().invoke(main, ["show", str(tmp_path), "--top", "3"])
+    assert outcome.exit_code == 0, outcome.output
+    assert "'[/]'" in outcome.output
+
+
+def test_terminal_table_fits_80_columns_with_whole_names(frames):
+    _, summary, best = frames
+    summary = summary.rename(columns=lambda c: "param_model__" + c[6:] if c.startswith("param_") else c)
+    text = _terminal_output(summary, best)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    header = next(line for line in lines if "rank" in line)
+    for name in ("activation", "optimizer", "hidden", "batch_size", "test accuracy"):
+        assert name in header, header
+    assert "model__" not in header and "pipeline step 'model' (model__...)" in text
+    assert "0.7949 ± 0.0076" in text  # the best row's score, unbroken
+
+
 @pytest.mark.slow
 def test_report_images_load_in_headless_chromium(written, tmp_path):
     from browser import screenshot_and_check_images
