@@ -21,7 +21,7 @@ from raygrid.keras import uses_keras
 from raygrid.plan import build_trials, fit_seed, params_key, split_data
 from raygrid.progress import SearchProgress
 from raygrid.results import cv_results, results_frame, summary_frame, warn_or_raise_about_failures
-from raygrid.runner import execute, reuse
+from raygrid.runner import execute, reuse, share
 from raygrid.scoring import Scoring, check_refit, resolve_scoring, search_score_params
 
 
@@ -212,7 +212,7 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
             todo = reuse(store, trials, results, progress)
             if todo:
                 if shared is None:
-                    shared = executor.share(payload)
+                    shared = share(executor, payload, progress)
                 execute(executor, shared, payload, todo, results, progress, store=store)
             return aggregate(scoring, warn=False)
 

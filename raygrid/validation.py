@@ -9,7 +9,7 @@ from raygrid.fitting import FitResult, Payload
 from raygrid.plan import build_trials, split_data
 from raygrid.progress import SearchProgress
 from raygrid.results import warn_or_raise_about_failures
-from raygrid.runner import execute, reuse
+from raygrid.runner import execute, reuse, share
 from raygrid.scoring import resolve_scoring
 from raygrid.search import _closing_store, uses_keras
 
@@ -78,7 +78,7 @@ def cross_validate(
                                                title="cross_validate") as progress:
         todo = reuse(store, trials, results, progress)
         if todo:
-            execute(executor, executor.share(payload), payload, todo, results, progress,
+            execute(executor, share(executor, payload, progress), payload, todo, results, progress,
                     store=store)
 
     ordered = [results[(0, f)] for f in range(len(splits))]
