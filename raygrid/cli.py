@@ -109,9 +109,12 @@ def _finish_run(search, out_dir: Path, top: int) -> None:
 
 def _run(spec_or_path, *, overrides=(), out=None, address=None, backend=None, verbose=0, quiet=False,
          top=10) -> None:
-    from raygrid.api import run_spec
+    from raygrid.api import check_spec, run_spec
+    from raygrid.quiet import native_noise_filtered
 
     try:
+        with native_noise_filtered():  # the spec's imports (TensorFlow) without their chatter
+            check_spec(spec_or_path, overrides=overrides, out=out)
         search, out_dir = run_spec(spec_or_path, overrides=overrides, out=out, address=address,
                                    backend=backend, verbose=0 if quiet else 1 + verbose)
     except SpecError as exc:
@@ -165,9 +168,11 @@ def run(spec, overrides, out, backend, address, verbose, quiet, top):
 def check(spec, overrides):
     """Check SPEC completely (schema, data, estimator, parameter names) without running it."""
     from raygrid.api import check_spec
+    from raygrid.quiet import native_noise_filtered
 
     try:
-        prepared = check_spec(spec, overrides=overrides)
+        with native_noise_filtered():  # the spec's imports (TensorFlow) without their chatter
+            prepared = check_spec(spec, overrides=overrides)
     except SpecError as exc:
         _fail_spec(exc)
     n_splits = _n_splits(prepared)
