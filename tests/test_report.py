@@ -139,8 +139,9 @@ def test_save_all_skips_what_does_not_apply(tmp_path):
     keep = ["param_optimizer"]  # one varied hyperparameter, one node
     summary = summary.drop(columns=[c for c in plots.param_columns(summary) if c not in keep])
     written = plots.save_all(results, summary, "score", tmp_path)
-    assert set(written) == {"violin_per_param", "score_vs_fit_time"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["score_vs_fit_time.png", "violin_per_param.png"]
+    assert set(written) == {"violin_per_param", "score_vs_fit_time", "fits_per_node"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fits_per_node.png", "score_vs_fit_time.png",
+                                                          "violin_per_param.png"]
 
 
 def test_plots_need_matplotlib_with_a_hint(frames, monkeypatch):
