@@ -115,7 +115,8 @@ def main(argv=None) -> dict:
     summary.update(best_params=search.best_params_, best_score=float(search.best_score_),
                    n_candidates=len(search.summary_), n_fits=len(search.results_),
                    wall_time_s=round(search.wall_time_, 1))
-    written = raygrid.save_search(search, out_dir, title="Keras MLP on the Pima diabetes data")
+    written = raygrid.save_search(search, out_dir, title="Keras MLP on the Pima diabetes data",
+                                  X=X, y=y, data="Pima Indians diabetes")
     (out_dir / "study.json").write_text(json.dumps(summary, indent=2, default=str))
     print(search.summary_.head(10).to_string())
     print(f"best: {search.best_score_:.4f} with {search.best_params_}")

@@ -72,6 +72,8 @@ def test_seed_example_quick_runs_end_to_end(ray_local, pima_csv, tmp_path):
     assert saved["best_params"] == summary["best_params"]
     best = json.loads((tmp_path / "best.json").read_text())
     assert best["params"] == summary["best_params"] and best["n_fits"] == 12
+    assert best["best_model"] == {"joblib": "best_model.joblib", "keras": "best_model.keras"}
+    assert (tmp_path / "best_model.keras").stat().st_size > 0
     assert (tmp_path / "violin_per_param.png").stat().st_size > 0
     assert "data:image/png;base64," in (tmp_path / "report.html").read_text()
     assert len((tmp_path / "results.csv").read_text().strip().splitlines()) == 1 + 12
