@@ -6,6 +6,7 @@
     raygrid report DIR                                 rebuild report.html and the plots from DIR
     raygrid demo [--out DIR] [--backend ray|serial]    a small SVC grid on breast-cancer data
     raygrid status DIR                                 what the fit store in DIR holds
+    raygrid init [SPEC.yaml] [--force]                 write a commented starter spec
 
 Exit codes: 0 done; 1 the search or a command failed; 2 a bad spec or bad usage (nothing was
 run or written).
@@ -250,6 +251,21 @@ def demo(out, backend, address, quiet):
 
 
 @main.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path), default=Path("spec.yaml"),
+                required=False)
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+def init(path, force):
+    """Write a commented starter spec to PATH (default: spec.yaml) that runs as it is."""
+    from raygrid.spec import STARTER_SPEC
+
+    if path.exists() and not force:
+        raise click.ClickException(f"{path} exists; pass --force to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(STARTER_SPEC.format(path=path), encoding="utf-8")
+    click.echo(f"wrote {path}: check it with `raygrid check {path}`, run it with `raygrid run {path}`")
+
+
+@main.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def status(directory, as_json):
@@ -267,7 +283,27 @@ def status(directory, as_json):
         info = store_status(directory)
     except (StoreError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(json.dumps(info, indent=2) if as_json else format_status(info))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    lines = [line for line in format_status(info).splitlines() if not line.startswith("Resume:")]
+    if any(not s["complete"] for s in info["searches"]):
+        lines.append(_resume_advice(Path(directory)))
+    elif not info["searches"]:
+        lines.append("No search has been recorded here: nothing to resume.")
+    click.echo("\n".join(lines))
+
+
+def _resume_advice(directory: Path) -> str:
+    """How to finish the fits a run directory's store is missing, in the CLI's words."""
+    from raygrid.api import SPEC_FILE
+
+    spec = directory / SPEC_FILE
+    if spec.exists():
+        return (f"Resume: raygrid run {spec} --out {directory} (runs only the missing fits; "
+                "with --address, once the cluster answers).")
+    return (f"Resume: run the same `raygrid run SPEC --out {directory}` again (runs only the missing "
+            f"fits); from Python, the same search with storage={str(directory)!r}.")
 
 
 if __name__ == "__main__":  # pragma: no cover
