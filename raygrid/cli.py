@@ -1,10 +1,10 @@
 """The ``raygrid`` command: run a search spec, rebuild or show its report, run the demo.
 
-    raygrid run SPEC.yaml [--set KEY=VALUE ...] [--out DIR] [--backend ray|serial] [--address ADDR] [-v]
+    raygrid run SPEC.yaml [--set KEY=VALUE ...] [--out DIR] [--backend auto|ray|serial] [--address ADDR] [-v]
     raygrid check SPEC.yaml [--set KEY=VALUE ...]      check a spec without running it
     raygrid show DIR [--top N]                         the ranked candidates of a finished run
     raygrid report DIR                                 rebuild report.html and the plots from DIR
-    raygrid demo [--out DIR] [--backend ray|serial]    a small SVC grid on breast-cancer data
+    raygrid demo [--out DIR] [--backend auto|ray|serial]  a small SVC grid on breast-cancer data
     raygrid status DIR                                 what the fit store in DIR holds
     raygrid init [SPEC.yaml] [--force]                 write a commented starter spec
 
@@ -136,8 +136,9 @@ def _run(spec_or_path, *, overrides=(), out=None, address=None, backend=None, ve
 @_set_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Output directory (default: the spec's `out`, else raygrid-out/<spec name>).")
-@click.option("--backend", type=click.Choice(["ray", "serial"]),
-              help="Where fits run (default: the spec's `backend`, else ray).")
+@click.option("--backend", type=click.Choice(["auto", "ray", "serial"]),
+              help="Where fits run (default: the spec's `backend`, else auto: in this process "
+                   "while the search is shorter than starting Ray, else Ray).")
 @click.option("--address", metavar="ADDR",
               help="Ray cluster to join: auto, host:6379 or ray://host:10001 (default: RAY_ADDRESS, "
                    "else a local Ray).")
@@ -239,7 +240,7 @@ def _saved_title(directory: Path) -> str:
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("raygrid-out") / "demo", show_default=True, help="Output directory.")
-@click.option("--backend", type=click.Choice(["ray", "serial"]), default="ray", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "ray", "serial"]), default="auto", show_default=True)
 @click.option("--address", metavar="ADDR", help="Ray cluster to join (default: a local Ray).")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress display.")
 def demo(out, backend, address, quiet):

@@ -45,6 +45,8 @@ class SearchProgress:
         self.slots: int | None = None
         #: What the search waits for before its first fit (e.g. "starting Ray..."), else None.
         self.status: str | None = None
+        #: A word on where fits run (e.g. "local: search < 5 s"), shown while set.
+        self.note: str | None = None
 
     def __enter__(self) -> "SearchProgress":
         self._start = time.monotonic()
@@ -127,6 +129,8 @@ class SearchProgress:
                  (f"{self.failed} failed", 8 if self.failed else 3)]
         if self.cached:
             parts.append((f"{self.cached} cached", 1))
+        if self.note:
+            parts.append((self.note, 4))
         if self.best is not None:
             parts.append((f"best {self.metric} {self.best:.4f}", 7))
         parts.append((f"{elapsed} elapsed", 2))

@@ -75,6 +75,9 @@ def _waiting_for(executor: Any) -> str | None:
 def share(executor: Executor, payload: Payload, progress: SearchProgress) -> Any:
     """``executor.share(payload)``, the progress line saying what it waits for ("starting Ray...");
     afterwards the progress knows how many fits can run at once."""
+    inner = _innermost(executor)
+    if hasattr(inner, "progress"):  # backend="auto": says where fits run, and when Ray starts
+        inner.progress = progress
     with progress.phase(_waiting_for(executor)):
         shared = executor.share(payload)
     slots = getattr(_innermost(executor), "slots", None)

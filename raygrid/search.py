@@ -15,7 +15,7 @@ from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from raygrid.executors import BACKENDS, get_executor
+from raygrid.executors import BACKENDS, choose_backend, get_executor
 from raygrid.fitting import FitResult, Payload
 from raygrid.keras import uses_keras
 from raygrid.plan import build_trials, fit_seed, params_key, split_data
@@ -71,7 +71,7 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
         pre_dispatch="2*n_jobs",
         error_score=np.nan,
         return_train_score=False,
-        backend="ray",
+        backend="auto",
         ray_remote_args=None,
         address=None,
         max_retries=3,
@@ -158,7 +158,7 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
             keras=uses_keras(estimator),
             pairwise=bool(getattr(get_tags(estimator).input_tags, "pairwise", False)),
         )
-        executor = get_executor(self.backend, **self._executor_options())
+        executor = get_executor(choose_backend(self.backend, address=self.address, keras=payload.keras, engine=getattr(self, "engine", "standard")), **self._executor_options())
         engine = getattr(self, "engine", "standard")
         if engine != "standard":  # Keras on JAX: fusable trials train together (raygrid.fused)
             from raygrid.fused import wrap
@@ -280,7 +280,7 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
         )
 
     def _executor_options(self) -> dict:
-        if self.backend != "ray":
+        if self.backend == "serial":
             return {}
         return dict(address=self.address, ray_remote_args=self.ray_remote_args,
                     max_retries=self.max_retries, n_jobs=self.n_jobs)
@@ -431,8 +431,11 @@ def _learn_metrics(scoring: Scoring, results: Sequence[FitResult], refit: Any) -
 
 
 _RAYGRID_PARAMS_DOC = """
-    backend : {"ray", "serial"}, default="ray"
-        Where fits run: Ray tasks, or one after another in this process.
+    backend : {"auto", "ray", "serial"}, default="auto"
+        Where fits run: Ray tasks, or one after another in this process. "auto" runs them in this
+        process while the whole search looks shorter than starting Ray (5 s; measured as the fits
+        run) and on Ray after that, or at once when Ray is running, a cluster address is given or
+        the estimator is Keras (see raygrid.executors.auto). "ray" is always Ray.
     ray_remote_args : dict, default=None
         Resources per fit, passed to Ray's ``.options()``: ``{"num_cpus": 1}`` by default;
         ``{"num_cpus": 1, "num_gpus": 0.25}`` packs four fits on one GPU; also ``memory``,
@@ -491,7 +494,7 @@ class GridSearchCV(BaseSearch):
         pre_dispatch="2*n_jobs",
         error_score=np.nan,
         return_train_score=False,
-        backend="ray",
+        backend="auto",
         ray_remote_args=None,
         address=None,
         max_retries=3,
@@ -541,7 +544,7 @@ class RandomizedSearchCV(BaseSearch):
         random_state=None,
         error_score=np.nan,
         return_train_score=False,
-        backend="ray",
+        backend="auto",
         ray_remote_args=None,
         address=None,
         max_retries=3,

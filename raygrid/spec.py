@@ -184,7 +184,7 @@ class Spec(_Model):
     ray_remote_args: ResourcesSpec | None = None
     n_jobs: int | None = None
     max_retries: int | None = Field(None, ge=0)
-    backend: Literal["ray", "serial"] = "ray"
+    backend: Literal["auto", "ray", "serial"] = "auto"
     address: str | None = None
     out: str | None = None
 
@@ -365,7 +365,7 @@ scoring: accuracy               # a scikit-learn scorer name, or a list of them
 refit: true                     # with several metrics: the metric that picks the best
 random_state: 0                 # seeds Keras fits per (candidate, fold)
 
-# Where fits run: resources per fit in Ray's own names; backend ray | serial; address of a cluster.
+# Where fits run: resources per fit in Ray's own names; backend auto | ray | serial; address of a cluster.
 ray_remote_args: {{num_cpus: 1}}
 # address: auto
 # n_jobs: 8                     # at most this many fits at once (default: every slot)

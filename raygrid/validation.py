@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils import get_tags
 
-from raygrid.executors import get_executor
+from raygrid.executors import choose_backend, get_executor
 from raygrid.fitting import FitResult, Payload
 from raygrid.plan import build_trials, split_data
 from raygrid.progress import SearchProgress
@@ -30,7 +30,7 @@ def cross_validate(
     return_estimator=False,
     return_indices=False,
     error_score=np.nan,
-    backend="ray",
+    backend="auto",
     ray_remote_args=None,
     address=None,
     max_retries=3,
@@ -57,10 +57,10 @@ def cross_validate(
         pairwise=bool(getattr(get_tags(estimator).input_tags, "pairwise", False)),
     )
     options = {}
-    if backend == "ray":
+    if backend != "serial":
         options = dict(address=address, ray_remote_args=ray_remote_args, max_retries=max_retries,
                        n_jobs=n_jobs)
-    executor = get_executor(backend, **options)
+    executor = get_executor(choose_backend(backend, address=address, keras=payload.keras), **options)
     seed = int(random_state) if isinstance(random_state, (int, np.integer)) else None
     trials = build_trials([{}], len(splits), random_state=seed)
     results: dict[tuple[int, int], FitResult] = {}
@@ -116,7 +116,7 @@ def cross_val_score(
     params=None,
     pre_dispatch="2*n_jobs",
     error_score=np.nan,
-    backend="ray",
+    backend="auto",
     ray_remote_args=None,
     address=None,
     max_retries=3,

@@ -6,13 +6,19 @@ from typing import Any
 from raygrid.executors.base import Executor
 from raygrid.executors.serial import SerialExecutor
 
-BACKENDS = ("ray", "serial")
+from raygrid.executors.auto import AutoExecutor, choose_backend
+
+BACKENDS = ("auto", "ray", "serial")
 
 
 def get_executor(backend: str = "ray", **options: Any) -> Executor:
-    """The executor for ``backend``: ``"ray"`` (default) or ``"serial"`` (in-process, the oracle)."""
+    """The executor for ``backend``: ``"ray"``, ``"serial"`` (in-process, the oracle) or
+    ``"auto"`` (in-process while the search is shorter than Ray's start-up, then Ray; see
+    :mod:`raygrid.executors.auto` and :func:`choose_backend`)."""
     if backend == "serial":
         return SerialExecutor()
+    if backend == "auto":
+        return AutoExecutor(**options)
     if backend == "ray":
         from raygrid.executors.ray import RayExecutor
 
@@ -20,4 +26,4 @@ def get_executor(backend: str = "ray", **options: Any) -> Executor:
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
-__all__ = ["Executor", "SerialExecutor", "get_executor", "BACKENDS"]
+__all__ = ["Executor", "SerialExecutor", "AutoExecutor", "get_executor", "choose_backend", "BACKENDS"]
