@@ -113,11 +113,11 @@ def param_columns(frame: pd.DataFrame) -> list[str]:
     return out
 
 
-def param_labels(frame: pd.DataFrame, pcol: str) -> pd.Series:
+def param_labels(frame: pd.DataFrame, pcol: str, max_len: int | None = _LABEL_MAX) -> pd.Series:
     """Each row's label for ``pcol``: :func:`value_label`, or :data:`NOT_SET` where the row's
     ``params`` dict (when the frame has one) does not hold the hyperparameter."""
     name = pcol[len("param_"):] if pcol.startswith("param_") else pcol
-    labels = frame[pcol].map(value_label)
+    labels = frame[pcol].map(lambda v: value_label(v, max_len))
     if "params" in frame.columns:
         unset = frame["params"].map(lambda p: isinstance(p, dict) and name not in p).astype(bool)
         labels = labels.where(~unset, NOT_SET)

@@ -388,10 +388,11 @@ def _top_section(summary: pd.DataFrame, metric: str, top: int) -> str:
     thead = "".join(f'<th{" class=num" if i >= num_from or i < 2 else ""}>{_e(h).replace(chr(10), "<br>")}</th>'
                     for i, h in enumerate(head))
     body = []
+    full = {c: plots.param_labels(ranked, c, None) for c in varied}  # "(not set)" is not None
     for position, (cand, row) in enumerate(ranked.iterrows(), start=1):
         cells = [f'<td class="num">{_e(_rank(row, metric, position))}</td>', f'<td class="num">{_e(cand)}</td>']
         if varied:
-            cells += [f"<td>{_e(value_label(row[c], None))}</td>" for c in varied]
+            cells += [f"<td>{_e(full[c][cand])}</td>" for c in varied]
         else:
             cells.append(f"<td>{_e(value_label(row.get('params'), None))}</td>")
         cells += [f'<td class="num">{_e(_fmt_score(row.get(f"mean_test_{m}"), row.get(f"std_test_{m}")))}</td>'
@@ -649,11 +650,12 @@ def rich_table(summary: pd.DataFrame, metric: str | None = "score", top: int = 1
         table.add_column("params", overflow="fold")
     table.add_column(t(f"test {metric}"), justify="right", no_wrap=True, min_width=15)
     table.add_column("fit time", justify="right", no_wrap=True)
+    labels = {c: plots.param_labels(ranked, c) for c in varied}  # "(not set)" is not None
     any_failed = "n_failed" in ranked.columns and bool((pd.to_numeric(ranked["n_failed"], errors="coerce") > 0).any())
     if any_failed:  # a column of zeros says nothing
         table.add_column("failed", justify="right", no_wrap=True)
     for position, (cand, row) in enumerate(ranked.iterrows(), start=1):
-        params = [value_label(row[c]) for c in varied] or [value_label(row.get("params"), 60)]
+        params = [labels[c][cand] for c in varied] or [value_label(row.get("params"), 60)]
         failed = _num(row.get("n_failed"))
         table.add_row(
             _rank(row, metric, position), t(cand), *(t(p) for p in params),

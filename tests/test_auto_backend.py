@@ -66,7 +66,7 @@ def test_a_search_longer_than_the_budget_moves_to_ray(ray_local, ray_not_running
     monkeypatch.setenv(auto.BUDGET_ENV, "0.000001")
     search = raygrid.GridSearchCV(SVC(), GRID, cv=3).fit(X, y)
     local = search.results_["pid"] == os.getpid()
-    assert local.sum() == 1, "the first fit runs here, then every other fit on Ray"
+    assert local.sum() == 1, "the first fit alone exceeds the budget: every other fit runs on Ray"
     reference = SkGridSearchCV(SVC(), GRID, cv=3).fit(X, y)
     np.testing.assert_array_equal(search.cv_results_["mean_test_score"], reference.cv_results_["mean_test_score"])
 

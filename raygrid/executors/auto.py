@@ -9,8 +9,9 @@ search runs rather than guessed up front:
    cluster address is given (``address=`` or ``RAY_ADDRESS``), for Keras estimators (their fits
    take seconds and get per-worker thread caps and model reuse on Ray) and for the fused engine.
 2. Otherwise fits run one after another in this process, and after each one the time spent so
-   far plus the projected time of the fits still to run (their number times the mean time of a
-   fit so far) is compared with Ray's start-up, ``RAYGRID_LOCAL_BUDGET_S`` seconds (default 5).
+   far plus the projected time of the fits still to run (their number times the mean time of
+   the fits after the first, which pays one-off costs; from the third fit on) is compared with
+   Ray's start-up, ``RAYGRID_LOCAL_BUDGET_S`` seconds (default 5).
    Once the projection exceeds it, Ray starts and runs every remaining fit, those of later
    rounds (halving rungs) included. No fit runs twice and none is thrown away: the local fits
    are results like any other, and the serial executor is raygrid's reference, so the results
@@ -78,6 +79,7 @@ class AutoExecutor:
         self._ray_shared = None
         self._local_s = 0.0
         self._local_fits = 0
+        self._first_s = 0.0
 
     @property
     def where(self) -> str:
@@ -107,16 +109,27 @@ class AutoExecutor:
             for trial in trials:
                 start = time.perf_counter()
                 yield from self.serial.run(shared, [trial])
-                self._local_s += time.perf_counter() - start
+                took = time.perf_counter() - start
+                if not self._local_fits:
+                    self._first_s = took
+                self._local_s += took
                 self._local_fits += 1
                 done += 1
-                mean = self._local_s / self._local_fits
-                if done < len(trials) and self._local_s + mean * (len(trials) - done) > self.budget_s:
+                if done < len(trials) and self._projected(len(trials) - done) > self.budget_s:
                     self._start_ray()
                     break
         rest = trials[done:]
         if rest:
             yield from self.ray.run(self._ray_shared, rest)
+
+    def _projected(self, remaining: int) -> float:
+        """Seconds the search will have spent here if the ``remaining`` fits also run here: the
+        time so far plus their number times the mean of the fits after the first (the first
+        pays one-off costs: imports, caches), projected from at least 3 fits."""
+        if self._local_s > self.budget_s or self._local_fits < 3:
+            return self._local_s
+        mean = (self._local_s - self._first_s) / (self._local_fits - 1)
+        return self._local_s + mean * remaining
 
     def _start_ray(self) -> None:
         from contextlib import nullcontext
