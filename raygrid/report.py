@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from . import plots
+from .failures import failure_key
 from .plots import fit_status, metric_names, node_counts, param_columns, score_column, value_label
 
 __all__ = [
@@ -451,15 +452,18 @@ def _failures_section(results: pd.DataFrame) -> str:
     for idx in failed.index:
         text = errors[idx]
         text = "" if plots._is_missing(text) else str(text)
-        key = _last_line(text) or "(no error text)"
-        group = groups.setdefault(key, {"count": 0, "candidates": [], "system": False, "traceback": text})
+        shown = _last_line(text) or "(no error text)"
+        # One group per failure, however a worker ordered the sets in its message (failures.py).
+        group = groups.setdefault(failure_key(shown), {"count": 0, "candidates": [], "system": False,
+                                                       "traceback": text, "shown": shown})
         group["count"] += 1
         group["system"] |= bool(system[idx])
         cand = failed.at[idx, "candidate"] if "candidate" in failed.columns else None
         if cand is not None and cand not in group["candidates"]:
             group["candidates"].append(cand)
     rows = []
-    for key, g in sorted(groups.items(), key=lambda kv: -kv[1]["count"]):
+    for g in sorted(groups.values(), key=lambda g: -g["count"]):
+        key = g["shown"]
         cands = ", ".join(str(c) for c in g["candidates"][:12]) + (" …" if len(g["candidates"]) > 12 else "")
         detail = (f"<details><summary><code>{_e(key)}</code></summary><pre>{_e(g['traceback'])}</pre></details>"
                   if g["traceback"] else f"<code>{_e(key)}</code>")
