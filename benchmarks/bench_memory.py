@@ -57,7 +57,7 @@ def one(n_fits: int, cv: int, storage: str | None) -> dict:
     gc.collect()
     with RssSampler() as rss:
         t0, cpu0 = time.perf_counter(), time.process_time()
-        search = GridSearchCV(DummyClassifier(), grid, cv=cv, refit=False, storage=storage)
+        search = GridSearchCV(DummyClassifier(), grid, cv=cv, refit=False, storage=storage, backend="ray")
         search.fit(X, y)
         wall = time.perf_counter() - t0
         cpu = time.process_time() - cpu0
