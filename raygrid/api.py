@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import platform
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
@@ -132,7 +133,10 @@ def baseline_score(search: Any, X, y, groups=None) -> dict | None:
     scoring = search.scoring
     if isinstance(scoring, (list, tuple, set, dict)):
         scoring = {metric: (scoring[metric] if isinstance(scoring, dict) else metric)}
-    scores = cross_validate(dummy, X, y, groups=groups, cv=search.cv, scoring=scoring)
+    try:
+        scores = cross_validate(dummy, X, y, groups=groups, cv=search.cv, scoring=scoring)
+    except Exception as exc:  # noqa: BLE001 - e.g. a group splitter without groups: say why, go on
+        return {"estimator": repr(dummy), "metric": metric, "error": f"{type(exc).__name__}: {exc}"}
     values = scores[f"test_{metric}" if isinstance(scoring, dict) else "test_score"]
     return {"estimator": repr(dummy), "metric": metric, "mean_score": _float(np.mean(values)),
             "std_score": _float(np.std(values))}
@@ -143,6 +147,9 @@ def _cv_text(search: Any, y) -> str:
     from sklearn.model_selection import check_cv
 
     cv = search.cv
+    if y is None and (cv is None or isinstance(cv, int)):  # the splitter depends on y: not known here
+        n = getattr(search, "n_splits_", cv or 5)
+        return f"{n} folds (stratified for a classifier, as scikit-learn's cv={cv!r})"
     try:
         return repr(check_cv(cv, y, classifier=is_classifier(search.estimator)))
     except (TypeError, ValueError):
@@ -181,18 +188,23 @@ def save_best_model(search: Any, out_dir) -> dict[str, str]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
-    partial = out_dir / ".best_model.joblib.partial"
-    joblib.dump(model, partial)
-    partial.replace(out_dir / "best_model.joblib")
-    written["joblib"] = "best_model.joblib"
+    savers = [("joblib", "best_model.joblib", ".best_model.joblib.partial", lambda path: joblib.dump(model, path))]
     if uses_keras(search.estimator):
         last = model.steps[-1][1] if hasattr(model, "steps") else model
         network = getattr(last, "model_", None)
         if network is not None:
-            partial = out_dir / ".best_model.partial.keras"
-            network.save(partial)
-            partial.replace(out_dir / "best_model.keras")
-            written["keras"] = "best_model.keras"
+            savers.append(("keras", "best_model.keras", ".best_model.partial.keras", network.save))
+    for kind, name, temporary, save in savers:
+        partial = out_dir / temporary
+        try:
+            save(partial)
+        except Exception as exc:  # noqa: BLE001 - a model that cannot be saved costs only its file
+            partial.unlink(missing_ok=True)
+            warnings.warn(f"the best model could not be saved as {name} ({type(exc).__name__}: {exc}); "
+                          "the results and the report are written", RuntimeWarning, stacklevel=3)
+            continue
+        partial.replace(out_dir / name)
+        written[kind] = name
     return written
 
 
@@ -229,7 +241,7 @@ def save_search(search: Any, out_dir, *, title: str | None = None, X=None, y=Non
     elif data is not None:
         best["data"] = {"name": data}
     baseline = baseline_score(search, X, y, groups) if X is not None else None
-    if baseline is not None and best.get("mean_score") is not None:
+    if baseline is not None and "mean_score" in baseline and best.get("mean_score") is not None:
         margin = max(best.get("std_score") or 0.0, 0.01)
         baseline["clearly_beaten"] = best["mean_score"] - baseline["mean_score"] > margin
     best["baseline"] = baseline

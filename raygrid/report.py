@@ -546,6 +546,8 @@ def _data_section(best: dict, metric: str) -> str:
             note = ('<p class="warn">The best candidate is not clearly above the baseline (by less '
                     "than its standard deviation across folds, or 0.01): the features may carry "
                     "little signal for this model, or the grid misses the region that works.</p>")
+    elif isinstance(baseline, dict) and baseline.get("error"):
+        pairs.append(("baseline", f"not computed: {baseline['error']}"))
     else:
         pairs.append(("baseline", "not computed (save_search was not given X and y)"))
     return f'<section id="data"><h2>Data and evaluation</h2>{_kv_table(pairs)}{note}</section>'

@@ -97,3 +97,39 @@ def test_report_screenshot_in_headless_chromium(saved, tmp_path):
         assert shot.size == (1280, 2000)
         colours = shot.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 50  # a rendered page, not a blank one
+
+
+def test_a_model_that_cannot_be_pickled_costs_only_its_file(tmp_path):
+    from sklearn.base import BaseEstimator, ClassifierMixin
+
+    class Unpicklable(ClassifierMixin, BaseEstimator):
+        def __init__(self, c=1):
+            self.c = c
+
+        def fit(self, X, y):
+            self.classes_ = np.unique(y)
+            self.hook_ = lambda: None  # lambdas do not pickle
+            return self
+
+        def predict(self, X):
+            return np.full(len(X), self.classes_[0])
+
+    X, y = load_breast_cancer(return_X_y=True)
+    search = raygrid.GridSearchCV(Unpicklable(), {"c": [1, 2]}, cv=2, backend="serial").fit(X[:40], y[:40])
+    with pytest.warns(RuntimeWarning, match="could not be saved as best_model.joblib"):
+        paths = raygrid.save_search(search, tmp_path, X=X[:40], y=y[:40])
+    assert "report.html" in paths and not (tmp_path / "best_model.joblib").exists()
+    assert not list(tmp_path.glob(".best_model*"))
+    assert json.loads((tmp_path / "best.json").read_text())["best_model"] == {}
+
+
+def test_a_baseline_that_cannot_be_computed_says_why(tmp_path):
+    from sklearn.model_selection import GroupKFold
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X, y, groups = X[:60], y[:60], np.arange(60) % 3
+    search = raygrid.GridSearchCV(SVC(), {"C": [1, 2]}, cv=GroupKFold(3), backend="serial").fit(X, y, groups=groups)
+    raygrid.save_search(search, tmp_path, X=X, y=y)  # no groups given: the splitter refuses
+    baseline = json.loads((tmp_path / "best.json").read_text())["baseline"]
+    assert "groups" in baseline["error"]
+    assert "not computed: ValueError" in (tmp_path / "report.html").read_text()
