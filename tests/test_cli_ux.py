@@ -40,13 +40,21 @@ def test_csv_example_spec_checks(monkeypatch):
     assert result.exit_code == 0 and "12 candidates x 4 folds = 48 fits" in result.output
 
 
-def test_an_unreachable_address_then_status(tmp_path, monkeypatch):
+def test_an_unreachable_address_then_status(tmp_path):
     """`raygrid run --address` to a port where nothing listens fails within seconds; `raygrid
     status` of its output directory then speaks the command line's language."""
-    monkeypatch.chdir(ROOT)
+    import os
+    import subprocess
+    import sys
+
     out = tmp_path / "run"
-    failed = invoke("run", "examples/specs/breast_cancer_svc.yaml", "--out", out, "--address", "127.0.0.1:1", "-q")
-    assert failed.exit_code == 1 and "Cannot reach the Ray cluster at '127.0.0.1:1'" in failed.output
+    # A fresh process: a Ray already running in this one would be used whatever the address.
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("RAY_ADDRESS", None)
+    failed = subprocess.run([sys.executable, "-m", "raygrid.cli", "run", "examples/specs/breast_cancer_svc.yaml",
+                             "--out", str(out), "--address", "127.0.0.1:1", "-q"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1 and "Cannot reach the Ray cluster at '127.0.0.1:1'" in failed.stderr
     status = invoke("status", out)
     if (out / "fits.sqlite").exists():  # a store planned before the address was tried
         assert status.exit_code == 0, status.output
