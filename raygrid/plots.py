@@ -320,13 +320,13 @@ def set_together(summary: pd.DataFrame, p1: str, p2: str) -> pd.Series:
 
 
 def heatmap_pair(summary: pd.DataFrame, metric: str | None = "score") -> tuple[str, str]:
-    """The two hyperparameters the heatmap shows: the most influential pair that is set together.
+    """The two hyperparameters the heatmap shows: an influential pair that is set together.
 
-    Pairs are tried in order of their combined :func:`param_influence`; a pair qualifies when,
-    over the candidates that set both, each still takes at least two values (so ``C`` × ``degree``
-    is not chosen when ``degree`` belongs only to the ``poly`` kernel's sub-grid and ``C`` there
-    takes one value). Among qualifying pairs the one set together by the most candidates wins
-    ties of influence. Raises ``ValueError`` when no pair qualifies.
+    A pair qualifies when, over the candidates that set both, each still takes at least two
+    values. Qualifying pairs are ranked by their combined :func:`param_influence` times the share
+    of candidates that set both, so a pair that exists in one sub-grid only (``C`` × ``degree``,
+    where ``degree`` belongs to the ``poly`` kernel's sub-grid) loses to one set everywhere
+    (``C`` × ``kernel``) unless it explains far more. Raises ``ValueError`` when no pair qualifies.
     """
     influence = param_influence(summary, metric)
     names = list(influence.index)
@@ -336,7 +336,8 @@ def heatmap_pair(summary: pd.DataFrame, metric: str | None = "score") -> tuple[s
             both = set_together(summary, p1, p2)
             if min(param_labels(summary[both], p1).nunique(), param_labels(summary[both], p2).nunique()) < 2:
                 continue
-            key = (round(influence[p1] + influence[p2], 6), int(both.sum()))
+            share = float(both.mean()) if len(both) else 0.0
+            key = (round((influence[p1] + influence[p2]) * share, 6), int(both.sum()))
             if best is None or key > best[0]:
                 best = (key, p1, p2)
     if best is None:
