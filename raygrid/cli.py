@@ -53,7 +53,9 @@ def print_results(summary, best: dict, out_dir: Path | None, top: int, console=N
     from raygrid.report import rich_table, terminal_text as t
 
     console = console or _console()
-    console.print(rich_table(summary, best.get("metric"), top=top))
+    metric, scoring = best.get("metric") or "score", best.get("scoring")
+    label = scoring if metric == "score" and isinstance(scoring, str) else metric  # one name, as the report
+    console.print(rich_table(summary, best.get("metric"), top=top, label=label))
     table = Table(title="best configuration", show_header=False, title_justify="left")
     table.add_column("key", style="bold")
     table.add_column("value")
@@ -62,11 +64,7 @@ def print_results(summary, best: dict, out_dir: Path | None, top: int, console=N
     score = best.get("mean_score")
     if score is not None:
         std = best.get("std_score")
-        metric = best.get("metric") or "score"
-        scoring = best.get("scoring")
-        if metric == "score" and isinstance(scoring, str):
-            metric = scoring
-        table.add_row(t(f"mean test {metric}"), f"{score:.4f}" + (f" ± {std:.4f}" if std is not None else ""))
+        table.add_row(t(f"mean test {label}"), f"{score:.4f}" + (f" ± {std:.4f}" if std is not None else ""))
     table.add_row("candidate", _fmt(best.get("candidate")))
     for key, label in (("n_candidates", "candidates"), ("n_fits", "fits")):
         if best.get(key) is not None:

@@ -626,7 +626,8 @@ def _common_step(names: list[str]) -> str:
     return steps.pop() if len(steps) == 1 and all("__" in n for n in names) else ""
 
 
-def rich_table(summary: pd.DataFrame, metric: str | None = "score", top: int = 10):
+def rich_table(summary: pd.DataFrame, metric: str | None = "score", top: int = 10,
+               label: str | None = None):
     """The ``top`` candidates as a :class:`rich.table.Table`: rank, candidate, the varied
     hyperparameters, mean ± std test score, mean fit time and (when any) failed folds.
 
@@ -634,7 +635,8 @@ def rich_table(summary: pd.DataFrame, metric: str | None = "score", top: int = 1
     hyperparameter (``model__``) said once in the caption instead of in every header, long names
     and values folded onto more lines rather than cut, the score never broken.
     ``metric`` absent from the summary (e.g. the default ``"score"`` on a multi-metric search)
-    falls back to its first metric. Every value is :func:`terminal_text`."""
+    falls back to its first metric; ``label`` names it on screen (e.g. ``accuracy`` for a
+    single metric that scikit-learn calls ``score``). Every value is :func:`terminal_text`."""
     from rich import box
     from rich.table import Table
 
@@ -644,7 +646,8 @@ def rich_table(summary: pd.DataFrame, metric: str | None = "score", top: int = 1
     names = [_short(c) for c in varied]
     step = _common_step(names)
     t = terminal_text
-    table = Table(title=t(f"top {len(ranked)} of {len(summary)} candidates by mean test {metric}"),
+    shown = label or metric
+    table = Table(title=t(f"top {len(ranked)} of {len(summary)} candidates by mean test {shown}"),
                   caption=t(f"hyperparameters of pipeline step {step[:-2]!r} ({step}...)") if step else None,
                   box=box.SIMPLE_HEAD, padding=0, show_edge=False,
                   title_justify="left", caption_justify="left")
@@ -654,7 +657,7 @@ def rich_table(summary: pd.DataFrame, metric: str | None = "score", top: int = 1
         table.add_column(t(name[len(step):]), overflow="fold")
     if not varied:
         table.add_column("params", overflow="fold")
-    table.add_column(t(f"test {metric}"), justify="right", no_wrap=True, min_width=15)
+    table.add_column(t(f"test {shown}"), justify="right", no_wrap=True, min_width=15)
     table.add_column("fit time", justify="right", no_wrap=True)
     labels = {c: plots.param_labels(ranked, c) for c in varied}  # "(not set)" is not None
     any_failed = "n_failed" in ranked.columns and bool((pd.to_numeric(ranked["n_failed"], errors="coerce") > 0).any())

@@ -323,6 +323,13 @@ def test_terminal_tables_show_values_as_written(frames):
     assert "a\\x1b[31mred\\x07" in text
 
 
+def test_terminal_table_names_the_metric_as_the_report_does(frames):
+    _, summary, best = frames
+    single = summary.rename(columns=lambda c: c.replace("_accuracy", "_score"))
+    text = _terminal_output(single, dict(best, metric="score", scoring="accuracy"))
+    assert "by mean test accuracy" in text and "mean test accuracy" in text and "test score" not in text
+
+
 def test_raygrid_show_prints_markup_like_values(frames, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
