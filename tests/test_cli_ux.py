@@ -74,3 +74,35 @@ def test_status_of_a_finished_run_gives_no_resume_advice(tmp_path):
     GridSearchCV(SVC(), {"C": [1, 10]}, cv=2, backend="serial", storage=str(tmp_path)).fit(X[:60], y[:60])
     done = invoke("status", tmp_path)
     assert done.exit_code == 0 and "missing: 0" in done.output and "Resume" not in done.output
+
+
+def test_status_of_an_interrupted_store_advises_the_resuming_command(tmp_path):
+    import numpy as np
+    import pytest
+    from sklearn.base import BaseEstimator, ClassifierMixin
+
+    from raygrid import GridSearchCV
+
+    class FailsForTwo(ClassifierMixin, BaseEstimator):
+        def __init__(self, c=1):
+            self.c = c
+
+        def fit(self, X, y):
+            if self.c == 2:
+                raise RuntimeError("stopped here")
+            self.classes_ = np.unique(y)
+            return self
+
+        def predict(self, X):
+            return np.full(len(X), self.classes_[0])
+
+    X, y = np.arange(40.0).reshape(20, 2), np.array([0, 1] * 10)
+    with pytest.raises(RuntimeError, match="stopped here"):
+        GridSearchCV(FailsForTwo(), {"c": [1, 2, 3]}, cv=2, backend="serial", error_score="raise",
+                     storage=str(tmp_path)).fit(X, y)
+    result = invoke("status", tmp_path)
+    assert result.exit_code == 0 and "incomplete" in result.output
+    assert f"Resume: run the same `raygrid run SPEC --out {tmp_path}` again" in result.output
+    (tmp_path / "spec.yaml").write_text("title: t\n")  # what a run leaves beside its results
+    result = invoke("status", tmp_path)
+    assert f"Resume: raygrid run {tmp_path / 'spec.yaml'} --out {tmp_path}" in result.output
