@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.raygrid-installed
 OUT    ?= out
 
-.PHONY: install test test-fast test-sklearn demo bench bench-quick clean
+.PHONY: install test test-fast test-sklearn demo bench bench-quick wheel clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python -m benchmarks.run --quick
+
+# dist/raygrid-<version>-py3-none-any.whl: what cluster.yaml's nodes install when it is there.
+wheel: install
+	$(BIN)/python -m pip wheel -q --no-deps -w dist .
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -60,7 +60,7 @@ def searcher(name: str, X, y, cv: int):
 
     def rg(g):
         import raygrid
-        return raygrid.GridSearchCV(DummyClassifier(), g, cv=cv).fit(X, y)
+        return raygrid.GridSearchCV(DummyClassifier(), g, cv=cv, backend="ray").fit(X, y)
 
     return {"sklearn-1": lambda g: sklearn(1, g), "sklearn-all": lambda g: sklearn(-1, g),
             "joblib-ray": joblib_ray, "raygrid": rg}[name]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import platform
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,8 +19,9 @@ import numpy as np
 
 from raygrid.spec import Prepared, apply_overrides, default_out_dir, load_spec, prepare
 
-__all__ = ["run_spec", "save_search", "best_config", "library_versions", "check_spec",
-           "DEMO_SPEC", "SPEC_FILE", "OutputDirError", "check_out_dir"]
+__all__ = ["run_spec", "save_search", "save_best_model", "baseline_score", "best_config",
+           "library_versions", "check_spec", "DEMO_SPEC", "SPEC_FILE", "OutputDirError",
+           "check_out_dir"]
 
 #: The spec a run leaves beside its results (after ``--set`` overrides), for the record.
 SPEC_FILE = "spec.yaml"
@@ -115,13 +117,112 @@ def best_config(search: Any) -> dict:
     }
 
 
-def save_search(search: Any, out_dir, *, title: str | None = None) -> dict[str, Path]:
+def baseline_score(search: Any, X, y, groups=None) -> dict | None:
+    """The score a model that ignores the features gets under the search's cv and ranking metric:
+    ``DummyClassifier(strategy="most_frequent")`` for a classifier (the majority class),
+    ``DummyRegressor()`` (the training mean) for a regressor. ``None`` without ``y``.
+
+    Returns ``{"estimator", "metric", "mean_score", "std_score"}``."""
+    from sklearn.base import is_classifier
+    from sklearn.dummy import DummyClassifier, DummyRegressor
+    from sklearn.model_selection import cross_validate
+
+    if y is None:
+        return None
+    dummy = DummyClassifier(strategy="most_frequent") if is_classifier(search.estimator) else DummyRegressor()
+    metric = _metric(search)
+    scoring = search.scoring
+    if isinstance(scoring, (list, tuple, set, dict)):
+        scoring = {metric: (scoring[metric] if isinstance(scoring, dict) else metric)}
+    try:
+        scores = cross_validate(dummy, X, y, groups=groups, cv=search.cv, scoring=scoring)
+    except Exception as exc:  # noqa: BLE001 - e.g. a group splitter without groups: say why, go on
+        return {"estimator": repr(dummy), "metric": metric, "error": f"{type(exc).__name__}: {exc}"}
+    values = scores[f"test_{metric}" if isinstance(scoring, dict) else "test_score"]
+    return {"estimator": repr(dummy), "metric": metric, "mean_score": _float(np.mean(values)),
+            "std_score": _float(np.std(values))}
+
+
+def _cv_text(search: Any, y) -> str:
+    from sklearn.base import is_classifier
+    from sklearn.model_selection import check_cv
+
+    cv = search.cv
+    if y is None and (cv is None or isinstance(cv, int)):  # the splitter depends on y: not known here
+        n = getattr(search, "n_splits_", cv or 5)
+        return f"{n} folds (stratified for a classifier, as scikit-learn's cv={cv!r})"
+    try:
+        return repr(check_cv(cv, y, classifier=is_classifier(search.estimator)))
+    except (TypeError, ValueError):
+        return repr(cv)
+
+
+def _node_names(results) -> dict[str, str]:
+    """Ray node id -> "hostname (IP)" for the nodes in ``results``, while Ray is connected."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized() or "node" not in getattr(results, "columns", ()):
+        return {}
+    wanted = set(results["node"].dropna().astype(str))
+    names = {}
+    for node in ray.nodes():
+        node_id = node.get("NodeID")
+        if node_id in wanted:
+            host, ip = node.get("NodeManagerHostname"), node.get("NodeManagerAddress")
+            names[node_id] = f"{host} ({ip})" if host and ip and host != ip else (ip or host or node_id)
+    return names
+
+
+def save_best_model(search: Any, out_dir) -> dict[str, str]:
+    """Write the refitted best model into ``out_dir``: ``best_model.joblib`` (any estimator that
+    pickles, pipelines included) and, for a Keras model, ``best_model.keras`` (Keras' own format,
+    the network alone). Returns ``{format: file name}`` of what was written (empty with
+    ``refit=False``)."""
+    import joblib
+
+    from raygrid.search import uses_keras
+
+    model = getattr(search, "best_estimator_", None)
+    if model is None:
+        return {}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    savers = [("joblib", "best_model.joblib", ".best_model.joblib.partial", lambda path: joblib.dump(model, path))]
+    if uses_keras(search.estimator):
+        last = model.steps[-1][1] if hasattr(model, "steps") else model
+        network = getattr(last, "model_", None)
+        if network is not None:
+            savers.append(("keras", "best_model.keras", ".best_model.partial.keras", network.save))
+    for kind, name, temporary, save in savers:
+        partial = out_dir / temporary
+        try:
+            save(partial)
+        except Exception as exc:  # noqa: BLE001 - a model that cannot be saved costs only its file
+            partial.unlink(missing_ok=True)
+            warnings.warn(f"the best model could not be saved as {name} ({type(exc).__name__}: {exc}); "
+                          "the results and the report are written", RuntimeWarning, stacklevel=3)
+            continue
+        partial.replace(out_dir / name)
+        written[kind] = name
+    return written
+
+
+def save_search(search: Any, out_dir, *, title: str | None = None, X=None, y=None, groups=None,
+                data: str | None = None) -> dict[str, Path]:
     """Write a fitted raygrid search's outputs into ``out_dir``; return ``{file name: path}``.
 
     ``results.parquet`` and ``results.csv`` (one row per fit), ``summary.csv`` (one row per
     candidate, best first), ``best.json`` (best parameters, mean and std score, candidate, refit
-    time, seed, library versions, counts, wall time), the plots and a self-contained
-    ``report.html`` -- the same files ``raygrid run`` writes.
+    time, seed, library versions, counts, wall time, the cv scheme, the saved model's file name),
+    ``best_model.joblib`` (and ``best_model.keras`` for Keras) when the search refitted, the
+    plots and a self-contained ``report.html`` -- the same files ``raygrid run`` writes.
+
+    With ``X`` and ``y`` (the data the search was fitted on) ``best.json`` and the report also
+    hold the data's shape and a baseline: the score of a model that ignores the features under
+    the same cv and metric (majority class, or the mean for a regressor), flagged when the best
+    candidate is not clearly above it. ``data`` names the data set in the report.
     """
     from raygrid.report import write_outputs
 
@@ -132,8 +233,25 @@ def save_search(search: Any, out_dir, *, title: str | None = None) -> dict[str, 
         est = search.estimator
         last = est.steps[-1][1] if hasattr(est, "steps") else est
         title = f"{type(search).__name__}: {type(last).__name__}"
-    return write_outputs(search.results_, search.summary_, best_config(search), Path(out_dir),
-                         title=title)
+    best = best_config(search)
+    best["cv"] = _cv_text(search, y)
+    if X is not None:
+        shape = getattr(X, "shape", None)
+        best["data"] = {"name": data, "n_samples": int(shape[0]) if shape else len(X),
+                        "n_features": int(shape[1]) if shape is not None and len(shape) > 1 else None}
+    elif data is not None:
+        best["data"] = {"name": data}
+    baseline = baseline_score(search, X, y, groups) if X is not None else None
+    if baseline is not None and "mean_score" in baseline and best.get("mean_score") is not None:
+        margin = max(best.get("std_score") or 0.0, 0.01)
+        baseline["clearly_beaten"] = best["mean_score"] - baseline["mean_score"] > margin
+    best["baseline"] = baseline
+    best["nodes"] = _node_names(search.results_)
+    best["best_model"] = save_best_model(search, out_dir)
+    paths = write_outputs(search.results_, search.summary_, best, Path(out_dir), title=title)
+    for name in best["best_model"].values():
+        paths[name] = Path(out_dir) / name
+    return paths
 
 
 def check_spec(spec_or_path: Any, *, overrides: Sequence[str] = (), out=None) -> Prepared:
@@ -200,7 +318,8 @@ def run_spec(spec_or_path: Any, *, overrides: Sequence[str] = (), out=None, addr
     search = prepared.make_search(backend=backend, address=address, verbose=verbose,
                                   storage=str(out_dir))
     search.fit(prepared.X, prepared.y)
-    save_search(search, out_dir, title=title or prepared.title)
+    data = spec.data.name or spec.data.csv
+    save_search(search, out_dir, title=title or prepared.title, X=prepared.X, y=prepared.y, data=data)
     (out_dir / SPEC_FILE).write_text(
         yaml.safe_dump(_plain(prepared.raw), sort_keys=False, allow_unicode=True), encoding="utf-8")
     return search, out_dir

@@ -1,11 +1,12 @@
 """The ``raygrid`` command: run a search spec, rebuild or show its report, run the demo.
 
-    raygrid run SPEC.yaml [--set KEY=VALUE ...] [--out DIR] [--backend ray|serial] [--address ADDR] [-v]
+    raygrid run SPEC.yaml [--set KEY=VALUE ...] [--out DIR] [--backend auto|ray|serial] [--address ADDR] [-v]
     raygrid check SPEC.yaml [--set KEY=VALUE ...]      check a spec without running it
     raygrid show DIR [--top N]                         the ranked candidates of a finished run
     raygrid report DIR                                 rebuild report.html and the plots from DIR
-    raygrid demo [--out DIR] [--backend ray|serial]    a small SVC grid on breast-cancer data
+    raygrid demo [--out DIR] [--backend auto|ray|serial]  a small SVC grid on breast-cancer data
     raygrid status DIR                                 what the fit store in DIR holds
+    raygrid init [SPEC.yaml] [--force]                 write a commented starter spec
 
 Exit codes: 0 done; 1 the search or a command failed; 2 a bad spec or bad usage (nothing was
 run or written).
@@ -55,23 +56,21 @@ def print_results(summary, best: dict, out_dir: Path | None, top: int, console=N
     """The ranked table of the ``top`` candidates, the best configuration and where the report is."""
     from rich.table import Table
 
-    from raygrid.report import rich_table
+    from raygrid.report import rich_table, terminal_text as t
 
     console = console or _console()
-    console.print(rich_table(summary, best.get("metric"), top=top))
+    metric, scoring = best.get("metric") or "score", best.get("scoring")
+    label = scoring if metric == "score" and isinstance(scoring, str) else metric  # one name, as the report
+    console.print(rich_table(summary, best.get("metric"), top=top, label=label))
     table = Table(title="best configuration", show_header=False, title_justify="left")
     table.add_column("key", style="bold")
     table.add_column("value")
     for name, value in (best.get("params") or {}).items():
-        table.add_row(name, repr(value) if isinstance(value, str) else _fmt(value))
+        table.add_row(t(name), t(repr(value) if isinstance(value, str) else _fmt(value)))
     score = best.get("mean_score")
     if score is not None:
         std = best.get("std_score")
-        metric = best.get("metric") or "score"
-        scoring = best.get("scoring")
-        if metric == "score" and isinstance(scoring, str):
-            metric = scoring
-        table.add_row(f"mean test {metric}", f"{score:.4f}" + (f" ± {std:.4f}" if std is not None else ""))
+        table.add_row(t(f"mean test {label}"), f"{score:.4f}" + (f" ± {std:.4f}" if std is not None else ""))
     table.add_row("candidate", _fmt(best.get("candidate")))
     for key, label in (("n_candidates", "candidates"), ("n_fits", "fits")):
         if best.get(key) is not None:
@@ -82,9 +81,9 @@ def print_results(summary, best: dict, out_dir: Path | None, top: int, console=N
     console.print(table)
     if out_dir is not None:
         report = Path(out_dir) / "report.html"
-        console.print(f"results: {out_dir}")
+        console.print(t(f"results: {out_dir}"))
         if report.exists():
-            console.print(f"report: {report}")
+            console.print(t(f"report: {report}"))
 
 
 class _Overrides(click.ParamType):
@@ -115,9 +114,12 @@ def _finish_run(search, out_dir: Path, top: int) -> None:
 
 def _run(spec_or_path, *, overrides=(), out=None, address=None, backend=None, verbose=0, quiet=False,
          top=10, force=False) -> None:
-    from raygrid.api import OutputDirError, run_spec
+    from raygrid.api import OutputDirError, check_spec, run_spec
+    from raygrid.quiet import native_noise_filtered
 
     try:
+        with native_noise_filtered():  # the spec's imports (TensorFlow) without their chatter
+            check_spec(spec_or_path, overrides=overrides, out=out)
         search, out_dir = run_spec(spec_or_path, overrides=overrides, out=out, address=address,
                                    backend=backend, verbose=0 if quiet else 1 + verbose,
                                    force=force)
@@ -143,8 +145,9 @@ def _run(spec_or_path, *, overrides=(), out=None, address=None, backend=None, ve
 @_set_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Output directory (default: the spec's `out`, else raygrid-out/<spec name>).")
-@click.option("--backend", type=click.Choice(["ray", "serial"]),
-              help="Where fits run (default: the spec's `backend`, else ray).")
+@click.option("--backend", type=click.Choice(["auto", "ray", "serial"]),
+              help="Where fits run (default: the spec's `backend`, else auto: in this process "
+                   "while the search is shorter than starting Ray, else Ray).")
 @click.option("--address", metavar="ADDR",
               help="Ray cluster to join: auto, host:6379 or ray://host:10001 (default: RAY_ADDRESS, "
                    "else a local Ray).")
@@ -182,9 +185,11 @@ def check(spec, overrides):
     Checking imports and calls the spec's module:callable names (the estimator, scorers, cv):
     a spec is code, to be checked only when trusted."""
     from raygrid.api import check_spec
+    from raygrid.quiet import native_noise_filtered
 
     try:
-        prepared = check_spec(spec, overrides=overrides)
+        with native_noise_filtered():  # the spec's imports (TensorFlow) without their chatter
+            prepared = check_spec(spec, overrides=overrides)
     except SpecError as exc:
         _fail_spec(exc)
     n_splits = _n_splits(prepared)
@@ -251,7 +256,7 @@ def _saved_title(directory: Path) -> str:
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("raygrid-out") / "demo", show_default=True, help="Output directory.")
-@click.option("--backend", type=click.Choice(["ray", "serial"]), default="ray", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "ray", "serial"]), default="auto", show_default=True)
 @click.option("--address", metavar="ADDR", help="Ray cluster to join (default: a local Ray).")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress display.")
 @click.option("--force", is_flag=True,
@@ -262,6 +267,21 @@ def demo(out, backend, address, quiet, force):
     from raygrid.api import DEMO_SPEC
 
     _run(DEMO_SPEC, out=out, backend=backend, address=address, quiet=quiet, force=force)
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path), default=Path("spec.yaml"),
+                required=False)
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+def init(path, force):
+    """Write a commented starter spec to PATH (default: spec.yaml) that runs as it is."""
+    from raygrid.spec import STARTER_SPEC
+
+    if path.exists() and not force:
+        raise click.ClickException(f"{path} exists; pass --force to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(STARTER_SPEC.format(path=path), encoding="utf-8")
+    click.echo(f"wrote {path}: check it with `raygrid check {path}`, run it with `raygrid run {path}`")
 
 
 @main.command()
@@ -282,7 +302,27 @@ def status(directory, as_json):
         info = store_status(directory)
     except (StoreError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(json.dumps(info, indent=2) if as_json else format_status(info))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    lines = [line for line in format_status(info).splitlines() if not line.startswith("Resume:")]
+    if any(not s["complete"] for s in info["searches"]):
+        lines.append(_resume_advice(Path(directory)))
+    elif not info["searches"]:
+        lines.append("No search has been recorded here: nothing to resume.")
+    click.echo("\n".join(lines))
+
+
+def _resume_advice(directory: Path) -> str:
+    """How to finish the fits a run directory's store is missing, in the CLI's words."""
+    from raygrid.api import SPEC_FILE
+
+    spec = directory / SPEC_FILE
+    if spec.exists():
+        return (f"Resume: raygrid run {spec} --out {directory} (runs only the missing fits; "
+                "with --address, once the cluster answers).")
+    return (f"Resume: run the same `raygrid run SPEC --out {directory}` again (runs only the missing "
+            f"fits); from Python, the same search with storage={str(directory)!r}.")
 
 
 if __name__ == "__main__":  # pragma: no cover

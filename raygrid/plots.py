@@ -10,12 +10,17 @@ Every plotting function takes ``path``: given, the PNG is written there and its 
 
 Hyperparameter values are shown as strings: ``None`` (and a missing value, NaN, which is what
 pandas makes of ``None`` in a numeric column) as ``"None"``, floats in ``%g`` form, strings as
-they are, anything else (tuples, estimators) by its ``repr``, shortened for the axes.
+they are, anything else (tuples, estimators) by its ``repr``, shortened for the axes. A
+hyperparameter that a candidate does not set at all (a list of grids where it belongs to
+another sub-grid, e.g. ``degree`` outside the ``poly`` kernel's) is ``"(not set)"``, read from
+the frame's ``params`` column, so it is never confused with a real ``None``.
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,8 @@ __all__ = [
     "param_columns",
     "param_influence",
     "value_label",
+    "param_labels",
+    "NOT_SET",
     "score_column",
     "metric_names",
     "violin_per_param",
@@ -43,7 +50,11 @@ PLOT_NAMES = ("violin_per_param", "heatmap_top_two", "score_vs_fit_time", "fits_
 
 _INSTALL_HINT = 'plotting needs matplotlib and seaborn: pip install "raygrid[plots]"'
 _LABEL_MAX = 32
-_DPI = 100
+_DPI = 150
+#: The label of a hyperparameter a candidate does not set (it belongs to another sub-grid).
+NOT_SET = "(not set)"
+#: Fewer points than this in any group of a subplot: a box and the points, not a violin.
+_VIOLIN_MIN_POINTS = 4
 
 
 # ----------------------------------------------------------------------------- values and columns
@@ -102,14 +113,28 @@ def param_columns(frame: pd.DataFrame) -> list[str]:
     return out
 
 
-def _ordered_labels(values: pd.Series) -> list[str]:
-    """Distinct labels in a natural order: numbers ascending, then other values by label, None last."""
+def param_labels(frame: pd.DataFrame, pcol: str, max_len: int | None = _LABEL_MAX) -> pd.Series:
+    """Each row's label for ``pcol``: :func:`value_label`, or :data:`NOT_SET` where the row's
+    ``params`` dict (when the frame has one) does not hold the hyperparameter."""
+    name = pcol[len("param_"):] if pcol.startswith("param_") else pcol
+    labels = frame[pcol].map(lambda v: value_label(v, max_len))
+    if "params" in frame.columns:
+        unset = frame["params"].map(lambda p: isinstance(p, dict) and name not in p).astype(bool)
+        labels = labels.where(~unset, NOT_SET)
+    return labels
+
+
+def _ordered_labels(frame: pd.DataFrame, pcol: str) -> list[str]:
+    """Distinct labels in a natural order: numbers ascending, then other values by label, None,
+    then "(not set)"."""
     seen: dict[str, Any] = {}
-    for v in values.tolist():
-        seen.setdefault(value_label(v), v)
+    for label, v in zip(param_labels(frame, pcol).tolist(), frame[pcol].tolist()):
+        seen.setdefault(label, v)
 
     def sort_key(item):
         label, v = item
+        if label == NOT_SET:
+            return (3, 0.0, "")
         if _is_missing(v):
             return (2, 0.0, "")
         if _is_number(v):
@@ -162,7 +187,7 @@ def param_influence(summary: pd.DataFrame, metric: str | None = "score") -> pd.S
     total = float(((y - y.mean()) ** 2).sum()) if len(y) else 0.0
     out = {}
     for pcol in param_columns(summary):
-        labels = summary.loc[ok, pcol].map(value_label)
+        labels = param_labels(summary, pcol)[ok]
         groups = pd.Series(y, index=labels.index).groupby(labels.to_numpy())
         between = float((groups.count() * (groups.mean() - y.mean()) ** 2).sum()) if len(y) else 0.0
         out[pcol] = between / total if total > 0 else 0.0
@@ -179,6 +204,26 @@ def _libs():
     except ImportError as exc:  # pragma: no cover - exercised by a test that hides the modules
         raise ImportError(_INSTALL_HINT) from exc
     return Figure, FigureCanvasAgg, sns
+
+
+#: raygrid's plot style. Labels are hyperparameter values, which may hold ``$`` (matplotlib would
+#: read ``$...$`` as math and fail on what is not valid math): text is drawn as written.
+_STYLE = {"text.parse_math": False}
+
+
+def _styled(draw):
+    """Run a plotting function under raygrid's plot style (texts keep the style they were made with)."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        try:
+            import matplotlib
+        except ImportError as exc:
+            raise ImportError(_INSTALL_HINT) from exc
+        with matplotlib.rc_context(_STYLE), warnings.catch_warnings():
+            # seaborn's own calls of matplotlib APIs deprecated after its release: not the user's to fix
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"seaborn\.")
+            return draw(*args, **kwargs)
+    return wrapper
 
 
 def _new_figure(width: float, height: float):
@@ -216,6 +261,7 @@ def _scored(summary: pd.DataFrame, col: str) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- plots
+@_styled
 def violin_per_param(summary: pd.DataFrame, metric: str | None = "score", path=None):
     """One violin per value of each varied hyperparameter: the distribution of the candidates'
     ``mean_test_<metric>`` (each point is one candidate, marginalising over the other parameters).
@@ -235,22 +281,69 @@ def violin_per_param(summary: pd.DataFrame, metric: str | None = "score", path=N
     fig, sns = _new_figure(4.6 * ncols, 3.9 * nrows + 0.5)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
     for ax, pcol in zip(axes, params):
-        order = _ordered_labels(summary[pcol])
-        frame = pd.DataFrame({"value": data[pcol].map(value_label).to_numpy(), "score": data[col].to_numpy()})
+        order = _ordered_labels(summary, pcol)
+        frame = pd.DataFrame({"value": param_labels(data, pcol).to_numpy(), "score": data[col].to_numpy()})
         # ``order`` lists every value, so one whose candidates all failed keeps an empty slot.
-        sns.violinplot(data=frame, x="value", y="score", order=order, ax=ax, cut=0,
-                       inner="quart", color="#9ecae1", linewidth=1, density_norm="width")
+        smallest = frame.groupby("value").size().min() if len(frame) else 0
+        if smallest >= _VIOLIN_MIN_POINTS:
+            sns.violinplot(data=frame, x="value", y="score", order=order, ax=ax, cut=0,
+                           inner="quart", color="#9ecae1", linewidth=1, density_norm="width")
+        else:  # a density from 1-3 points says nothing: the box and the points themselves
+            sns.boxplot(data=frame, x="value", y="score", order=order, ax=ax, color="#c6dbef",
+                        linewidth=1, showfliers=False, width=0.5)
         sns.stripplot(data=frame, x="value", y="score", order=order, ax=ax, size=3,
                       color="#08306b", alpha=0.6, jitter=0.15)
-        ax.set_title(f"{_short(pcol)}  (η² = {influence[pcol]:.2f})")
+        ax.set_title(_wrap(f"{_short(pcol)}  (η² = {influence[pcol]:.2f})", 4.6))
         ax.set_xlabel(_short(pcol))
         ax.set_ylabel(f"mean test {metric}")
         ax.grid(axis="y", alpha=0.3)
         _rotate(ax, order)
     for ax in axes[len(params):]:
         ax.set_visible(False)
-    fig.suptitle(f"mean test {metric} per hyperparameter value ({len(data)} candidates)")
+    fig.suptitle(_wrap(f"mean test {metric} per hyperparameter value ({len(data)} candidates)", 4.6 * ncols,
+                       size=13))
     return _finish(fig, path)
+
+
+def _wrap(text: str, width_in: float, size: float = 12.0) -> str:
+    """``text`` broken into lines that fit ``width_in`` inches at font ``size`` points (an average
+    glyph is about 0.6 of the font size wide): titles are wrapped, never clipped."""
+    import textwrap
+
+    chars = max(12, int(width_in * 72 / (0.6 * size)) - 2)
+    return "\n".join(textwrap.wrap(text, chars, break_long_words=True)) or text
+
+
+def set_together(summary: pd.DataFrame, p1: str, p2: str) -> pd.Series:
+    """Which candidates set both ``p1`` and ``p2`` (neither belongs to another sub-grid)."""
+    return (param_labels(summary, p1) != NOT_SET) & (param_labels(summary, p2) != NOT_SET)
+
+
+def heatmap_pair(summary: pd.DataFrame, metric: str | None = "score") -> tuple[str, str]:
+    """The two hyperparameters the heatmap shows: an influential pair that is set together.
+
+    A pair qualifies when, over the candidates that set both, each still takes at least two
+    values. Qualifying pairs are ranked by their combined :func:`param_influence` times the share
+    of candidates that set both, so a pair that exists in one sub-grid only (``C`` × ``degree``,
+    where ``degree`` belongs to the ``poly`` kernel's sub-grid) loses to one set everywhere
+    (``C`` × ``kernel``) unless it explains far more. Raises ``ValueError`` when no pair qualifies.
+    """
+    influence = param_influence(summary, metric)
+    names = list(influence.index)
+    best = None
+    for i, p1 in enumerate(names):
+        for p2 in names[i + 1:]:
+            both = set_together(summary, p1, p2)
+            if min(param_labels(summary[both], p1).nunique(), param_labels(summary[both], p2).nunique()) < 2:
+                continue
+            share = float(both.mean()) if len(both) else 0.0
+            key = (round((influence[p1] + influence[p2]) * share, 6), int(both.sum()))
+            if best is None or key > best[0]:
+                best = (key, p1, p2)
+    if best is None:
+        raise ValueError("a heatmap needs two hyperparameters that are set together and vary")
+    _, p1, p2 = best
+    return (p1, p2) if influence[p1] >= influence[p2] else (p2, p1)
 
 
 def _cell_means(summary, results, col, metric, p1, p2) -> pd.DataFrame:
@@ -263,17 +356,21 @@ def _cell_means(summary, results, col, metric, p1, p2) -> pd.DataFrame:
     else:
         frame = summary
         score = pd.to_numeric(frame[col], errors="coerce")
-    table = pd.DataFrame({p1: frame[p1].map(value_label).to_numpy(),
-                          p2: frame[p2].map(value_label).to_numpy(),
+    table = pd.DataFrame({p1: param_labels(frame, p1).to_numpy(),
+                          p2: param_labels(frame, p2).to_numpy(),
                           "score": score.to_numpy()})
+    table = table[(table[p1] != NOT_SET) & (table[p2] != NOT_SET)]
     means = table.groupby([p1, p2])["score"].mean().unstack(p2)
-    rows, cols = _ordered_labels(summary[p1]), _ordered_labels(summary[p2])
+    both = summary[set_together(summary, p1, p2)]
+    rows, cols = _ordered_labels(both, p1), _ordered_labels(both, p2)
     return means.reindex(index=rows, columns=cols).astype(float)
 
 
+@_styled
 def heatmap_top_two(summary: pd.DataFrame, results: pd.DataFrame | None = None,
                     metric: str | None = "score", path=None):
-    """Heatmap of the mean test score over the values of the two most influential hyperparameters.
+    """Heatmap of the mean test score over the values of the two most influential hyperparameters
+    that are set together (:func:`heatmap_pair`), over the candidates that set both.
 
     "Most influential" is :func:`param_influence` (eta squared of ``mean_test_<metric>`` over the
     candidates). Each cell averages over the other hyperparameters: over the successful fits in
@@ -285,20 +382,23 @@ def heatmap_top_two(summary: pd.DataFrame, results: pd.DataFrame | None = None,
     influence = param_influence(summary, metric)
     if len(influence) < 2:
         raise ValueError("a heatmap needs at least two varied hyperparameters")
-    p1, p2 = influence.index[:2]
+    p1, p2 = heatmap_pair(summary, metric)
     means = _cell_means(summary, results, col, metric, p1, p2)
-    fig, sns = _new_figure(max(5.5, 1.1 * means.shape[1] + 3.0), max(4.0, 0.6 * means.shape[0] + 2.2))
+    fig_width = max(5.5, 1.1 * means.shape[1] + 3.0)
+    fig, sns = _new_figure(fig_width, max(4.0, 0.6 * means.shape[0] + 2.2))
     ax = fig.add_subplot()
     sns.heatmap(means, ax=ax, annot=True, fmt=".3f", cmap="viridis", linewidths=0.5,
                 cbar_kws={"label": f"mean test {metric}"})
     ax.set_xlabel(f"{_short(p2)} (η² = {influence[p2]:.2f})")
     ax.set_ylabel(f"{_short(p1)} (η² = {influence[p1]:.2f})")
-    ax.set_title(f"mean test {metric}: {_short(p1)} × {_short(p2)}\n(averaged over the other hyperparameters)")
+    ax.set_title(_wrap(f"mean test {metric}: {_short(p1)} × {_short(p2)}", fig_width - 1.5) + "\n"
+                 + _wrap("(averaged over the other hyperparameters)", fig_width - 1.5))
     ax.tick_params(axis="y", labelrotation=0)
     _rotate(ax, list(means.columns))
     return _finish(fig, path)
 
 
+@_styled
 def score_vs_fit_time(summary: pd.DataFrame, metric: str | None = "score", path=None):
     """Scatter of each candidate's mean test score against its mean fit time.
 
@@ -318,8 +418,8 @@ def score_vs_fit_time(summary: pd.DataFrame, metric: str | None = "score", path=
     x = pd.to_numeric(data["mean_fit_time"]).to_numpy(dtype=float)
     y = data[col].to_numpy(dtype=float)
     if hue is not None:
-        order = _ordered_labels(summary[hue])
-        sns.scatterplot(x=x, y=y, hue=data[hue].map(value_label).to_numpy(), hue_order=order,
+        order = _ordered_labels(summary, hue)
+        sns.scatterplot(x=x, y=y, hue=param_labels(data, hue).to_numpy(), hue_order=order,
                         ax=ax, s=40, alpha=0.8)
         ax.legend(title=_short(hue), fontsize="small", title_fontsize="small")
     else:
@@ -337,7 +437,7 @@ def score_vs_fit_time(summary: pd.DataFrame, metric: str | None = "score", path=
             ax.set_xscale("log")
     ax.set_xlabel("mean fit time per fold (s)")
     ax.set_ylabel(f"mean test {metric}")
-    ax.set_title(f"mean test {metric} vs mean fit time ({len(data)} candidates)")
+    ax.set_title(_wrap(f"mean test {metric} vs mean fit time ({len(data)} candidates)", 7.0))
     ax.grid(alpha=0.3)
     return _finish(fig, path)
 
@@ -389,6 +489,7 @@ def node_counts(results: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("fits", ascending=False, kind="stable")
 
 
+@_styled
 def fits_per_node(results: pd.DataFrame, path=None):
     """Bar chart of the number of fits each node ran, stacked by :func:`fit_status`
     (succeeded / from cache / failed).
@@ -417,10 +518,19 @@ def fits_per_node(results: pd.DataFrame, path=None):
     ax.set_xlabel("node")
     ax.set_ylabel("fits")
     ax.set_ylim(0, float(counts["fits"].max()) * 1.12 + 0.5)
-    ax.set_title(f"fits per node ({int(counts['fits'].sum())} fits on {len(counts)} nodes)")
+    ax.set_title(_wrap(f"fits per node ({int(counts['fits'].sum())} fits on {len(counts)} nodes)",
+                       max(5.0, 1.0 * len(counts) + 3.0) - 1))
     ax.legend(fontsize="small")
     ax.grid(axis="y", alpha=0.3)
     return _finish(fig, path)
+
+
+def _has_pair(summary: pd.DataFrame, metric: str) -> bool:
+    try:
+        heatmap_pair(summary, metric)
+    except ValueError:
+        return False
+    return True
 
 
 def save_all(results: pd.DataFrame, summary: pd.DataFrame, metric: str | None = "score",
@@ -428,22 +538,33 @@ def save_all(results: pd.DataFrame, summary: pd.DataFrame, metric: str | None = 
     """Write every plot that applies as ``<out_dir>/<name>.png``; return ``{name: path}``.
 
     Skipped, by design: ``violin_per_param`` when no hyperparameter varies, ``heatmap_top_two``
-    with fewer than two varied hyperparameters, ``score_vs_fit_time`` without fit times, and
-    ``fits_per_node`` when every fit ran on one node (a local run has nothing to compare), and
-    every score plot when no candidate has a test score (all fits failed).
+    when no two varied hyperparameters are set together (see :func:`heatmap_pair`),
+    ``score_vs_fit_time`` without fit times, ``fits_per_node`` without a node column (one node
+    is one bar: a local run's fits and failures), and every score plot when no candidate has a
+    test score (all fits failed). A plot that fails to
+    draw is a ``RuntimeWarning`` naming it; the others are still written.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metric, col = score_column(summary, metric)
+    _libs()  # no plotting library: one ImportError with the install hint, not a warning per plot
     scored = pd.to_numeric(summary[col], errors="coerce").notna().any()
     n_params = len(param_columns(summary)) if scored else 0
-    written: dict[str, Path] = {}
+    drawers = {}
     if n_params >= 1:
-        written["violin_per_param"] = violin_per_param(summary, metric, out_dir / "violin_per_param.png")
-    if n_params >= 2:
-        written["heatmap_top_two"] = heatmap_top_two(summary, results, metric, out_dir / "heatmap_top_two.png")
+        drawers["violin_per_param"] = lambda path: violin_per_param(summary, metric, path)
+    if n_params >= 2 and _has_pair(summary, metric):
+        drawers["heatmap_top_two"] = lambda path: heatmap_top_two(summary, results, metric, path)
     if scored and "mean_fit_time" in summary.columns and pd.to_numeric(summary["mean_fit_time"], errors="coerce").notna().any():
-        written["score_vs_fit_time"] = score_vs_fit_time(summary, metric, out_dir / "score_vs_fit_time.png")
-    if results is not None and "node" in results.columns and results["node"].nunique(dropna=False) > 1:
-        written["fits_per_node"] = fits_per_node(results, out_dir / "fits_per_node.png")
+        drawers["score_vs_fit_time"] = lambda path: score_vs_fit_time(summary, metric, path)
+    if results is not None and "node" in results.columns and len(results):
+        drawers["fits_per_node"] = lambda path: fits_per_node(results, path)
+    written: dict[str, Path] = {}
+    for name, draw in drawers.items():
+        # One plot that cannot be drawn costs that plot, never the run or the other plots.
+        try:
+            written[name] = draw(out_dir / f"{name}.png")
+        except Exception as exc:  # noqa: BLE001 - reported as a warning naming the plot
+            warnings.warn(f"raygrid could not draw the {name} plot ({type(exc).__name__}: {exc}); "
+                          "the other plots and the results are written", RuntimeWarning, stacklevel=2)
     return written

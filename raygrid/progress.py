@@ -1,6 +1,13 @@
-"""A live progress display (rich): fits done / total, running, failed, best so far, elapsed, ETA."""
+"""A live progress display (rich): fits done / total, running, failed, best so far, elapsed, ETA.
+
+On a terminal the line is redrawn in place and always fits the terminal's width (less important
+parts give way first: cached count, elapsed time, bar); while the search waits before its first
+fit (Ray starting) it says so. When stderr is not a terminal (a log file, a pipe) nothing is
+redrawn: a waiting phase and the final state are each printed once, as whole lines.
+"""
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import defaultdict
@@ -38,10 +45,16 @@ class SearchProgress:
         self._start = time.monotonic()
         self._console = console or Console(stderr=True)
         self._live: Live | None = None
+        #: Fits the executor can run at once (set once known): "running" never shows more.
+        self.slots: int | None = None
+        #: What the search waits for before its first fit (e.g. "starting Ray..."), else None.
+        self.status: str | None = None
+        #: A word on where fits run (e.g. "local: search < 5 s"), shown while set.
+        self.note: str | None = None
 
     def __enter__(self) -> "SearchProgress":
         self._start = time.monotonic()
-        if self.verbose >= 1:
+        if self.verbose >= 1 and self._console.is_terminal:
             self._live = Live(self.render(), console=self._console, refresh_per_second=4,
                               transient=False)
             self._live.__enter__()
@@ -52,6 +65,26 @@ class SearchProgress:
             self._live.update(self.render())
             self._live.__exit__(*exc)
             self._live = None
+        elif self.verbose >= 1:  # not a terminal: the final state once, as a whole line
+            self._console.print(self.render(), soft_wrap=True)
+
+    @contextlib.contextmanager
+    def phase(self, status: str | None):
+        """Show ``status`` (e.g. "starting Ray...") instead of the counts while the block runs."""
+        if not status:
+            yield
+            return
+        self.status = status
+        if self._live is not None:
+            self._live.update(self.render())
+        elif self.verbose >= 1:
+            self._console.print(f"{self.title}: {status}", markup=False, highlight=False, soft_wrap=True)
+        try:
+            yield
+        finally:
+            self.status = None
+            if self._live is not None:
+                self._live.update(self.render())
 
     def announce(self, n_candidates: int) -> None:
         """scikit-learn's line for each batch of candidates (stdout, ``verbose >= 1``)."""
@@ -113,28 +146,51 @@ class SearchProgress:
             return None
         return self.elapsed() / fresh * (self.total - self.done)
 
-    def render(self) -> Text:
-        width = 30
-        filled = int(width * self.done / self.total) if self.total else width
-        bar = "━" * filled + "╺" + " " * (width - filled - 1) if filled < width else "━" * width
+    def render(self, width: int | None = None) -> Text:
+        """The progress line, at most ``width`` characters (default: the console's width less one,
+        so a terminal never wraps it)."""
+        width = max(20, (width or self._console.width) - 1)
+        elapsed = _clock(self.elapsed())
+        if self.status:
+            return Text(_fit(f"{self.title} · {self.status} · {elapsed}", width))
+        running = self.running if self.slots is None else min(self.running, self.slots)
         eta = self.eta()
-        parts = [
-            f"{self.title} ", bar,
-            f" {self.done}/{self.total} fits",
-            f" · running {self.running}",
-            f" · failed {self.failed}",
-        ]
+        # (text, priority): lower priorities give way first when the line is too long.
+        parts = [(f"{self.done}/{self.total} fits", 9), (f"{running} running", 5),
+                 (f"{self.failed} failed", 8 if self.failed else 3)]
         if self.cached:
-            parts.append(f" · cached {self.cached}")
+            parts.append((f"{self.cached} cached", 1))
+        if self.note:
+            parts.append((self.note, 4))
         if self.best is not None:
-            parts.append(f" · best {self.metric} {self.best:.4f}")
-        parts.append(f" · {_clock(self.elapsed())} elapsed")
+            parts.append((f"best {self.metric} {self.best:.4f}", 7))
+        parts.append((f"{elapsed} elapsed", 2))
         if eta is not None:
-            parts.append(f" · ETA {_clock(eta)}")
-        text = Text("".join(parts))
+            parts.append((f"ETA {_clock(eta)}", 6))
+        min_bar, max_bar = 10, 30
+        while True:
+            body = " · ".join(text for text, _ in parts)
+            room = width - len(self.title) - len(body) - 2  # two spaces around the bar
+            if room >= min_bar or len(parts) == 1:
+                break
+            parts.remove(min(parts, key=lambda part: part[1]))
+        if room >= min_bar:
+            line = f"{self.title} {_bar(self.done, self.total, min(room, max_bar))} {body}"
+        else:
+            line = _fit(f"{self.title} {body}", width)
+        text = Text(line)
         if self.failed:
-            text.highlight_words([f"failed {self.failed}"], style="bold red")
+            text.highlight_words([f"{self.failed} failed"], style="bold red")
         return text
+
+
+def _bar(done: int, total: int, width: int) -> str:
+    filled = int(width * done / total) if total else 0
+    return "━" * filled + "╺" + " " * (width - filled - 1) if filled < width else "━" * width
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _clock(seconds: float) -> str:

@@ -24,6 +24,7 @@ import html
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from datetime import datetime, timezone
@@ -34,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from . import plots
+from .failures import failure_key
 from .plots import fit_status, metric_names, node_counts, param_columns, score_column, value_label
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "load_outputs",
     "write_report",
     "rich_table",
+    "terminal_text",
     "to_jsonable",
     "from_jsonable",
     "OUTPUT_FILES",
@@ -55,12 +58,12 @@ REPORT_HTML = "report.html"
 OUTPUT_FILES = (RESULTS_PARQUET, RESULTS_CSV, SUMMARY_CSV, BEST_JSON)
 
 _PLOT_CAPTIONS = {
-    "violin_per_param": "Distribution of the candidates' mean test score for each value of each "
+    "violin_per_param": "Distribution of the candidates' mean test {metric} for each value of each "
                         "varied hyperparameter (one point per candidate; η² = share of the score's "
                         "variance the hyperparameter explains).",
-    "heatmap_top_two": "Mean test score over the two most influential hyperparameters, averaged "
-                       "over the others.",
-    "score_vs_fit_time": "Mean test score against mean fit time per fold; the star is the best candidate.",
+    "heatmap_top_two": "Mean test {metric} over the two most influential hyperparameters that are "
+                       "set together, averaged over the others.",
+    "score_vs_fit_time": "Mean test {metric} against mean fit time per fold; the star is the best candidate.",
     "fits_per_node": "Number of fits each node ran.",
 }
 
@@ -307,6 +310,7 @@ tbody tr:nth-child(even) { background: #fafbfc; }
 tr.best td { background: var(--good); font-weight: 600; }
 td.num, th.num { text-align: right; white-space: nowrap; }
 td.bad { color: var(--bad); font-weight: 600; }
+p.warn { color: var(--bad); font-weight: 600; }
 table.kv th { font-weight: 500; color: var(--muted); white-space: nowrap; }
 table.ranked td { white-space: nowrap; }
 table.ranked thead th { white-space: normal; vertical-align: bottom; }
@@ -323,7 +327,7 @@ def _kv_table(pairs, cls="kv") -> str:
     return f'<table class="{cls}"><tbody>{rows}</tbody></table>'
 
 
-def _best_section(best: dict, summary: pd.DataFrame, metric: str) -> str:
+def _best_section(best: dict, summary: pd.DataFrame, metric: str, step: str = "") -> str:
     mean, std = best.get("mean_score"), best.get("std_score")
     if mean is None and len(summary):
         top_row = _ranked(summary, metric).iloc[0]
@@ -342,8 +346,13 @@ def _best_section(best: dict, summary: pd.DataFrame, metric: str) -> str:
         '<p class="note">no hyperparameters</p>'
     versions = best.get("versions") or {}
     versions_html = _kv_table(list(versions.items())) if versions else '<p class="note">not recorded</p>'
+    step_html = (f'<p class="note">Hyperparameters of pipeline step <code>{_e(step[:-2])}</code>: '
+                 f'their names in scikit-learn carry the prefix <code>{_e(step)}</code>.</p>') if step else ""
+    saved = best.get("best_model") or {}
+    model_html = ('<p class="note">Best model, refitted on all the data: '
+                  + ", ".join(f"<code>{_e(name)}</code>" for name in saved.values()) + "</p>") if saved else ""
     return (f'<section id="best"><h2>Best configuration</h2><div class="cards">{cards_html}</div>'
-            f'<div class="grid2"><div><h3>Hyperparameters</h3>{params_html}</div>'
+            f'{step_html}{model_html}<div class="grid2"><div><h3>Hyperparameters</h3>{params_html}</div>'
             f'<div><h3>Versions</h3>{versions_html}</div></div></section>')
 
 
@@ -380,10 +389,11 @@ def _top_section(summary: pd.DataFrame, metric: str, top: int) -> str:
     thead = "".join(f'<th{" class=num" if i >= num_from or i < 2 else ""}>{_e(h).replace(chr(10), "<br>")}</th>'
                     for i, h in enumerate(head))
     body = []
+    full = {c: plots.param_labels(ranked, c, None) for c in varied}  # "(not set)" is not None
     for position, (cand, row) in enumerate(ranked.iterrows(), start=1):
         cells = [f'<td class="num">{_e(_rank(row, metric, position))}</td>', f'<td class="num">{_e(cand)}</td>']
         if varied:
-            cells += [f"<td>{_e(value_label(row[c], None))}</td>" for c in varied]
+            cells += [f"<td>{_e(full[c][cand])}</td>" for c in varied]
         else:
             cells.append(f"<td>{_e(value_label(row.get('params'), None))}</td>")
         cells += [f'<td class="num">{_e(_fmt_score(row.get(f"mean_test_{m}"), row.get(f"std_test_{m}")))}</td>'
@@ -442,15 +452,18 @@ def _failures_section(results: pd.DataFrame) -> str:
     for idx in failed.index:
         text = errors[idx]
         text = "" if plots._is_missing(text) else str(text)
-        key = _last_line(text) or "(no error text)"
-        group = groups.setdefault(key, {"count": 0, "candidates": [], "system": False, "traceback": text})
+        shown = _last_line(text) or "(no error text)"
+        # One group per failure, however a worker ordered the sets in its message (failures.py).
+        group = groups.setdefault(failure_key(shown), {"count": 0, "candidates": [], "system": False,
+                                                       "traceback": text, "shown": shown})
         group["count"] += 1
         group["system"] |= bool(system[idx])
         cand = failed.at[idx, "candidate"] if "candidate" in failed.columns else None
         if cand is not None and cand not in group["candidates"]:
             group["candidates"].append(cand)
     rows = []
-    for key, g in sorted(groups.items(), key=lambda kv: -kv[1]["count"]):
+    for g in sorted(groups.values(), key=lambda g: -g["count"]):
+        key = g["shown"]
         cands = ", ".join(str(c) for c in g["candidates"][:12]) + (" …" if len(g["candidates"]) > 12 else "")
         detail = (f"<details><summary><code>{_e(key)}</code></summary><pre>{_e(g['traceback'])}</pre></details>"
                   if g["traceback"] else f"<code>{_e(key)}</code>")
@@ -461,11 +474,11 @@ def _failures_section(results: pd.DataFrame) -> str:
             f'<tbody>{"".join(rows)}</tbody></table></div></section>')
 
 
-def _plots_section(images: dict[str, Path], note: str | None) -> str:
+def _plots_section(images: dict[str, Path], note: str | None, metric: str = "score") -> str:
     figures = []
     for name, path in images.items():
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-        caption = _PLOT_CAPTIONS.get(name, name)
+        caption = _PLOT_CAPTIONS.get(name, name).format(metric=metric)
         figures.append(f'<figure id="plot-{_e(name)}"><img src="data:image/png;base64,{data}" '
                        f'alt="{_e(name)}"><figcaption>{_e(caption)}</figcaption></figure>')
     if note:
@@ -473,6 +486,71 @@ def _plots_section(images: dict[str, Path], note: str | None) -> str:
     if not figures:
         return ""
     return f'<section id="plots"><h2>Plots</h2>{"".join(figures)}</section>'
+
+
+def _display(results: pd.DataFrame, summary: pd.DataFrame, best: dict):
+    """The frames and ``best`` as the report shows them: one name for the metric (the scorer's,
+    e.g. ``accuracy``, instead of ``score``), a pipeline step prefix shared by every hyperparameter
+    (``model__``) dropped (said once on the page), and node ids replaced by host names / IPs.
+
+    Returns ``(results, summary, best, step)``; the saved files keep scikit-learn's names."""
+    results, summary, best = results.copy(), summary.copy(), dict(best)
+    scoring = best.get("scoring")
+    if best.get("metric") == "score" and isinstance(scoring, str) and f"mean_test_{scoring}" not in summary.columns:
+        rename = {c: c[:-len("score")] + scoring for c in list(summary.columns) + list(results.columns)
+                  if isinstance(c, str) and c.endswith("_score")
+                  and c.split("_")[0] in ("mean", "std", "rank", "test", "train")
+                  and c not in ("mean_score_time", "std_score_time")}
+        summary = summary.rename(columns=rename)
+        results = results.rename(columns=rename)
+        best["metric"] = scoring
+        if isinstance(best.get("baseline"), dict):
+            best["baseline"] = dict(best["baseline"], metric=scoring)
+    names = [c[len("param_"):] for c in summary.columns if isinstance(c, str) and c.startswith("param_")]
+    step = _common_step(names) if names else ""
+    if step:
+        strip = {f"param_{n}": f"param_{n[len(step):]}" for n in names}
+        summary = summary.rename(columns=strip)
+        results = results.rename(columns=strip)
+
+        def unprefixed(params):
+            return {k[len(step):] if k.startswith(step) else k: v for k, v in params.items()} \
+                if isinstance(params, dict) else params
+        for frame in (summary, results):
+            if "params" in frame.columns:
+                frame["params"] = frame["params"].map(unprefixed)
+        best["params"] = unprefixed(best.get("params") or {})
+    nodes = best.get("nodes") or {}
+    if nodes and "node" in results.columns:
+        results["node"] = results["node"].map(lambda n: nodes.get(n, n))
+    return results, summary, best, step
+
+
+def _data_section(best: dict, metric: str) -> str:
+    data = best.get("data") or {}
+    pairs = []
+    if data.get("name"):
+        pairs.append(("data set", data["name"]))
+    if data.get("n_samples") is not None:
+        shape = f"{data['n_samples']} rows" + (f" × {data['n_features']} features" if data.get("n_features") else "")
+        pairs.append(("data", shape))
+    if best.get("cv"):
+        pairs.append(("cross-validation", best["cv"]))
+    pairs.append(("metric", metric))
+    baseline = best.get("baseline")
+    note = ""
+    if isinstance(baseline, dict) and baseline.get("mean_score") is not None:
+        pairs.append((f"baseline ({baseline.get('estimator', 'dummy')})",
+                      _fmt_score(baseline.get("mean_score"), baseline.get("std_score"))))
+        if baseline.get("clearly_beaten") is False:
+            note = ('<p class="warn">The best candidate is not clearly above the baseline (by less '
+                    "than its standard deviation across folds, or 0.01): the features may carry "
+                    "little signal for this model, or the grid misses the region that works.</p>")
+    elif isinstance(baseline, dict) and baseline.get("error"):
+        pairs.append(("baseline", f"not computed: {baseline['error']}"))
+    else:
+        pairs.append(("baseline", "not computed (save_search was not given X and y)"))
+    return f'<section id="data"><h2>Data and evaluation</h2>{_kv_table(pairs)}{note}</section>'
 
 
 def write_report(results: pd.DataFrame, summary: pd.DataFrame, best: dict, out_dir, *,
@@ -488,6 +566,7 @@ def write_report(results: pd.DataFrame, summary: pd.DataFrame, best: dict, out_d
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    results, summary, best, step = _display(results, summary, best)
     metric = _primary_metric(summary, best)
     note = None
     try:
@@ -497,10 +576,18 @@ def write_report(results: pd.DataFrame, summary: pd.DataFrame, best: dict, out_d
     images = {name: images[name] for name in plots.PLOT_NAMES if name in images}
     if not images and note is None:
         note = ("No plot applies to this search: the score plots need a candidate with a test score "
-                "(and a varied hyperparameter or fit times), the node plot fits on more than one node.")
-    nav = "".join(f'<a href="#{anchor}">{_e(text)}</a>' for anchor, text in (
-        ("best", "best"), ("counts", "run"), ("top", "top candidates"), ("nodes", "nodes"),
-        ("failures", "failures"), ("plots", "plots")))
+                "(and a varied hyperparameter or fit times), the node plot a node column.")
+    sections = [
+        ("best", "best", _best_section(best, summary, metric, step)),
+        ("data", "data", _data_section(best, metric)),
+        ("counts", "run", _counts_section(results, summary, best)),
+        ("top", "top candidates", _top_section(summary, metric, top)),
+        ("nodes", "nodes", _nodes_section(results)),
+        ("failures", "failures", _failures_section(results)),
+        ("plots", "plots", _plots_section(images, note, metric)),
+    ]
+    # Only sections the page has get a link: no dead anchors.
+    nav = "".join(f'<a href="#{anchor}">{_e(text)}</a>' for anchor, text, html_ in sections if html_)
     version = (best.get("versions") or {}).get("raygrid")
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     sub = f"generated {generated}" + (f" by raygrid {version}" if version else "")
@@ -509,12 +596,7 @@ def write_report(results: pd.DataFrame, summary: pd.DataFrame, best: dict, out_d
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>"
         f"<h1>{_e(title)}</h1><p class=\"sub\">{_e(sub)}</p><nav>{nav}</nav>"
-        + _best_section(best, summary, metric)
-        + _counts_section(results, summary, best)
-        + _top_section(summary, metric, top)
-        + _nodes_section(results)
-        + _failures_section(results)
-        + _plots_section(images, note)
+        + "".join(html_ for _, _, html_ in sections)
         + "</main></body></html>\n"
     )
     path = out_dir / REPORT_HTML
@@ -525,35 +607,70 @@ def write_report(results: pd.DataFrame, summary: pd.DataFrame, best: dict, out_d
 
 
 # ----------------------------------------------------------------------------- terminal
-def rich_table(summary: pd.DataFrame, metric: str | None = "score", top: int = 10):
-    """The ``top`` candidates as a :class:`rich.table.Table`: rank, candidate, the varied
-    hyperparameters, mean ± std test score, mean fit time and failed folds.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
+
+def terminal_text(value: Any, style: str = ""):
+    """``value`` as a :class:`rich.text.Text` shown exactly as written: never read as rich markup
+    (``[bold]``, ``[/]``), control characters (escape sequences, bells) shown as ``\\x1b``-style
+    escapes instead of reaching the terminal."""
+    from rich.text import Text
+
+    text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(value))
+    return Text(text, style=style)
+
+
+def _common_step(names: list[str]) -> str:
+    """The pipeline step every name belongs to (``"model__"`` for ``model__C``, ``model__gamma``), or ``""``."""
+    steps = {n.split("__", 1)[0] + "__" for n in names if "__" in n}
+    return steps.pop() if len(steps) == 1 and all("__" in n for n in names) else ""
+
+
+def rich_table(summary: pd.DataFrame, metric: str | None = "score", top: int = 10,
+               label: str | None = None):
+    """The ``top`` candidates as a :class:`rich.table.Table`: rank, candidate, the varied
+    hyperparameters, mean ± std test score, mean fit time and (when any) failed folds.
+
+    Made to be read in 80 columns: no vertical rules, a pipeline step prefix shared by every
+    hyperparameter (``model__``) said once in the caption instead of in every header, long names
+    and values folded onto more lines rather than cut, the score never broken.
     ``metric`` absent from the summary (e.g. the default ``"score"`` on a multi-metric search)
-    falls back to its first metric."""
+    falls back to its first metric; ``label`` names it on screen (e.g. ``accuracy`` for a
+    single metric that scikit-learn calls ``score``). Every value is :func:`terminal_text`."""
+    from rich import box
     from rich.table import Table
 
     metric = _primary_metric(summary, None, metric)
     ranked = _ranked(summary, metric).head(top)
     varied = param_columns(summary)
-    table = Table(title=f"top {len(ranked)} of {len(summary)} candidates by mean test {metric}")
-    table.add_column("rank", justify="right")
-    table.add_column("candidate", justify="right")
-    for col in varied:
-        table.add_column(_short(col))
+    names = [_short(c) for c in varied]
+    step = _common_step(names)
+    t = terminal_text
+    shown = label or metric
+    table = Table(title=t(f"top {len(ranked)} of {len(summary)} candidates by mean test {shown}"),
+                  caption=t(f"hyperparameters of pipeline step {step[:-2]!r} ({step}...)") if step else None,
+                  box=box.SIMPLE_HEAD, padding=0, show_edge=False,
+                  title_justify="left", caption_justify="left")
+    table.add_column("rank", justify="right", no_wrap=True)
+    table.add_column("cand.", justify="right", no_wrap=True)
+    for name in names:
+        table.add_column(t(name[len(step):]), overflow="fold")
     if not varied:
-        table.add_column("params")
-    table.add_column(f"test {metric}", justify="right")
-    table.add_column("fit time", justify="right")
-    table.add_column("failed", justify="right")
+        table.add_column("params", overflow="fold")
+    table.add_column(t(f"test {shown}"), justify="right", no_wrap=True, min_width=15)
+    table.add_column("fit time", justify="right", no_wrap=True)
+    labels = {c: plots.param_labels(ranked, c) for c in varied}  # "(not set)" is not None
+    any_failed = "n_failed" in ranked.columns and bool((pd.to_numeric(ranked["n_failed"], errors="coerce") > 0).any())
+    if any_failed:  # a column of zeros says nothing
+        table.add_column("failed", justify="right", no_wrap=True)
     for position, (cand, row) in enumerate(ranked.iterrows(), start=1):
-        params = [value_label(row[c]) for c in varied] or [value_label(row.get("params"), 60)]
+        params = [labels[c][cand] for c in varied] or [value_label(row.get("params"), 60)]
         failed = _num(row.get("n_failed"))
         table.add_row(
-            _rank(row, metric, position), str(cand), *params,
+            _rank(row, metric, position), t(cand), *(t(p) for p in params),
             _fmt_score(row.get(f"mean_test_{metric}"), row.get(f"std_test_{metric}")),
             _fmt_seconds(row.get("mean_fit_time")),
-            "—" if math.isnan(failed) else str(int(failed)),
+            *(["—" if math.isnan(failed) else str(int(failed))] if any_failed else []),
             style="bold green" if position == 1 else ("red" if failed > 0 else None),
         )
     return table

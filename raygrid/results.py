@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import warnings
-from collections import Counter
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -11,6 +10,7 @@ from numpy.ma import MaskedArray
 from scipy.stats import rankdata
 from sklearn.exceptions import FitFailedWarning
 
+from raygrid.failures import group_failures
 from raygrid.fitting import FitResult
 
 ResultMap = Mapping[tuple[int, int], FitResult]
@@ -109,7 +109,7 @@ def warn_or_raise_about_failures(results: Sequence[FitResult], error_score: Any)
         return
     delimiter = "-" * 80 + "\n"
     summary = "\n".join(f"{delimiter}{n} fits failed with the following error:\n{e}"
-                        for e, n in Counter(errors).items())
+                        for e, n in group_failures(errors))
     if len(errors) == len(results):
         raise ValueError(
             f"\nAll the {len(results)} fits failed.\n"

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import signal
+import sys
 import threading
 from typing import Any, Callable, Iterator, Sequence
 
@@ -49,6 +51,39 @@ def sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _innermost(executor: Any) -> Any:
+    """The executor a wrapper (the fused engine's) runs on."""
+    while getattr(executor, "inner", None) is not None:
+        executor = executor.inner
+    return executor
+
+
+def _waiting_for(executor: Any) -> str | None:
+    """What ``executor.share`` is about to wait for, in words: starting or joining Ray."""
+    inner = _innermost(executor)
+    if not hasattr(inner, "address"):
+        return None
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return None
+    address = inner.address or os.environ.get("RAY_ADDRESS")
+    return f"connecting to Ray at {address}..." if address else "starting Ray..."
+
+
+def share(executor: Executor, payload: Payload, progress: SearchProgress) -> Any:
+    """``executor.share(payload)``, the progress line saying what it waits for ("starting Ray...");
+    afterwards the progress knows how many fits can run at once."""
+    inner = _innermost(executor)
+    if hasattr(inner, "progress"):  # backend="auto": says where fits run, and when Ray starts
+        inner.progress = progress
+    with progress.phase(_waiting_for(executor)):
+        shared = executor.share(payload)
+    slots = getattr(_innermost(executor), "slots", None)
+    if callable(slots):
+        progress.slots = slots()
+    return shared
 
 
 def reuse(store: Any, trials: Sequence[Trial], results: dict[tuple[int, int], FitResult],

@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from raygrid._compat import CallbackSupportMixin, search_visual_block, with_callbacks
 from raygrid.callbacks import SearchCallbacks
-from raygrid.executors import BACKENDS, get_executor
+from raygrid.executors import BACKENDS, choose_backend, get_executor
 from raygrid.fitting import FitResult, Payload
 from raygrid.keras import uses_keras
 from raygrid.plan import build_trials, fit_seed, params_key, split_data
@@ -26,7 +26,7 @@ from raygrid.progress import SearchProgress
 from raygrid.routing import check_score_params, route_search, routing_enabled, search_router
 from raygrid.results import (cv_results, metrics_seen, results_frame, summary_frame,
                              warn_or_raise_about_failures)
-from raygrid.runner import execute, reuse
+from raygrid.runner import execute, reuse, share
 from raygrid.scoring import Scoring, check_refit, resolve_scoring, search_score_params
 
 
@@ -118,7 +118,7 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
         pre_dispatch="2*n_jobs",
         error_score=np.nan,
         return_train_score=False,
-        backend="ray",
+        backend="auto",
         ray_remote_args=None,
         address=None,
         max_retries=3,
@@ -226,8 +226,10 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
             keras=uses_keras(estimator),
             pairwise=bool(getattr(get_tags(estimator).input_tags, "pairwise", False)),
         )
-        executor = get_executor(self.backend, **self._executor_options())
         engine = getattr(self, "engine", "standard")
+        backend = choose_backend(self.backend, address=self.address, keras=payload.keras,
+                                 engine=engine)
+        executor = get_executor(backend, **self._executor_options())
         if engine != "standard":  # Keras on JAX: fusable trials train together (raygrid.fused)
             from raygrid.fused import wrap
 
@@ -287,7 +289,7 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
         todo = reuse(run.store, trials, run.results, run.progress, on_result)
         if todo:
             if run.shared is None:
-                run.shared = run.executor.share(run.payload)
+                run.shared = share(run.executor, run.payload, run.progress)
             execute(run.executor, run.shared, run.payload, todo, run.results, run.progress,
                     store=run.store, on_result=on_result)
 
@@ -363,7 +365,7 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
         )
 
     def _executor_options(self) -> dict:
-        if self.backend != "ray":
+        if self.backend == "serial":
             return dict(max_retries=self.max_retries, n_jobs=self.n_jobs)  # checked, not used
         return dict(address=self.address, ray_remote_args=self.ray_remote_args,
                     max_retries=self.max_retries, n_jobs=self.n_jobs)
@@ -514,8 +516,11 @@ def _learn_metrics(scoring: Scoring, results: Sequence[FitResult], refit: Any) -
 
 
 _RAYGRID_PARAMS_DOC = """
-    backend : {"ray", "serial"}, default="ray"
-        Where fits run: Ray tasks, or one after another in this process.
+    backend : {"auto", "ray", "serial"}, default="auto"
+        Where fits run: Ray tasks, or one after another in this process. "auto" runs them in this
+        process while the whole search looks shorter than starting Ray (5 s; measured as the fits
+        run) and on Ray after that, or at once when Ray is running, a cluster address is given or
+        the estimator is Keras (see raygrid.executors.auto). "ray" is always Ray.
     ray_remote_args : dict, default=None
         Resources per fit, passed to Ray's ``.options()``: ``{"num_cpus": 1}`` by default;
         ``{"num_cpus": 1, "num_gpus": 0.25}`` packs four fits on one GPU; also ``memory``,
@@ -575,7 +580,7 @@ class GridSearchCV(BaseSearch):
         pre_dispatch="2*n_jobs",
         error_score=np.nan,
         return_train_score=False,
-        backend="ray",
+        backend="auto",
         ray_remote_args=None,
         address=None,
         max_retries=3,
@@ -625,7 +630,7 @@ class RandomizedSearchCV(BaseSearch):
         random_state=None,
         error_score=np.nan,
         return_train_score=False,
-        backend="ray",
+        backend="auto",
         ray_remote_args=None,
         address=None,
         max_retries=3,

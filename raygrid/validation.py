@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils import get_tags
 
-from raygrid.executors import get_executor
+from raygrid.executors import choose_backend, get_executor
 from raygrid.fitting import FitResult, Payload
 from raygrid.plan import build_trials, split_data
 from raygrid.progress import SearchProgress
 from raygrid.results import metrics_seen, warn_or_raise_about_failures
-from raygrid.runner import execute, reuse
+from raygrid.runner import execute, reuse, share
 from raygrid.routing import route_cross_validate
 from raygrid.scoring import resolve_scoring
 from raygrid.search import _closing_store, uses_keras
@@ -31,7 +31,7 @@ def cross_validate(
     return_estimator=False,
     return_indices=False,
     error_score=np.nan,
-    backend="ray",
+    backend="auto",
     ray_remote_args=None,
     address=None,
     max_retries=3,
@@ -59,10 +59,11 @@ def cross_validate(
         pairwise=bool(getattr(get_tags(estimator).input_tags, "pairwise", False)),
     )
     options = dict(max_retries=max_retries, n_jobs=n_jobs)  # checked for every backend
-    if backend == "ray":
+    if backend != "serial":
         options = dict(address=address, ray_remote_args=ray_remote_args, max_retries=max_retries,
                        n_jobs=n_jobs)
-    executor = get_executor(backend, **options)
+    executor = get_executor(choose_backend(backend, address=address, keras=payload.keras),
+                            **options)
     seed = int(random_state) if isinstance(random_state, (int, np.integer)) else None
     trials = build_trials([{}], len(splits), random_state=seed)
     results: dict[tuple[int, int], FitResult] = {}
@@ -80,8 +81,8 @@ def cross_validate(
                                                title="cross_validate") as progress:
         todo = reuse(store, trials, results, progress)
         if todo:
-            execute(executor, executor.share(payload), payload, todo, results, progress,
-                    store=store)
+            execute(executor, share(executor, payload, progress), payload, todo, results,
+                    progress, store=store)
 
     ordered = [results[(0, f)] for f in range(len(splits))]
     warn_or_raise_about_failures(ordered, error_score)
@@ -117,7 +118,7 @@ def cross_val_score(
     params=None,
     pre_dispatch="2*n_jobs",
     error_score=np.nan,
-    backend="ray",
+    backend="auto",
     ray_remote_args=None,
     address=None,
     max_retries=3,

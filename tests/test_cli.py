@@ -282,7 +282,7 @@ def test_bad_grid_parameter_and_more(tmp_path):
 
 
 @pytest.mark.parametrize("change, path, text", [
-    ({"backend": "dask"}, "backend", "expected 'ray' or 'serial'"),
+    ({"backend": "dask"}, "backend", "expected 'auto', 'ray' or 'serial'"),
     ({"cv": {"kind": "stratified", "n_splits": 1}}, "cv.n_splits", "greater than or equal to 2"),
     ({"estimator": {"import": "no_such_module_xyz:Thing"}}, "estimator.import", "cannot import module"),
     ({"estimator": {"import": "sklearn.linear_model:LogisticRegression", "params": {"Cc": 1}}},

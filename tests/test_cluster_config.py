@@ -5,6 +5,9 @@
 Neither needs the network, cloud credentials, boto3 or a running Ray.
 """
 import copy
+import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,7 +36,9 @@ def checked(config):
 
 
 def installs_raygrid_with_keras(commands):
-    return any("pip install" in c and "raygrid[keras" in c for c in commands)
+    """raygrid from the synced checkout (or its wheel), with the Keras extra, at the pinned set."""
+    return any("cd ~/raygrid-src" in c and "uv pip install" in c and "-c constraints.txt" in c
+               and "[keras,plots]" in c for c in commands)
 
 
 @pytest.fixture(autouse=True)
@@ -66,6 +71,7 @@ def test_aws_provider_and_node_types():
         assert node_type["node_config"]["InstanceMarketOptions"] == {"MarketType": "spot"}
     assert sum(t.get("max_workers", 0) for t in types.values()) <= config["max_workers"]
     assert config["file_mounts"]["~/raygrid-work"] == "./work"
+    assert config["file_mounts"]["~/raygrid-src"] == "."  # the checkout: raygrid is not on PyPI
 
 
 def test_gpu_worker_advertises_a_gpu_and_installs_cuda_tensorflow():
@@ -77,7 +83,7 @@ def test_gpu_worker_advertises_a_gpu_and_installs_cuda_tensorflow():
     commands = gpu["worker_setup_commands"]
     assert installs_raygrid_with_keras(commands)
     assert commands[: len(load(AWS)["setup_commands"])] == load(AWS)["setup_commands"]
-    assert any('"tensorflow[and-cuda]==2.21.0"' in c for c in commands)
+    assert any('"tensorflow[and-cuda]==2.21.0"' in c and "raygrid-src/constraints.txt" in c for c in commands)
     # CPU workers get the plain (shared) setup, no CUDA wheels.
     cpu = prepared["available_node_types"]["ray.worker.cpu"]
     assert "worker_setup_commands" not in cpu
@@ -92,6 +98,8 @@ def test_local_config_lists_machines_and_ssh_auth():
     assert {"ssh_user", "ssh_private_key"} <= set(config["auth"])
     # Same raygrid install as the cloud config.
     assert config["setup_commands"][:3] == load(AWS)["setup_commands"]
+    assert config["file_mounts"] == load(AWS)["file_mounts"]
+    assert config["rsync_exclude"] == load(AWS)["rsync_exclude"]
 
 
 def test_fake_cluster_config_is_complete_for_the_autoscaler():
@@ -149,3 +157,84 @@ def test_broken_copies_are_rejected(break_it, error):
     break_it(config)
     with pytest.raises(error):
         checked(config)
+
+
+# --- the install step itself, run offline --------------------------------------------------
+PYTHON_VERSION = re.search(r"on Python (3\.\d+)", (ROOT / "constraints.txt").read_text()).group(1)
+
+
+@pytest.mark.parametrize("path", [AWS, LOCAL], ids=lambda p: p.name)
+def test_every_setup_command_is_valid_bash(path):
+    config = load(path)
+    commands = list(config["setup_commands"]) + list(config.get("head_setup_commands") or [])
+    for node_type in (config.get("available_node_types") or {}).values():
+        commands += node_type.get("worker_setup_commands") or []
+    for command in commands:
+        done = subprocess.run(["bash", "-n", "-c", command], capture_output=True, text=True)
+        assert done.returncode == 0, f"{command}\n{done.stderr}"
+
+
+def test_nodes_get_the_tested_python():
+    venv = load(AWS)["setup_commands"][0]
+    assert f"uv venv --python {PYTHON_VERSION} ~/raygrid-env" in venv
+
+
+def test_outputs_and_virtualenvs_are_not_synced():
+    excluded = load(AWS)["rsync_exclude"]
+    assert {"/out", "/raygrid-out", "**/.venv", "**/.git"} <= set(excluded)
+
+
+def _run_install(tmp_path, with_wheel: bool) -> list[str]:
+    """Run cluster.yaml's install command with a stand-in `uv` that records its arguments."""
+    home = tmp_path / "home"
+    (home / ".local" / "bin").mkdir(parents=True)
+    record = tmp_path / "uv-args"
+    uv = home / ".local" / "bin" / "uv"
+    uv.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\n')
+    uv.chmod(0o755)
+    src = home / "raygrid-src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv*", "out", "raygrid-out",
+                                                              "__pycache__", "dist", "build"))
+    if with_wheel:
+        (src / "dist").mkdir()
+        (src / "dist" / "raygrid-0.1.0-py3-none-any.whl").write_bytes(b"")
+    command = load(AWS)["setup_commands"][2]
+    done = subprocess.run(["bash", "-c", command], env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return record.read_text().split("\n")
+
+
+def test_the_install_step_installs_the_checkout_with_the_pinned_set(tmp_path):
+    args = _run_install(tmp_path, with_wheel=False)
+    assert args[:5] == ["pip", "install", "--python", str(tmp_path / "home" / "raygrid-env/bin/python"), "-c"]
+    assert args[5] == "constraints.txt" and args[6] == ".[keras,plots]"
+
+
+def test_the_install_step_prefers_a_wheel_from_make_wheel(tmp_path):
+    args = _run_install(tmp_path, with_wheel=True)
+    assert args[6] == "dist/raygrid-0.1.0-py3-none-any.whl[keras,plots]"
+
+
+def test_make_wheel_writes_where_the_install_step_looks():
+    dry = subprocess.run(["make", "-n", "wheel"], cwd=ROOT, capture_output=True, text=True)
+    assert dry.returncode == 0 and "pip wheel -q --no-deps -w dist ." in dry.stdout
+
+
+def test_the_docs_offline_check_runs_as_written():
+    """docs/cluster.md's command for checking an edited file offline works on the shipped one."""
+    docs = (ROOT / "docs" / "cluster.md").read_text()
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", docs, flags=re.S) if "validate_config" in b)
+    command = block.replace("\\\n", "").strip()
+    assert command.startswith("python -c ")
+    done = subprocess.run(["bash", "-c", command.replace("python", sys.executable, 1)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_rsync_down_examples_end_in_slashes():
+    """`ray rsync-down SRC DST` is rsync: SRC without a trailing slash lands in DST/<name>/."""
+    docs = (ROOT / "docs" / "cluster.md").read_text()
+    lines = re.findall(r"^ray rsync-down \S+ (\S+) (\S+)$", docs, flags=re.M)
+    assert len(lines) >= 2
+    assert all(src.endswith("/") and dst.endswith("/") for src, dst in lines), lines

@@ -166,7 +166,7 @@ def test_refit_callable_must_return_an_index():
 
 # -- options ----------------------------------------------------------------------------------
 def test_unknown_backend(loud, tmp_path):
-    with pytest.raises(ValueError, match=r"backend must be one of \('ray', 'serial'\), got 'dask'"):
+    with pytest.raises(ValueError, match=r"backend must be one of \('auto', 'ray', 'serial'\), got 'dask'"):
         raygrid.GridSearchCV(loud, {"parameter": [1]}, backend="dask").fit(X, Y)
     with pytest.raises(ValueError, match="'dask'"):
         raygrid.cross_validate(loud, X, Y, backend="dask")

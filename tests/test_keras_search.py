@@ -68,9 +68,14 @@ def test_seed_example_quick_runs_end_to_end(ray_local, pima_csv, tmp_path):
     summary = _example().main(["--quick", "--data", str(pima_csv), "--out", str(tmp_path), "-v", "0"])
     assert summary["n_candidates"] == 4 and summary["n_fits"] == 12
     assert 0.0 <= summary["cv_accuracy"]["mean"] <= 1.0
-    saved = json.loads((tmp_path / "best.json").read_text())
+    saved = json.loads((tmp_path / "study.json").read_text())
     assert saved["best_params"] == summary["best_params"]
-    assert (tmp_path / "violins.png").stat().st_size > 0
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["params"] == summary["best_params"] and best["n_fits"] == 12
+    assert best["best_model"] == {"joblib": "best_model.joblib", "keras": "best_model.keras"}
+    assert (tmp_path / "best_model.keras").stat().st_size > 0
+    assert (tmp_path / "violin_per_param.png").stat().st_size > 0
+    assert "data:image/png;base64," in (tmp_path / "report.html").read_text()
     assert len((tmp_path / "results.csv").read_text().strip().splitlines()) == 1 + 12
 
 

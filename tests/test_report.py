@@ -139,8 +139,9 @@ def test_save_all_skips_what_does_not_apply(tmp_path):
     keep = ["param_optimizer"]  # one varied hyperparameter, one node
     summary = summary.drop(columns=[c for c in plots.param_columns(summary) if c not in keep])
     written = plots.save_all(results, summary, "score", tmp_path)
-    assert set(written) == {"violin_per_param", "score_vs_fit_time"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["score_vs_fit_time.png", "violin_per_param.png"]
+    assert set(written) == {"violin_per_param", "score_vs_fit_time", "fits_per_node"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fits_per_node.png", "score_vs_fit_time.png",
+                                                          "violin_per_param.png"]
 
 
 def test_plots_need_matplotlib_with_a_hint(frames, monkeypatch):
@@ -148,6 +149,34 @@ def test_plots_need_matplotlib_with_a_hint(frames, monkeypatch):
     monkeypatch.setitem(sys.modules, "seaborn", None)
     with pytest.raises(ImportError, match=r'pip install "raygrid\[plots\]"'):
         plots.violin_per_param(summary, "accuracy")
+
+
+def test_dollar_signs_in_values_are_drawn_as_text(tmp_path):
+    """A ``$...$`` in a value is not matplotlib math: an invalid formula must not stop a plot."""
+    import warnings
+
+    results, summary, _ = make_frames()
+    for frame in (results, summary):
+        frame["param_activation"] = frame["param_activation"].map(lambda v: "$\\frac{" + v + "$")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        written = plots.save_all(results, summary, "accuracy", tmp_path)
+    assert set(written) == set(plots.PLOT_NAMES)
+
+
+def test_one_failing_plot_warns_and_the_others_are_written(frames, tmp_path, monkeypatch):
+    results, summary, best = frames
+
+    def broken(*args, **kwargs):
+        raise ValueError("cannot draw this")
+
+    monkeypatch.setattr(plots, "heatmap_top_two", broken)
+    with pytest.warns(RuntimeWarning, match=r"heatmap_top_two plot \(ValueError: cannot draw this\)"):
+        paths = report.write_outputs(results, summary, best, tmp_path)
+    assert "heatmap_top_two.png" not in paths and not (tmp_path / "heatmap_top_two.png").exists()
+    for name in ("violin_per_param", "score_vs_fit_time", "fits_per_node"):
+        assert (tmp_path / f"{name}.png").exists(), name
+    assert (tmp_path / "report.html").exists()
 
 
 # ----------------------------------------------------------------------------- files
@@ -265,6 +294,67 @@ def test_rich_table(frames):
     console.print(table)
     text = console.export_text()
     assert "adam" in text and "(12, 8)" in text and "±" in text
+
+
+def _terminal_output(summary, best, width=80, top=6):
+    import io
+
+    from rich.console import Console
+
+    from raygrid.cli import print_results
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, force_terminal=True, color_system=None)
+    print_results(summary, best, None, top=top, console=console)
+    return buffer.getvalue()
+
+
+def test_terminal_tables_show_values_as_written(frames):
+    """Values reach rich as text: ``[/]`` does not crash, ``[bold]`` is not markup, control
+    characters are shown escaped instead of reaching the terminal."""
+    _, summary, best = frames
+    summary = summary.copy()
+    nasty = {"tanh": "[/]", "relu": "[bold]x", "sigmoid": "a\x1b[31mred\x07"}
+    summary["param_activation"] = summary["param_activation"].map(nasty)
+    best = dict(best, params=dict(best["params"], activation="[/]", optimizer="[red]"))
+    text = _terminal_output(summary, best, width=120, top=len(summary))
+    assert "[/]" in text and "[bold]x" in text and "'[red]'" in text
+    assert "\x1b" not in text and "\x07" not in text
+    assert "a\\x1b[31mred\\x07" in text
+
+
+def test_terminal_table_names_the_metric_as_the_report_does(frames):
+    _, summary, best = frames
+    single = summary.rename(columns=lambda c: c.replace("_accuracy", "_score"))
+    text = _terminal_output(single, dict(best, metric="score", scoring="accuracy"))
+    assert "by mean test accuracy" in text and "mean test accuracy" in text and "test score" not in text
+
+
+def test_raygrid_show_prints_markup_like_values(frames, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from raygrid.cli import main
+
+    results, summary, best = frames
+    monkeypatch.setattr(plots, "save_all", lambda *args, **kwargs: {})
+    params = dict(best["params"], activation="[/]")
+    report.write_outputs(results, summary, dict(best, params=params), tmp_path)
+    outcome = CliRunner().invoke(main, ["show", str(tmp_path), "--top", "3"])
+    assert outcome.exit_code == 0, outcome.output
+    assert "'[/]'" in outcome.output
+
+
+def test_terminal_table_fits_80_columns_with_whole_names(frames):
+    _, summary, best = frames
+    summary = summary.rename(columns=lambda c: "param_model__" + c[6:] if c.startswith("param_") else c)
+    text = _terminal_output(summary, best)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    header = next(line for line in lines if "rank" in line)
+    for name in ("activation", "optimizer", "hidden", "batch_size", "test accuracy"):
+        assert name in header, header
+    assert "model__" not in header and "pipeline step 'model' (model__...)" in text
+    assert "0.7949 ± 0.0076" in text  # the best row's score, unbroken
 
 
 @pytest.mark.slow

@@ -8,7 +8,9 @@ from typing import Any
 from raygrid.executors.base import Executor
 from raygrid.executors.serial import SerialExecutor
 
-BACKENDS = ("ray", "serial")
+from raygrid.executors.auto import AutoExecutor, choose_backend
+
+BACKENDS = ("auto", "ray", "serial")
 
 
 def check_options(n_jobs: Any = None, max_retries: Any = 3) -> None:
@@ -23,7 +25,9 @@ def check_options(n_jobs: Any = None, max_retries: Any = 3) -> None:
 
 
 def get_executor(backend: str = "ray", **options: Any) -> Executor:
-    """The executor for ``backend``: ``"ray"`` (default) or ``"serial"`` (in-process, the oracle).
+    """The executor for ``backend``: ``"ray"``, ``"serial"`` (in-process, the oracle) or
+    ``"auto"`` (in-process while the search is shorter than Ray's start-up, then Ray; see
+    :mod:`raygrid.executors.auto` and :func:`choose_backend`).
 
     ``options`` (``n_jobs``, ``max_retries``, and for Ray ``address``, ``ray_remote_args``) are
     checked for every backend; the serial executor ignores them.
@@ -33,6 +37,8 @@ def get_executor(backend: str = "ray", **options: Any) -> Executor:
     check_options(options.get("n_jobs"), options.get("max_retries", 3))
     if backend == "serial":
         return SerialExecutor()
+    if backend == "auto":
+        return AutoExecutor(**options)
     if backend == "ray":
         from raygrid.executors.ray import RayExecutor, connect
 
@@ -47,4 +53,5 @@ def get_executor(backend: str = "ray", **options: Any) -> Executor:
         return executor
 
 
-__all__ = ["Executor", "SerialExecutor", "get_executor", "check_options", "BACKENDS"]
+__all__ = ["Executor", "SerialExecutor", "AutoExecutor", "get_executor", "choose_backend",
+           "check_options", "BACKENDS"]

@@ -1,0 +1,108 @@
+"""The command line as a new user meets it: a starter spec, hints, resume advice."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from raygrid.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_init_writes_a_commented_spec_that_checks(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    written = invoke("init")
+    assert written.exit_code == 0, written.output
+    text = (tmp_path / "spec.yaml").read_text()
+    assert text.count("\n#") >= 5 and "docs/spec.md" in text
+    checked = invoke("check", "spec.yaml")
+    assert checked.exit_code == 0 and "6 candidates x 5 folds = 30 fits" in checked.output
+    again = invoke("init")
+    assert again.exit_code == 1 and "--force" in again.output
+    assert invoke("init", "--force").exit_code == 0
+
+
+def test_set_on_a_list_of_grids_suggests_an_index():
+    result = invoke("check", ROOT / "examples" / "specs" / "breast_cancer_svc.yaml",
+                    "--set", "search.grid.C=[1]")
+    assert result.exit_code == 2
+    assert "did you mean search.grid.0.C?" in result.output
+
+
+def test_csv_example_spec_checks(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    result = invoke("check", "examples/specs/wine_csv.yaml")
+    assert result.exit_code == 0 and "12 candidates x 4 folds = 48 fits" in result.output
+
+
+def test_an_unreachable_address_then_status(tmp_path):
+    """`raygrid run --address` to a port where nothing listens fails within seconds; `raygrid
+    status` of its output directory then speaks the command line's language."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    # A fresh process: a Ray already running in this one would be used whatever the address.
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("RAY_ADDRESS", None)
+    failed = subprocess.run([sys.executable, "-m", "raygrid.cli", "run", "examples/specs/breast_cancer_svc.yaml",
+                             "--out", str(out), "--address", "127.0.0.1:1", "-q"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1 and "Cannot reach the Ray cluster at '127.0.0.1:1'" in failed.stderr
+    status = invoke("status", out)
+    if (out / "fits.sqlite").exists():  # a store planned before the address was tried
+        assert status.exit_code == 0, status.output
+        assert "missing: 80" in status.output
+        assert f"raygrid run SPEC --out {out}" in status.output
+    else:  # nothing was created before the address answered
+        assert status.exit_code == 1 and str(out) in status.output
+
+
+def test_status_of_a_finished_run_gives_no_resume_advice(tmp_path):
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.svm import SVC
+
+    from raygrid import GridSearchCV
+
+    X, y = load_breast_cancer(return_X_y=True)
+    GridSearchCV(SVC(), {"C": [1, 10]}, cv=2, backend="serial", storage=str(tmp_path)).fit(X[:60], y[:60])
+    done = invoke("status", tmp_path)
+    assert done.exit_code == 0 and "missing: 0" in done.output and "Resume" not in done.output
+
+
+def test_status_of_an_interrupted_store_advises_the_resuming_command(tmp_path):
+    import numpy as np
+    import pytest
+    from sklearn.base import BaseEstimator, ClassifierMixin
+
+    from raygrid import GridSearchCV
+
+    class FailsForTwo(ClassifierMixin, BaseEstimator):
+        def __init__(self, c=1):
+            self.c = c
+
+        def fit(self, X, y):
+            if self.c == 2:
+                raise RuntimeError("stopped here")
+            self.classes_ = np.unique(y)
+            return self
+
+        def predict(self, X):
+            return np.full(len(X), self.classes_[0])
+
+    X, y = np.arange(40.0).reshape(20, 2), np.array([0, 1] * 10)
+    with pytest.raises(RuntimeError, match="stopped here"):
+        GridSearchCV(FailsForTwo(), {"c": [1, 2, 3]}, cv=2, backend="serial", error_score="raise",
+                     storage=str(tmp_path)).fit(X, y)
+    result = invoke("status", tmp_path)
+    assert result.exit_code == 0 and "incomplete" in result.output
+    assert f"Resume: run the same `raygrid run SPEC --out {tmp_path}` again" in result.output
+    (tmp_path / "spec.yaml").write_text("title: t\n")  # what a run leaves beside its results
+    result = invoke("status", tmp_path)
+    assert f"Resume: raygrid run {tmp_path / 'spec.yaml'} --out {tmp_path}" in result.output
