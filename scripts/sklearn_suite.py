@@ -3,8 +3,9 @@
 scikit-learn ships its tests in its wheel. This script copies ``test_search.py``,
 ``test_successive_halving.py`` and ``test_validation.py`` from the installed scikit-learn into
 ``build/sklearn-suite/``, rewrites only their imports of the searches and of ``cross_validate`` /
-``cross_val_score`` so that they come from raygrid, and runs them with pytest on raygrid's Ray backend
-(``RAYGRID_LOCAL_BUDGET_S=0``: no search runs in-process). Nothing of scikit-learn is committed: the copies are made at run time.
+``cross_val_score`` so that they come from raygrid, and runs them with pytest on raygrid's Ray
+backend (``RAYGRID_LOCAL_BUDGET_S=0``: no search runs in-process). Nothing of scikit-learn is
+committed: the copies are made at run time.
 
 A few tests cannot hold by design; they are listed, one reason each, in
 ``scripts/sklearn_suite_exceptions.txt`` and deselected. Every other test must pass.
