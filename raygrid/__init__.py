@@ -9,7 +9,7 @@ from raygrid.search import GridSearchCV, RandomizedSearchCV
 from raygrid.tune import TuneGridSearchCV, TuneSearchCV
 from raygrid.validation import cross_val_score, cross_validate
 
-__version__ = "0.1.0"
+from raygrid.version import __version__
 
 __all__ = [
     "GridSearchCV",

@@ -61,9 +61,9 @@ def library_versions(keras: bool = False) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     if "raygrid" not in versions:  # running from a source tree that is not installed
-        import raygrid
+        from raygrid.version import __version__
 
-        versions["raygrid"] = raygrid.__version__
+        versions["raygrid"] = __version__
     if keras:
         from raygrid.keras import keras_backend
 
@@ -91,7 +91,7 @@ def _float(value: Any) -> float | None:
 
 def best_config(search: Any) -> dict:
     """The ``best`` record of a fitted raygrid search, as ``best.json`` and the report hold it."""
-    from raygrid.search import uses_keras
+    from raygrid.keras import uses_keras
 
     cv = search.cv_results_
     metric = _metric(search)
@@ -181,7 +181,7 @@ def save_best_model(search: Any, out_dir) -> dict[str, str]:
     ``refit=False``)."""
     import joblib
 
-    from raygrid.search import uses_keras
+    from raygrid.keras import uses_keras
 
     model = getattr(search, "best_estimator_", None)
     if model is None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from math import ceil, floor, log
 from numbers import Integral, Real
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 from sklearn.base import is_classifier
@@ -26,7 +26,7 @@ from sklearn.utils import resample
 from sklearn.utils.multiclass import check_classification_targets
 
 from raygrid.fitting import num_samples
-from raygrid.search import _RAYGRID_PARAMS_DOC, BaseSearch
+from raygrid.search import RAYGRID_PARAMS_DOC, BaseSearch
 
 
 def halving_schedule(n_candidates: int, *, factor: float, min_resources: Any, max_resources: Any,
@@ -350,7 +350,7 @@ class HalvingGridSearchCV(BaseSuccessiveHalving):
         """Successive halving over ``param_grid``: every rung's (candidate, fold) fits are Ray tasks.
 """
         + _HALVING_DOC.format(sklearn=":class:`sklearn.model_selection.HalvingGridSearchCV`")
-        + _RAYGRID_PARAMS_DOC
+        + RAYGRID_PARAMS_DOC
         + """
     Examples
     --------
@@ -412,7 +412,7 @@ class HalvingRandomSearchCV(BaseSuccessiveHalving):
     rung use ``max_resources``.
 """
         + _HALVING_DOC.format(sklearn=":class:`sklearn.model_selection.HalvingRandomSearchCV`")
-        + _RAYGRID_PARAMS_DOC
+        + RAYGRID_PARAMS_DOC
     )
 
     def __init__(

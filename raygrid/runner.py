@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Any, Callable, Iterator, Sequence
 
-from raygrid.executors import Executor
+from raygrid.executors.base import Executor, Terminated
 from raygrid.fitting import FitResult, Payload
 from raygrid.plan import Trial
 from raygrid.progress import SearchProgress
@@ -17,10 +17,6 @@ from raygrid.progress import SearchProgress
 
 class FitError(RuntimeError):
     """A fit failed with error_score='raise' and its original exception could not be carried back."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM stopped a search: handled like Ctrl-C (tasks cancelled, finished fits kept)."""
 
 
 def reraise(result: FitResult) -> None:
@@ -163,3 +159,22 @@ def _drain(stream: Iterator[FitResult], interrupt: KeyboardInterrupt) -> Iterato
             result = next(stream)
     except (KeyboardInterrupt, StopIteration):
         return
+
+
+@contextlib.contextmanager
+def closing_store(store):
+    """Close the store after the fits; on Ctrl-C or SIGTERM say how to resume (one line)."""
+    if store is None:
+        yield
+        return
+    try:
+        yield
+    except KeyboardInterrupt:
+        from raygrid.store import resume_hint
+
+        print(resume_hint(store), file=sys.stderr, flush=True)
+        raise
+    else:
+        store.finish()
+    finally:
+        store.close()

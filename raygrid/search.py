@@ -5,7 +5,6 @@ import contextlib
 import dataclasses
 import functools
 import numbers
-import sys
 import time
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -26,7 +25,7 @@ from raygrid.progress import SearchProgress
 from raygrid.routing import check_score_params, route_search, routing_enabled, search_router
 from raygrid.results import (cv_results, metrics_seen, results_frame, summary_frame,
                              warn_or_raise_about_failures)
-from raygrid.runner import execute, reuse, share
+from raygrid.runner import closing_store, execute, reuse, share
 from raygrid.scoring import Scoring, check_refit, resolve_scoring, search_score_params
 
 
@@ -188,7 +187,7 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
         """
         started = time.perf_counter()
         run = self._prepare(X, y, params)
-        with _closing_store(run.store):
+        with closing_store(run.store):
             with run.progress, run.callbacks.searching(rungs=self._rungs):
                 self._run(run)
         if not run.candidates:
@@ -468,25 +467,6 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
         return tags
 
 
-@contextlib.contextmanager
-def _closing_store(store):
-    """Close the store after the fits; on Ctrl-C or SIGTERM say how to resume (one line)."""
-    if store is None:
-        yield
-        return
-    try:
-        yield
-    except KeyboardInterrupt:
-        from raygrid.store import resume_hint
-
-        print(resume_hint(store), file=sys.stderr, flush=True)
-        raise
-    else:
-        store.finish()
-    finally:
-        store.close()
-
-
 def _refit_context(payload: Payload, estimator: Any, seed: int | None):
     """Keras refits get the fits' hygiene and a seed of their own (the fold after the last)."""
     if not payload.keras:
@@ -515,7 +495,7 @@ def _learn_metrics(scoring: Scoring, results: Sequence[FitResult], refit: Any) -
     return Scoring(scoring.scorer, seen, scoring.scorers, multimetric)
 
 
-_RAYGRID_PARAMS_DOC = """
+RAYGRID_PARAMS_DOC = """
     backend : {"auto", "ray", "serial"}, default="auto"
         Where fits run: Ray tasks, or one after another in this process. "auto" runs them in this
         process while the whole search looks shorter than starting Ray (5 s; measured as the fits
@@ -564,7 +544,7 @@ class GridSearchCV(BaseSearch):
         program; what cannot be fused runs on the standard engine, and ``results_`` gets an
         ``engine`` column. "auto" fuses only groups of two lanes or more, without warnings.
 """
-        + _RAYGRID_PARAMS_DOC
+        + RAYGRID_PARAMS_DOC
     )
 
     def __init__(
@@ -612,7 +592,7 @@ class RandomizedSearchCV(BaseSearch):
     :class:`sklearn.model_selection.RandomizedSearchCV`: with the same ``random_state`` it draws
     the same candidates. An integer ``random_state`` also seeds Keras fits per (candidate, fold).
 """
-        + _RAYGRID_PARAMS_DOC
+        + RAYGRID_PARAMS_DOC
     )
 
     def __init__(

@@ -613,7 +613,7 @@ def _xy(loaded: Any) -> tuple[Any, Any]:
 
 def _load_named(name: str, path: str | None) -> tuple[Any, Any]:
     try:
-        from raygrid import datasets
+        import raygrid.datasets as datasets
     except ImportError:
         datasets = None
     if name == "breast_cancer":

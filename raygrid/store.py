@@ -263,9 +263,9 @@ def library_versions() -> dict[str, str | None]:
         except importlib.metadata.PackageNotFoundError:
             out[dist] = None
     if out["raygrid"] is None:
-        import raygrid
+        from raygrid.version import __version__
 
-        out["raygrid"] = raygrid.__version__
+        out["raygrid"] = __version__
     return out
 
 

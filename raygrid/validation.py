@@ -9,10 +9,10 @@ from raygrid.fitting import FitResult, Payload
 from raygrid.plan import build_trials, split_data
 from raygrid.progress import SearchProgress
 from raygrid.results import metrics_seen, warn_or_raise_about_failures
-from raygrid.runner import execute, reuse, share
+from raygrid.runner import closing_store, execute, reuse, share
 from raygrid.routing import route_cross_validate
 from raygrid.scoring import resolve_scoring
-from raygrid.search import _closing_store, uses_keras
+from raygrid.keras import uses_keras
 
 
 def cross_validate(
@@ -77,7 +77,7 @@ def cross_validate(
             return_train_score=return_train_score, keras=payload.keras, kind="cross_validate",
             reuse=not return_estimator,
         )
-    with _closing_store(store), SearchProgress(len(trials), len(splits), None, verbose,
+    with closing_store(store), SearchProgress(len(trials), len(splits), None, verbose,
                                                title="cross_validate") as progress:
         todo = reuse(store, trials, results, progress)
         if todo:

@@ -7,6 +7,10 @@ from raygrid.fitting import FitResult, Payload
 from raygrid.plan import Trial
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM stopped a search: handled like Ctrl-C (tasks cancelled, finished fits kept)."""
+
+
 class Executor(Protocol):
     def share(self, payload: Payload) -> Any:
         """Make the payload available to the workers; returns a handle for ``run``."""

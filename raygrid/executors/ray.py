@@ -318,7 +318,7 @@ def interrupt_grace(interrupt: BaseException) -> float | None:
             return max(0.0, float(setting))
         except ValueError:
             raise ValueError(f"RAYGRID_INTERRUPT_GRACE must be a number of seconds, got {setting!r}") from None
-    from raygrid.runner import Terminated
+    from raygrid.executors.base import Terminated
 
     return TERM_GRACE_S if isinstance(interrupt, Terminated) else None
 
