@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from raygrid.executors import BACKENDS, get_executor
 from raygrid.fitting import FitResult, Payload
-from raygrid.keras import uses_keras
+from raygrid.keras import uses_keras, with_stock_tags_fixed
 from raygrid.plan import build_trials, fit_seed, params_key, split_data
 from raygrid.progress import SearchProgress
 from raygrid.results import cv_results, results_frame, summary_frame, warn_or_raise_about_failures
@@ -137,7 +137,7 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.error_score != "raise" and not isinstance(self.error_score, numbers.Number):
             raise ValueError(f"error_score must be 'raise' or a number, got {self.error_score!r}")
-        estimator = self.estimator
+        estimator = with_stock_tags_fixed(self.estimator)
         groups = params.pop("groups", None)
         X, y, splits = split_data(estimator, X, y, groups, self.cv)
         scoring = resolve_scoring(estimator, self.scoring, self.refit, self.error_score)

@@ -47,6 +47,9 @@ def cross_validate(
     ``storage``, ``cache``) are those of :class:`raygrid.GridSearchCV`; with
     ``return_estimator=True`` stored fits are recorded but not reused (the store keeps no models).
     """
+    from raygrid.keras import with_stock_tags_fixed
+
+    estimator = with_stock_tags_fixed(estimator)
     X, y, splits = split_data(estimator, X, y, groups, cv)
     scoring_ = resolve_scoring(estimator, scoring, refit=False, error_score=error_score)
     payload = Payload(

@@ -57,6 +57,60 @@ def test_keras_classifier_is_stratified_through_raygrid(pima_csv):
         assert abs(y[test].mean() - y.mean()) < 0.05
 
 
+def _stock_classifier():
+    from scikeras.wrappers import KerasClassifier
+
+    from raygrid.keras import build_mlp
+
+    return KerasClassifier(build_mlp, loss="binary_crossentropy", epochs=1, batch_size=32,
+                           verbose=0, random_state=0)
+
+
+def test_stock_scikeras_classifier_is_treated_as_a_classifier(pima_csv, monkeypatch):
+    import warnings
+
+    from sklearn.model_selection import StratifiedKFold
+
+    import raygrid
+    import raygrid.keras as rk
+
+    X, y = _pima_small(pima_csv, 120)
+    monkeypatch.setattr(rk, "_stock_warned", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            out = raygrid.cross_validate(_stock_classifier(), X, y, cv=3,
+                                         scoring=["accuracy", "roc_auc"], backend="serial",
+                                         return_indices=True)
+    tag_warnings = [w for w in caught if "__sklearn_tags__" in str(w.message)]
+    assert len(tag_warnings) == 1  # once per process
+    assert "RAYGRID_STOCK_SCIKERAS_TAGS=sklearn" in str(tag_warnings[0].message)
+    assert np.isfinite(out["test_roc_auc"]).all()
+    want = [test for _, test in StratifiedKFold(3).split(X, y)]
+    for got, expected in zip(out["indices"]["test"], want):
+        np.testing.assert_array_equal(got, expected)
+    # The search refits the tag-fixed class with the stock class's parameters.
+    search = raygrid.GridSearchCV(_stock_classifier(), {"batch_size": [32]}, cv=3,
+                                  scoring="roc_auc", backend="serial", engine="standard").fit(X, y)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert type(search.best_estimator_) is rk.KerasClassifier
+    assert search.best_estimator_.get_params()["steps_per_execution"] is None
+
+
+def test_stock_scikeras_classifier_keeps_sklearn_behaviour_when_asked(pima_csv, monkeypatch):
+    from sklearn.model_selection import KFold
+
+    import raygrid
+
+    X, y = _pima_small(pima_csv, 120)
+    monkeypatch.setenv("RAYGRID_STOCK_SCIKERAS_TAGS", "sklearn")
+    out = raygrid.cross_validate(_stock_classifier(), X, y, cv=3, scoring="roc_auc",
+                                 backend="serial", return_indices=True)
+    assert np.isnan(out["test_score"]).all()  # scikit-learn's own outcome with the stock class
+    for got, (_, expected) in zip(out["indices"]["test"], KFold(3).split(X, y)):
+        np.testing.assert_array_equal(got, expected)
+
+
 def _example():
     spec = importlib.util.spec_from_file_location("pima_keras", ROOT / "examples" / "pima_keras.py")
     module = importlib.util.module_from_spec(spec)
