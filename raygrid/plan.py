@@ -16,13 +16,16 @@ class Trial:
     """One fit to run: candidate ``candidate`` on split ``fold``.
 
     ``seed`` is the per-fit seed handed to estimators that take one from raygrid (Keras models);
-    ``None`` leaves the estimator's own ``random_state`` untouched.
+    ``None`` leaves the estimator's own ``random_state`` untouched. ``engine`` is the engine
+    planned for the fit: ``"fused"`` when raygrid.fused will train it with others (its seed is
+    then its lane's), else ``"standard"``.
     """
 
     candidate: int
     fold: int
     params: Mapping[str, Any]
     seed: int | None = None
+    engine: str = "standard"
 
 
 def params_key(params: Mapping[str, Any]) -> int:
