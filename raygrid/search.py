@@ -160,10 +160,10 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
         )
         executor = get_executor(self.backend, **self._executor_options())
         engine = getattr(self, "engine", "standard")
-        if engine != "standard":  # Keras on JAX: fusable trials train together (raygrid.fused)
+        if engine != "standard":  # Keras models: fusable trials train together on JAX workers
             from raygrid.fused import wrap
 
-            executor = wrap(executor, engine)
+            executor = wrap(executor, engine, payload)
         store = self._open_store(payload, table)
         candidates: list[dict] = []
         first_split: list[int] = []  # per candidate: where its split set starts in ``table``
@@ -209,6 +209,8 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
             candidates.extend(new)
             first_split.extend([start] * len(new))
             progress.total += len(trials)
+            if hasattr(executor, "assign"):  # the fused engine's seeds and engine, before the store
+                trials = executor.assign(trials)
             todo = reuse(store, trials, results, progress)
             if todo:
                 if shared is None:
@@ -253,9 +255,9 @@ class BaseSearch(MetaEstimatorMixin, BaseEstimator):
         self.results_ = results_frame(candidates, fits, scoring.metrics or ("score",),
                                       return_train_score=self.return_train_score,
                                       error_score=self.error_score)
-        if engine != "standard" and len(self.results_):
-            self.results_["engine"] = [getattr(fits[k], "engine", "standard")
-                                       for k in sorted(fits)]
+        if len(self.results_):
+            self.results_["engine"] = [fits[k].engine for k in sorted(fits)]
+        self.n_fused_ = sum(fits[k].engine == "fused" for k in fits)
         rank_metric = refit_metric if isinstance(refit_metric, str) and refit_metric in (
             scoring.metrics or ()) else (scoring.metrics or ("score",))[0]
         self.summary_ = summary_frame(cv, self.results_, rank_metric)
@@ -453,6 +455,16 @@ _RAYGRID_PARAMS_DOC = """
         With ``storage``, reuse stored fits with the same fingerprint (system failures are always
         rerun; failed fits are rerun when ``error_score="raise"``). False reruns every fit and
         still records it.
+    engine : {"auto", "fused", "standard"}, default="auto"
+        How scikeras (Keras) models train. "auto" and "fused" train fusable fits many at a time
+        (raygrid.fused): fits of one model structure, loss and batch size become lanes of one
+        vectorised JAX program, run in Ray workers whose Keras backend is JAX whatever the
+        driver's is (with ``backend="serial"``, only when this process runs Keras on JAX).
+        Fits that cannot be fused run on the standard engine; "fused" warns about every such
+        fit, "auto" only about models that failed to build or train fused (one line with the
+        reason) and leaves single-lane groups to the standard engine. ``results_`` has an
+        ``engine`` column and ``n_fused_`` counts the fits trained fused. Other estimators
+        always run on the standard engine.
 """
 
 
@@ -469,11 +481,6 @@ class GridSearchCV(BaseSearch):
     n_jobs : int, default=None
         At most this many fits in flight; None or -1 uses every slot of the cluster.
     pre_dispatch : accepted for compatibility; Ray queues the tasks.
-    engine : {"standard", "fused", "auto"}, default="standard"
-        "fused" trains Keras models on the JAX backend many fits at a time (raygrid.fused):
-        trials of one model structure, loss and batch size become lanes of one vectorised
-        program; what cannot be fused runs on the standard engine, and ``results_`` gets an
-        ``engine`` column. "auto" fuses only groups of two lanes or more, without warnings.
 """
         + _RAYGRID_PARAMS_DOC
     )
@@ -498,7 +505,7 @@ class GridSearchCV(BaseSearch):
         random_state=None,
         storage=None,
         cache=True,
-        engine="standard",
+        engine="auto",
     ):
         super().__init__(
             estimator, scoring=scoring, n_jobs=n_jobs, refit=refit, cv=cv, verbose=verbose,
@@ -547,6 +554,7 @@ class RandomizedSearchCV(BaseSearch):
         max_retries=3,
         storage=None,
         cache=True,
+        engine="auto",
     ):
         super().__init__(
             estimator, scoring=scoring, n_jobs=n_jobs, refit=refit, cv=cv, verbose=verbose,
@@ -558,6 +566,7 @@ class RandomizedSearchCV(BaseSearch):
         self.param_distributions = param_distributions
         self.n_iter = n_iter
         self.random_state = random_state
+        self.engine = engine
 
     @property
     def _space_name(self) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from raygrid.executors.base import Executor
+from raygrid.executors.base import Executor, Unit, Work, gpu_share
 from raygrid.executors.serial import SerialExecutor
 
 BACKENDS = ("ray", "serial")
@@ -20,4 +20,4 @@ def get_executor(backend: str = "ray", **options: Any) -> Executor:
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
-__all__ = ["Executor", "SerialExecutor", "get_executor", "BACKENDS"]
+__all__ = ["Executor", "Unit", "Work", "gpu_share", "SerialExecutor", "get_executor", "BACKENDS"]
