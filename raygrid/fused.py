@@ -311,6 +311,56 @@ def plan_fusion(payload: Payload, trials: Sequence[Trial], engine: str = "fused"
         return _plan_fusion(payload, trials, engine, members)
 
 
+def _final_step(estimator: Any) -> str | None:
+    """The name of a scikit-learn Pipeline's last step when it is a scikeras model, else None."""
+    from raygrid.keras import _is_scikeras_wrapper
+
+    steps = getattr(estimator, "steps", None)
+    if (type(estimator).__name__ != "Pipeline" or not isinstance(steps, list) or not steps
+            or not _is_scikeras_wrapper(steps[-1][1])):
+        return None
+    return steps[-1][0]
+
+
+def final_step_view(payload: Payload, trials: Sequence[Trial], transform: bool = False
+                    ) -> tuple[Payload, list[Trial]]:
+    """A Pipeline(preprocessing..., scikeras model) search seen as a search of the model alone.
+
+    The grid may only set the model's parameters (``<step>__<param>``). With ``transform``, the
+    preprocessing steps are fitted on each fold's training rows (as the pipeline does) and the
+    folds' transformed copies of X are stacked, each fold's indices pointing into its own copy;
+    without, X is left as it is (enough to plan lanes). Other estimators come back unchanged.
+    """
+    name = _final_step(payload.estimator)
+    if name is None:
+        return payload, list(trials)
+    prefix = name + "__"
+    out = []
+    for t in trials:
+        if any(not k.startswith(prefix) for k in t.params):
+            raise NotFusable("the grid sets parameters of the pipeline's other steps")
+        out.append(dataclasses.replace(t, params={k[len(prefix):]: v
+                                                  for k, v in t.params.items()}))
+    pipe = payload.estimator
+    final = pipe.steps[-1][1]
+    X, splits = payload.X, payload.splits
+    if transform and len(pipe.steps) > 1:
+        from sklearn.base import clone
+
+        from raygrid.fitting import num_samples
+
+        n = num_samples(payload.X)
+        blocks, splits = [], []
+        for f, (train, test) in enumerate(payload.splits):
+            pre = clone(pipe[:-1]).fit(take(payload.X, train), take(payload.y, train))
+            blocks.append(np.asarray(pre.transform(payload.X)))
+            splits.append((np.asarray(train) + f * n, np.asarray(test) + f * n))
+        X = np.concatenate(blocks)
+        y = np.concatenate([np.asarray(payload.y)] * len(payload.splits))
+        return dataclasses.replace(payload, estimator=final, X=X, y=y, splits=splits), out
+    return dataclasses.replace(payload, estimator=final, X=X, splits=splits), out
+
+
 def _lanes(payload: Payload, trials: Sequence[Trial], leave) -> tuple[dict[str, Lane], dict]:
     """Lanes of ``trials`` (candidates differing only in epochs share one), without Keras:
     (lane key -> Lane, lane key -> (batch size, shuffle)). ``leave(trials, why)`` gets the rest."""
@@ -392,6 +442,7 @@ def assign(payload: Payload, trials: Sequence[Trial], engine: str = "fused",
         rest.update((t.candidate, t.fold) for t in trial_list)
 
     try:
+        payload, plain = final_step_view(payload, trials)
         check_search(payload, here=in_process)
         import importlib.util
 
@@ -401,7 +452,8 @@ def assign(payload: Payload, trials: Sequence[Trial], engine: str = "fused",
             raise NotFusable("a single fit")
     except NotFusable as exc:
         return Assignment(list(trials), {}, {str(exc): len(trials)})
-    lanes, lane_opts = _lanes(payload, trials, leave)
+    originals = {(t.candidate, t.fold): t for t in trials}
+    lanes, lane_opts = _lanes(payload, plain, leave)
     by_unit: dict[str, list[Lane]] = {}
     for key, lane in lanes.items():
         by_unit.setdefault(_hash(lane_opts[key]), []).append(lane)
@@ -415,8 +467,9 @@ def assign(payload: Payload, trials: Sequence[Trial], engine: str = "fused",
         for lane in unit_lanes:
             seed = lane_seed(payload, lane)
             for t in lane.all_trials():
-                changed[(t.candidate, t.fold)] = dataclasses.replace(t, engine="fused", seed=seed)
-                units[(t.candidate, t.fold)] = ukey
+                key = (t.candidate, t.fold)
+                changed[key] = dataclasses.replace(originals[key], engine="fused", seed=seed)
+                units[key] = ukey
     out = [changed.get((t.candidate, t.fold), t) for t in trials]
     return Assignment(out, units, reasons)
 
@@ -1352,6 +1405,13 @@ def run_unit(payload: Payload, trials: Sequence[Trial]) -> list[FitResult]:
             return _fallback_rows(trials, f"the Keras backend of the worker is {backend!r}, "
                                           "not 'jax'")
         configure_compilation_cache()
+        try:
+            payload, trials = final_step_view(payload, trials, transform=True)
+        except NotFusable as exc:
+            return _fallback_rows(trials, str(exc))
+        except Exception:  # noqa: BLE001 - the standard engine runs (and reports) it
+            return _fallback_rows(trials, "the pipeline's preprocessing failed ("
+                                  + _last_line(traceback.format_exc()) + ")")
         plan = _plan_fusion(payload, trials, "fused", None)
         results = _fallback_rows(plan.rest, plan.why)
         where = _where()

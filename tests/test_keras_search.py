@@ -27,7 +27,7 @@ def _grid_search(backend, X, y):
 
     grid = {"model__activation": ["tanh", "relu"], "epochs": [1, 2]}
     search = raygrid.GridSearchCV(seed_classifier(batch_size=32), grid, cv=2, scoring="accuracy",
-                                  random_state=11, backend=backend)
+                                  random_state=11, backend=backend, engine="standard")
     return search.fit(X, y)
 
 
@@ -130,7 +130,8 @@ def test_seed_example_quick_runs_end_to_end(ray_local, pima_csv, tmp_path):
 
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
 def test_keras_backend_reaches_ray_workers(backend, tmp_path):
-    """KERAS_BACKEND set on the driver is what every Ray worker fits with."""
+    """KERAS_BACKEND set on the driver is what every Ray worker of the standard engine fits with
+    (the fused engine's workers run Keras on JAX whatever the driver's backend)."""
     script = textwrap.dedent("""
         import json, sys
         import numpy as np
@@ -145,7 +146,8 @@ def test_keras_backend_reaches_ray_workers(backend, tmp_path):
         ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
         X = np.random.RandomState(0).rand(40, 4); y = (X[:, 0] > 0.5).astype(int)
         s = raygrid.GridSearchCV(seed_classifier(epochs=1), {"batch_size": [16]}, cv=2,
-                                 scoring=backend_scorer, refit=False).fit(X, y)
+                                 scoring=backend_scorer, refit=False,
+                                 engine="standard").fit(X, y)
         print(json.dumps({"scores": list(s.results_["test_score"]),
                           "driver_tf": "tensorflow" in sys.modules}))
         ray.shutdown()
