@@ -459,3 +459,46 @@ def test_ctrl_c_during_fused_search_then_resume_runs_no_group_twice(ray_local, p
     assert (res["engine"] == "fused").all() and resumed.n_fused_ == 20
     assert res["cached"].sum() == saved  # every stored fit reused: no fused group ran twice
     assert store_rows(storage) == 20
+
+
+@pytest.mark.keras
+def test_pipeline_with_a_keras_model_is_seen_as_the_model_on_preprocessed_folds(pima_csv):
+    from sklearn.metrics import check_scoring
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import MinMaxScaler
+
+    from raygrid import fused
+    from raygrid.fitting import Payload
+    from raygrid.keras import seed_classifier
+    from raygrid.plan import Trial
+
+    X, y = _pima(pima_csv, 90)
+    X = X * 7 + 3  # scaled per fold below
+    pipe = Pipeline([("scale", MinMaxScaler()), ("mlp", seed_classifier(epochs=1))])
+    splits = list(StratifiedKFold(3).split(X, y))
+    payload = Payload(estimator=pipe, X=X, y=y, splits=splits, scorer=check_scoring(pipe),
+                      metrics=("score",), keras=True)
+    trials = [Trial(0, f, {"mlp__epochs": 2, "mlp__model__activation": "tanh"}, 9)
+              for f in range(3)]
+    view, plain = fused.final_step_view(payload, trials, transform=True)
+    assert view.estimator is pipe.steps[-1][1]
+    assert [t.params for t in plain] == [{"epochs": 2, "model__activation": "tanh"}] * 3
+    assert [(t.candidate, t.fold, t.seed) for t in plain] == [(0, f, 9) for f in range(3)]
+    n = len(X)
+    for f, (train, test) in enumerate(splits):
+        v_train, v_test = view.splits[f]
+        np.testing.assert_array_equal(v_train, train + f * n)
+        np.testing.assert_array_equal(v_test, test + f * n)
+        want = MinMaxScaler().fit(X[train]).transform(X)  # fitted on the fold's training rows
+        np.testing.assert_allclose(view.X[f * n:(f + 1) * n], want)
+        np.testing.assert_array_equal(view.y[f * n:(f + 1) * n], y)
+    # The driver plans lanes on the model's parameters alone (no preprocessing there).
+    plan = fused.assign(payload, trials, "fused")
+    assert [t.engine for t in plan.trials] == ["fused"] * 3
+    assert plan.trials[0].params == trials[0].params  # the search's own parameters
+    # A grid over the preprocessing cannot be fused: those fits stay standard, with the reason.
+    other = [Trial(0, 0, {"scale__clip": True}, 1)]
+    plan = fused.assign(payload, other, "fused")
+    assert plan.trials[0].engine == "standard"
+    assert plan.reasons == {"the grid sets parameters of the pipeline's other steps": 1}
