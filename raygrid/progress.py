@@ -28,6 +28,7 @@ class SearchProgress:
         self.done = 0
         self.failed = 0
         self.cached = 0
+        self.fused = 0  # fits trained by the fused engine (raygrid.fused)
         self.running = 0
         self.best: float | None = None
         self._folds: dict[int, list[float]] = defaultdict(list)
@@ -54,6 +55,7 @@ class SearchProgress:
         self.running = running
         self.failed += result.failed
         self.cached += result.cached
+        self.fused += result.engine == "fused"
         if self.metric is not None:
             scores = self._folds[result.candidate]
             scores.append(result.test_scores.get(self.metric, math.nan))
@@ -95,6 +97,8 @@ class SearchProgress:
         ]
         if self.cached:
             parts.append(f" · cached {self.cached}")
+        if self.fused:
+            parts.append(f" · fused {self.fused}")
         if self.best is not None:
             parts.append(f" · best {self.metric} {self.best:.4f}")
         parts.append(f" · {_clock(self.elapsed())} elapsed")

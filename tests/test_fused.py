@@ -502,3 +502,15 @@ def test_pipeline_with_a_keras_model_is_seen_as_the_model_on_preprocessed_folds(
     plan = fused.assign(payload, other, "fused")
     assert plan.trials[0].engine == "standard"
     assert plan.reasons == {"the grid sets parameters of the pipeline's other steps": 1}
+
+
+def test_progress_line_counts_fused_fits():
+    from rich.console import Console
+
+    from raygrid.fitting import FitResult
+    from raygrid.progress import SearchProgress
+
+    progress = SearchProgress(3, 1, "score", console=Console(file=open(os.devnull, "w")))
+    progress.add(FitResult(0, 0, {"score": 0.5}, None, 0.1, 0.0, 4, engine="fused"))
+    progress.add(FitResult(1, 0, {"score": 0.6}, None, 0.1, 0.0, 4))
+    assert progress.fused == 1 and " · fused 1" in progress.render().plain
