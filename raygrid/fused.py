@@ -1512,7 +1512,6 @@ class FusedExecutor:
         self.engine = engine
         self.payload = payload
         self.reasons: dict[str, int] = {}  # why trials ran on the standard engine -> how many
-        self.fused = 0  # fits trained fused so far
         self._units: dict[tuple[int, int], str] = {}
         self._costs: dict[str, float] = {}
 
@@ -1568,9 +1567,9 @@ class FusedExecutor:
         fallback: list[FitResult] = []
         stream = self.inner.run(shared, [*units, *rest])
         try:
-            for result in _without_fallbacks(stream, fallback):
-                self.fused += result.engine == "fused"
-                yield result
+            # ``yield from``: an interrupt thrown in by the runner reaches the inner stream,
+            # which lets the units in flight finish and hands their fits over.
+            yield from _without_fallbacks(stream, fallback)
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
