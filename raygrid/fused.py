@@ -454,7 +454,14 @@ def assign(payload: Payload, trials: Sequence[Trial], engine: str = "fused",
 
     try:
         payload, plain = final_step_view(payload, trials)
-        check_search(payload, here=in_process)
+        check_search(payload, here=False)
+        from raygrid.keras import keras_backend
+
+        if in_process and keras_backend() != "jax":
+            raise NotFusable(
+                f"the serial backend trains in this process, whose Keras backend is "
+                f"{keras_backend()!r} (fused programs run on JAX: use backend='ray', whose fused "
+                "workers run Keras on JAX, or set KERAS_BACKEND=jax)")
         import importlib.util
 
         if importlib.util.find_spec("jax") is None:

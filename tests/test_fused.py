@@ -497,6 +497,15 @@ def test_pipeline_with_a_keras_model_is_seen_as_the_model_on_preprocessed_folds(
     plan = fused.assign(payload, trials, "fused")
     assert [t.engine for t in plan.trials] == ["fused"] * 3
     assert plan.trials[0].params == trials[0].params  # the search's own parameters
+    # In this process (the serial backend) only when its Keras runs on JAX.
+    from raygrid.keras import keras_backend
+
+    here = fused.assign(payload, trials, "fused", in_process=True)
+    if keras_backend() == "jax":
+        assert [t.engine for t in here.trials] == ["fused"] * 3
+    else:
+        assert [t.engine for t in here.trials] == ["standard"] * 3
+        assert "use backend='ray'" in next(iter(here.reasons))
     # A grid over the preprocessing cannot be fused: those fits stay standard, with the reason.
     other = [Trial(0, 0, {"scale__clip": True}, 1)]
     plan = fused.assign(payload, other, "fused")
