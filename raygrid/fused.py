@@ -113,7 +113,8 @@ def wrap(executor: Any, engine: str = "standard", payload: Payload | None = None
 
 
 def last_stats() -> list[dict]:
-    """Timings of the fused groups run last in this process (one dict per group)."""
+    """Timings of the fused groups of the executor's last ``run`` in this process, wherever
+    they ran (one dict per group)."""
     return [dict(s) for s in _last_stats]
 
 
@@ -1450,7 +1451,8 @@ def run_unit(payload: Payload, trials: Sequence[Trial]) -> list[FitResult]:
                                           + _last_line(traceback.format_exc()) + ")")
                 continue
             stats["plan_s"] = plan.plan_s
-            _last_stats.append(stats)
+            if group_results:  # the group's timings travel with its first fit (see last_stats)
+                group_results[0].group_stats = stats
             results += group_results
         return results
 
@@ -1476,11 +1478,19 @@ def _unit_failed(trials: Sequence[Trial], exc: BaseException) -> list[FitResult]
     return _fallback_rows(trials, f"its task failed ({_last_line(text)})")
 
 
+def _take_stats(result: FitResult) -> None:
+    """Keep a group's timings (carried by its first fit) for :func:`last_stats`."""
+    stats = result.__dict__.pop("group_stats", None)
+    if stats is not None:
+        _last_stats.append(stats)
+
+
 def _without_fallbacks(stream: Iterator[FitResult], sink: list[FitResult]) -> Iterator[FitResult]:
     """``stream`` less its fallback rows (collected in ``sink``); an interrupt thrown in here
     reaches ``stream``, whose finished fits still come out."""
     interrupt: KeyboardInterrupt | None = None
     for result in stream:  # a KeyboardInterrupt raised by ``stream`` (after its drain) passes
+        _take_stats(result)
         if result.engine == FALLBACK:
             sink.append(result)
             continue
@@ -1500,6 +1510,7 @@ def _without_fallbacks(stream: Iterator[FitResult], sink: list[FitResult]) -> It
     except (KeyboardInterrupt, StopIteration):
         pass
     for result in kept:
+        _take_stats(result)
         if result.engine == FALLBACK:
             sink.append(result)
         else:

@@ -344,6 +344,10 @@ def test_default_engine_trains_fused_on_jax_workers_whatever_the_driver_backend(
     first = _small_grid_search(storage=str(tmp_path)).fit(X, y)
     res = first.results_
     assert list(res["engine"]) == ["fused"] * 8 and first.n_fused_ == 8
+    from raygrid import fused
+
+    stats = fused.last_stats()  # the groups' timings came back from the workers
+    assert sum(s["trials"] for s in stats) == 8 and all(s["compile_s"] > 0 for s in stats)
     assert not (res["pid"] == os.getpid()).any()  # trained in Ray workers (Keras on JAX there)
     assert res["error"].isna().all() and res["test_score"].between(0.3, 1.0).all()
     # A shorter candidate is read off its lane: it carries the lane's seed (the longest's).
