@@ -455,7 +455,10 @@ _RAYGRID_PARAMS_DOC = """
         With ``storage``, reuse stored fits with the same fingerprint (system failures are always
         rerun; failed fits are rerun when ``error_score="raise"``). False reruns every fit and
         still records it.
-    engine : {"auto", "fused", "standard"}, default="auto"
+"""
+
+
+_ENGINE_DOC = """    engine : {"auto", "fused", "standard"}, default="auto"
         How scikeras (Keras) models train. "auto" and "fused" train fusable fits many at a time
         (raygrid.fused): fits of one model structure, loss and batch size become lanes of one
         vectorised JAX program, run in Ray workers whose Keras backend is JAX whatever the
@@ -483,6 +486,7 @@ class GridSearchCV(BaseSearch):
     pre_dispatch : accepted for compatibility; Ray queues the tasks.
 """
         + _RAYGRID_PARAMS_DOC
+        + _ENGINE_DOC
     )
 
     def __init__(
@@ -531,6 +535,7 @@ class RandomizedSearchCV(BaseSearch):
     the same candidates. An integer ``random_state`` also seeds Keras fits per (candidate, fold).
 """
         + _RAYGRID_PARAMS_DOC
+        + _ENGINE_DOC
     )
 
     def __init__(

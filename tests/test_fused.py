@@ -566,3 +566,17 @@ def test_ctrl_c_while_a_result_is_recorded_reaches_the_units_in_flight():
     kept = list(_drain(stream, KeyboardInterrupt()))
     assert Inner.interrupted
     assert [r.candidate for r in kept] == [2]  # the finished unit's fit; no fallback row
+
+
+@pytest.mark.keras
+def test_cross_validate_trains_the_folds_fused_by_default(ray_local, pima_csv):
+    import raygrid
+    from raygrid import fused
+    from raygrid.keras import seed_classifier
+
+    X, y = _pima(pima_csv, 240)
+    out = raygrid.cross_validate(seed_classifier(epochs=2), X, y, cv=3, random_state=0,
+                                 scoring=["accuracy", "roc_auc"])
+    assert np.isfinite(out["test_roc_auc"]).all() and (out["test_accuracy"] > 0.3).all()
+    stats = fused.last_stats()  # one program: the three folds as lanes
+    assert [(s["lanes"], s["trials"]) for s in stats] == [(3, 3)]
