@@ -1532,6 +1532,7 @@ class FusedExecutor:
         self.reasons: dict[str, int] = {}  # why trials ran on the standard engine -> how many
         self._units: dict[tuple[int, int], str] = {}
         self._costs: dict[str, float] = {}
+        self._assigned: set[tuple[int, int]] = set()  # (candidate, fold) of trials seen by assign
 
     @property
     def running(self) -> int:
@@ -1553,6 +1554,7 @@ class FusedExecutor:
                       in_process=bool(getattr(self.inner, "in_process", False)))
         self._units.update(plan.units)
         self._costs.update(plan.costs)
+        self._assigned.update((t.candidate, t.fold) for t in trials)
         self._note(plan.reasons, warn=self.engine == "fused")
         return plan.trials
 
@@ -1566,10 +1568,8 @@ class FusedExecutor:
         if self.payload is None:
             raise RuntimeError("share() must be called before run()")
         _last_stats.clear()
-        unseen = [t for t in trials if t.engine != "fused"
-                  and (t.candidate, t.fold) not in self._units]
-        if unseen and len(unseen) == len(trials):
-            trials = self.assign(trials)
+        if not any((t.candidate, t.fold) in self._assigned for t in trials):
+            trials = self.assign(trials)  # called without assign(): plan them here
         by_unit: dict[str, list[Trial]] = {}
         rest: list[Trial] = []
         for t in trials:

@@ -580,3 +580,17 @@ def test_cross_validate_trains_the_folds_fused_by_default(ray_local, pima_csv):
     assert np.isfinite(out["test_roc_auc"]).all() and (out["test_accuracy"] > 0.3).all()
     stats = fused.last_stats()  # one program: the three folds as lanes
     assert [(s["lanes"], s["trials"]) for s in stats] == [(3, 3)]
+
+
+def test_fused_engine_warns_once_about_the_fits_it_leaves():
+    from sklearn.datasets import load_iris
+    from sklearn.tree import DecisionTreeClassifier
+
+    from raygrid import GridSearchCV
+
+    X, y = load_iris(return_X_y=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        GridSearchCV(DecisionTreeClassifier(), {"max_depth": [1, 2]}, cv=3, backend="serial",
+                     engine="fused").fit(X, y)
+    assert len([w for w in caught if "not a scikeras model" in str(w.message)]) == 1
