@@ -63,7 +63,7 @@ def run_full(X, y, grid, cv, seed) -> dict:
 
     with Measure() as m:
         search = raygrid.GridSearchCV(seed_classifier(), grid, cv=cv, scoring="accuracy",
-                                      random_state=seed, refit=False).fit(X, y)
+                                      random_state=seed, refit=False, engine="standard").fit(X, y)
     cv_res = search.cv_results_
     epochs = sum(int(p.get("epochs", 10)) for p in cv_res["params"]) * search.n_splits_
     return m.row(

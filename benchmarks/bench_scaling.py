@@ -51,7 +51,7 @@ def run_nodes(n_nodes: int, X, y) -> dict:
                  configure_logging=False)
         search = raygrid.GridSearchCV(seed_classifier(), GRID, cv=StratifiedKFold(3),
                                       scoring="accuracy", refit=False, random_state=0,
-                                      address=cluster.address)
+                                      address=cluster.address, engine="standard")
         with Measure() as m:
             search.fit(X, y)
         per_node = Counter(search.results_["node"])

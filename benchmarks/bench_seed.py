@@ -72,6 +72,7 @@ def run_raygrid(X, y, grid, cv, **kw):
     import raygrid
     from raygrid.keras import seed_classifier
 
+    kw.setdefault("engine", "standard")  # the "raygrid" row: one Ray task per fit
     return raygrid.GridSearchCV(seed_classifier(), grid, cv=cv, scoring="accuracy", **kw).fit(X, y)
 
 

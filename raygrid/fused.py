@@ -22,32 +22,40 @@ What is a lane value and what separates groups:
   with one shuffling sequence, and is scored from the weights at each requested epoch count.
 
 Seeds: a lane's seed is the raygrid seed of its longest trial (``random_state`` of the search),
-else the estimator's own ``random_state``, else a fresh one; it is recorded with every trial of
-the lane. The lane replays what scikeras does with ``random_state=seed``: the same initial
-weights (Keras draws an unseeded initializer's seed from Python's ``random`` as the layer is
-created) and the same batch order (``np.random.permutation`` each epoch, after the one Keras'
-``fit`` draws to build the model), so a lane's weights equal scikeras' own ``fit`` with that
-seed up to float rounding. A shorter trial read off the lane carries the lane's seed, not the
-one the standard engine would have given it.
+else the estimator's own ``random_state``, else one derived from the lane's parameters and fold;
+the driver plans it (``assign``) and every trial of the lane carries it, in ``results_`` and in
+the fit store's identity. The lane replays what scikeras does with ``random_state=seed``: the
+same initial weights (Keras draws an unseeded initializer's seed from Python's ``random`` as the
+layer is created) and the same batch order (``np.random.permutation`` each epoch, after the one
+Keras' ``fit`` draws to build the model), so a lane's weights equal scikeras' own ``fit`` with
+that seed up to float rounding. A shorter trial read off the lane carries the lane's seed, not
+the one the standard engine would have given it.
 
 Predictions of every lane are computed inside the program; scores come from the search's own
 scorer on the driver side of the group, through a small stand-in estimator that returns those
 predictions through scikeras' own target decoding, so every metric the standard engine supports
 works and the results are ``FitResult`` rows like the standard engine's (``engine="fused"``).
 
-Whatever cannot be fused (another estimator, another Keras backend, callbacks, validation
-splits, class or sample weights, ``return_estimator``...) runs on the standard executor in the
-same search. ``engine="auto"`` fuses only where a group has two lanes or more.
+Whatever cannot be fused (another estimator, callbacks, validation splits, class or sample
+weights, ``return_estimator``, a grid over a pipeline's preprocessing...) runs on the standard
+executor in the same search. ``engine="auto"`` fuses only where a group has two lanes or more.
 
-Where it runs: in the driver's process with the serial backend (groups compiled in parallel
-threads); with the Ray backend, every group is one Ray task, and where the cluster has GPUs the
-groups share them evenly (three groups on one GPU ask for a third each, so they run at once).
-JAX's persistent compilation cache (``~/.cache/raygrid/jax``, or ``RAYGRID_JAX_CACHE``;
-``RAYGRID_JAX_CACHE=0`` turns it off) makes a repeated search skip XLA compilation.
+Where it runs: the driver plans lanes without building any model (``assign``); the lanes of one
+batch size and shuffling form a *unit*, which the executor runs like any other work (see
+``raygrid.executors.base.Unit``): with the Ray backend, one task in a worker whose
+``runtime_env`` sets ``KERAS_BACKEND=jax`` (whatever the driver's backend), with the executor's
+retries, Ctrl-C grace and fit store; where the cluster has GPUs the units share them evenly. The
+task builds each model once (and keeps it for the next unit of the same search), groups lanes by
+model structure and trains one program per group; trials it cannot train come back as fallback
+rows that the standard engine then runs, with one warning line saying why. With the serial
+backend units run in this process, when its Keras backend is JAX. JAX's persistent compilation
+cache (``~/.cache/raygrid/jax``, or ``RAYGRID_JAX_CACHE``; ``RAYGRID_JAX_CACHE=0`` turns it off)
+makes a repeated search skip XLA compilation.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import json
 import os
@@ -56,12 +64,12 @@ import threading
 import time
 import traceback
 import warnings
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from raygrid.executors.base import Unit, gpu_share
 from raygrid.fitting import FitResult, Payload, _where, split_fit_params, take
 from raygrid.plan import Trial
 
@@ -86,23 +94,27 @@ _HOST_ORDER_LIMIT = 64_000_000
 
 _trace_lock = threading.RLock()  # Keras models are mutated while tracing: one trace at a time
 _last_stats: list[dict] = []
+#: Members built in this process for the search data last seen (digest -> build key -> member):
+#: a worker that runs several units of one search (other batch sizes) builds each model once.
+_members_cache: dict[str, dict] = {}
 
 
 class NotFusable(Exception):
     """A trial (or a whole search) the fused engine leaves to the standard executor."""
 
 
-def wrap(executor: Any, engine: str = "standard") -> Any:
+def wrap(executor: Any, engine: str = "standard", payload: Payload | None = None) -> Any:
     """``executor`` itself for ``engine="standard"``, else a :class:`FusedExecutor` around it."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if engine == "standard":
+    if engine == "standard" or (engine == "auto" and payload is not None and not payload.keras):
         return executor
-    return FusedExecutor(executor, engine)
+    return FusedExecutor(executor, engine, payload)
 
 
 def last_stats() -> list[dict]:
-    """Timings of the fused groups run last in this process (one dict per group)."""
+    """Timings of the fused groups of the executor's last ``run`` in this process, wherever
+    they ran (one dict per group)."""
     return [dict(s) for s in _last_stats]
 
 
@@ -173,6 +185,7 @@ class FusionPlan:
     reasons: dict[str, int]  # why trials were left to the standard executor -> how many
     members: dict[str, "Member"]  # models built while planning (reused in this process)
     plan_s: float = 0.0
+    why: dict[tuple[int, int], str] = field(default_factory=dict)  # (candidate, fold) -> reason
 
 
 _tf_lock = threading.Lock()
@@ -241,13 +254,14 @@ def _optimizer_param(key: str) -> bool:
     return key == "optimizer" or key.startswith("optimizer__")
 
 
-def check_search(payload: Payload) -> None:
-    """Raise :class:`NotFusable` when nothing of this search can be fused."""
+def check_search(payload: Payload, here: bool = True) -> None:
+    """Raise :class:`NotFusable` when nothing of this search can be fused (``here``: in this
+    process, whose Keras backend must then be JAX)."""
     from raygrid.keras import _is_scikeras_wrapper, keras_backend
 
     if not payload.keras or not _is_scikeras_wrapper(payload.estimator):
         raise NotFusable("the estimator is not a scikeras model")
-    if keras_backend() != "jax":
+    if here and keras_backend() != "jax":
         raise NotFusable(f"the Keras backend is {keras_backend()!r}, not 'jax'")
     if payload.return_estimator:
         raise NotFusable("fitted estimators are requested")
@@ -296,10 +310,6 @@ def _trial_options(eff: Mapping[str, Any], n_train: int) -> tuple[int, int, bool
     return int(epochs), int(batch), bool(shuffle)
 
 
-def _fresh_seed() -> int:
-    return int(np.random.SeedSequence().generate_state(1)[0] & 0x7FFFFFFF)
-
-
 def plan_fusion(payload: Payload, trials: Sequence[Trial], engine: str = "fused",
                 members: dict | None = None) -> FusionPlan:
     """Split ``trials`` into fused groups and the rest (which the standard executor runs)."""
@@ -312,23 +322,59 @@ def plan_fusion(payload: Payload, trials: Sequence[Trial], engine: str = "fused"
         return _plan_fusion(payload, trials, engine, members)
 
 
-def _plan_fusion(payload: Payload, trials: Sequence[Trial], engine: str,
-                 members: dict | None) -> FusionPlan:
-    started = time.perf_counter()
-    reasons: dict[str, int] = {}
-    members = {} if members is None else members
+def _final_step(estimator: Any) -> str | None:
+    """The name of a scikit-learn Pipeline's last step when it is a scikeras model, else None."""
+    from raygrid.keras import _is_scikeras_wrapper
 
-    def leave(trial_list, why: str):
-        reasons[why] = reasons.get(why, 0) + len(trial_list)
-        rest.extend(trial_list)
+    steps = getattr(estimator, "steps", None)
+    if (type(estimator).__name__ != "Pipeline" or not isinstance(steps, list) or not steps
+            or not _is_scikeras_wrapper(steps[-1][1])):
+        return None
+    return steps[-1][0]
 
-    rest: list[Trial] = []
-    try:
-        check_search(payload)
-    except NotFusable as exc:
-        return FusionPlan([], list(trials), {str(exc): len(trials)}, members,
-                          time.perf_counter() - started)
 
+def final_step_view(payload: Payload, trials: Sequence[Trial], transform: bool = False
+                    ) -> tuple[Payload, list[Trial]]:
+    """A Pipeline(preprocessing..., scikeras model) search seen as a search of the model alone.
+
+    The grid may only set the model's parameters (``<step>__<param>``). With ``transform``, the
+    preprocessing steps are fitted on each fold's training rows (as the pipeline does) and the
+    folds' transformed copies of X are stacked, each fold's indices pointing into its own copy;
+    without, X is left as it is (enough to plan lanes). Other estimators come back unchanged.
+    """
+    name = _final_step(payload.estimator)
+    if name is None:
+        return payload, list(trials)
+    prefix = name + "__"
+    out = []
+    for t in trials:
+        if any(not k.startswith(prefix) for k in t.params):
+            raise NotFusable("the grid sets parameters of the pipeline's other steps")
+        out.append(dataclasses.replace(t, params={k[len(prefix):]: v
+                                                  for k, v in t.params.items()}))
+    pipe = payload.estimator
+    final = pipe.steps[-1][1]
+    X, splits = payload.X, payload.splits
+    if transform and len(pipe.steps) > 1:
+        from sklearn.base import clone
+
+        from raygrid.fitting import num_samples
+
+        n = num_samples(payload.X)
+        blocks, splits = [], []
+        for f, (train, test) in enumerate(payload.splits):
+            pre = clone(pipe[:-1]).fit(take(payload.X, train), take(payload.y, train))
+            blocks.append(np.asarray(pre.transform(payload.X)))
+            splits.append((np.asarray(train) + f * n, np.asarray(test) + f * n))
+        X = np.concatenate(blocks)
+        y = np.concatenate([np.asarray(payload.y)] * len(payload.splits))
+        return dataclasses.replace(payload, estimator=final, X=X, y=y, splits=splits), out
+    return dataclasses.replace(payload, estimator=final, X=X, splits=splits), out
+
+
+def _lanes(payload: Payload, trials: Sequence[Trial], leave) -> tuple[dict[str, Lane], dict]:
+    """Lanes of ``trials`` (candidates differing only in epochs share one), without Keras:
+    (lane key -> Lane, lane key -> (batch size, shuffle)). ``leave(trials, why)`` gets the rest."""
     est = payload.estimator
     base = est.get_params(deep=False)
     takes_all = _build_fn_takes(est, "params")
@@ -361,6 +407,116 @@ def _plan_fusion(payload: Payload, trials: Sequence[Trial], engine: str,
                                           model_key=model_key)
             lane_opts[lane_key] = (batch, shuffle)
         lane.trials.setdefault(epochs, []).append(trial)
+    return lanes, lane_opts
+
+
+def lane_seed(payload: Payload, lane: Lane) -> int:
+    """The seed every trial of ``lane`` trains with: the raygrid seed of its longest trial,
+    else the estimator's own ``random_state``, else one derived from the lane's parameters and
+    fold (so that a resumed search finds the fits it stored)."""
+    from raygrid.plan import fit_seed, params_key
+
+    rep = lane.trials[lane.max_epochs][0]
+    if rep.seed is not None:
+        return int(rep.seed)
+    rs = _effective_params(payload.estimator.get_params(deep=False), lane.params).get(
+        "random_state")
+    if isinstance(rs, (int, np.integer)) and not isinstance(rs, bool):
+        return int(rs)
+    shared = {k: v for k, v in lane.params.items() if k not in _LANE_FREE}
+    return fit_seed(0x5EED, params_key(shared), lane.fold)
+
+
+@dataclass
+class Assignment:
+    """The driver's plan, made without Keras: which trials train fused, in which unit."""
+
+    trials: list[Trial]  # every trial; the fused ones with engine="fused" and their lane's seed
+    units: dict[tuple[int, int], str]  # (candidate, fold) of a fused trial -> its unit's key
+    reasons: dict[str, int]  # why trials stay on the standard engine -> how many
+    costs: dict[str, float] = field(default_factory=dict)  # unit key -> training steps of its lanes
+
+
+def assign(payload: Payload, trials: Sequence[Trial], engine: str = "fused",
+           in_process: bool = False) -> Assignment:
+    """Mark the trials the fused engine will train (``engine="fused"``, the lane's seed).
+
+    Runs on the driver without building any model: the Keras models are built once, in the
+    task that trains them (on JAX, whatever the driver's Keras backend). One unit per batch
+    size and shuffling; the task splits it into programs by model structure. ``in_process``:
+    the units would run in this process, whose Keras backend must then be JAX.
+    """
+    reasons: dict[str, int] = {}
+    rest: set[tuple[int, int]] = set()
+
+    def leave(trial_list, why: str):
+        reasons[why] = reasons.get(why, 0) + len(trial_list)
+        rest.update((t.candidate, t.fold) for t in trial_list)
+
+    try:
+        payload, plain = final_step_view(payload, trials)
+        check_search(payload, here=False)
+        from raygrid.keras import keras_backend
+
+        if in_process and keras_backend() != "jax":
+            raise NotFusable(
+                f"the serial backend trains in this process, whose Keras backend is "
+                f"{keras_backend()!r} (fused programs run on JAX: use backend='ray', whose fused "
+                "workers run Keras on JAX, or set KERAS_BACKEND=jax)")
+        import importlib.util
+
+        if importlib.util.find_spec("jax") is None:
+            raise NotFusable("JAX is not installed (pip install 'raygrid[keras]')")
+        if in_process and engine == "auto" and len(trials) < 2:
+            raise NotFusable("a single fit")
+    except NotFusable as exc:
+        return Assignment(list(trials), {}, {str(exc): len(trials)})
+    costs: dict[str, float] = {}
+    originals = {(t.candidate, t.fold): t for t in trials}
+    lanes, lane_opts = _lanes(payload, plain, leave)
+    by_unit: dict[str, list[Lane]] = {}
+    for key, lane in lanes.items():
+        by_unit.setdefault(_hash(lane_opts[key]), []).append(lane)
+    changed: dict[tuple[int, int], Trial] = {}
+    units: dict[tuple[int, int], str] = {}
+    for ukey, unit_lanes in by_unit.items():
+        if engine == "auto" and len(unit_lanes) < 2:
+            leave([t for lane in unit_lanes for t in lane.all_trials()],
+                  "a group of one lane (engine='auto' fuses two or more)")
+            continue
+        batch = lane_opts[next(k for k, v in lanes.items() if v is unit_lanes[0])][0]
+        for lane in unit_lanes:
+            n_train = len(payload.splits[lane.fold][0])
+            steps = -(-n_train // (n_train if batch == -1 else batch))
+            costs[ukey] = costs.get(ukey, 0.0) + steps * max(lane.max_epochs, 1)
+            seed = lane_seed(payload, lane)
+            for t in lane.all_trials():
+                key = (t.candidate, t.fold)
+                changed[key] = dataclasses.replace(originals[key], engine="fused", seed=seed)
+                units[key] = ukey
+    out = [changed.get((t.candidate, t.fold), t) for t in trials]
+    return Assignment(out, units, reasons, costs)
+
+
+def _plan_fusion(payload: Payload, trials: Sequence[Trial], engine: str,
+                 members: dict | None) -> FusionPlan:
+    started = time.perf_counter()
+    reasons: dict[str, int] = {}
+    why: dict[tuple[int, int], str] = {}
+    members = {} if members is None else members
+
+    def leave(trial_list, reason: str):
+        reasons[reason] = reasons.get(reason, 0) + len(trial_list)
+        rest.extend(trial_list)
+        why.update({(t.candidate, t.fold): reason for t in trial_list})
+
+    rest: list[Trial] = []
+    try:
+        check_search(payload)
+    except NotFusable as exc:
+        leave(list(trials), str(exc))
+        return FusionPlan([], rest, reasons, members, time.perf_counter() - started, why)
+    lanes, lane_opts = _lanes(payload, trials, leave)
 
     # Build one model per build key (from the first fold's training rows) to learn structures.
     by_group: dict[str, GroupSpec] = {}
@@ -375,15 +531,7 @@ def _plan_fusion(payload: Payload, trials: Sequence[Trial], engine: str,
         if isinstance(member, _Unfusable):
             leave(lane.all_trials(), member.reason)
             continue
-        # The lane's seed: the raygrid seed of its longest trial, else the estimator's own.
-        rep = lane.trials[lane.max_epochs][0]
-        rs = _effective_params(base, lane.params).get("random_state")
-        if rep.seed is not None:
-            lane.seed = int(rep.seed)
-        elif isinstance(rs, (int, np.integer)) and not isinstance(rs, bool):
-            lane.seed = int(rs)
-        else:
-            lane.seed = _fresh_seed()
+        lane.seed = lane_seed(payload, lane)
         batch, shuffle = lane_opts[lane_key]
         gkey = _hash((member.group_signature(lane.build_key), batch, shuffle))
         spec = by_group.get(gkey)
@@ -397,7 +545,7 @@ def _plan_fusion(payload: Payload, trials: Sequence[Trial], engine: str,
             leave(spec.trials(), "a group of one lane (engine='auto' fuses two or more)")
         else:
             groups.append(spec)
-    return FusionPlan(groups, rest, reasons, members, time.perf_counter() - started)
+    return FusionPlan(groups, rest, reasons, members, time.perf_counter() - started, why)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1243,33 +1391,152 @@ class _GroupScorer:
             _set_error_scores(result, self.payload)
 
 
-def _group_task(payload: Payload, spec: GroupSpec) -> tuple[list[FitResult], dict]:
-    """What one Ray task runs: a whole group."""
-    return run_group(payload, spec)
+# --------------------------------------------------------------------------------------------
+# A unit: what one task runs (on a JAX worker), and the executor that hands units to the seam
+# --------------------------------------------------------------------------------------------
+#: The ``engine`` of a row that says "not trained here: run me on the standard engine".
+FALLBACK = "fallback"
+#: Environment of the workers that run fused units: Keras on JAX whatever the driver uses.
+JAX_ENV = {"KERAS_BACKEND": "jax", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+#: XLA's flags there unless ``XLA_FLAGS`` is set on the driver: LLVM's optimisation off. On the
+#: seed grid it cut compilation about five-fold (the many small initializer programs and the
+#: group's program) for about twice the training time, with the same scores to the last bit.
+FUSED_XLA_FLAGS = "--xla_backend_optimization_level=0"
 
 
-# --------------------------------------------------------------------------------------------
-# The executor: fused groups plus the standard executor for the rest
-# --------------------------------------------------------------------------------------------
+def _fallback_rows(trials: Sequence[Trial], why: str | Mapping[tuple[int, int], str]
+                   ) -> list[FitResult]:
+    def reason(t: Trial) -> str:
+        return why if isinstance(why, str) else why.get((t.candidate, t.fold), "unknown")
+
+    return [FitResult(t.candidate, t.fold, {}, None, 0.0, 0.0, 0, error=reason(t),
+                      seed=t.seed, engine=FALLBACK) for t in trials]
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "unknown error"
+
+
+def run_unit(payload: Payload, trials: Sequence[Trial]) -> list[FitResult]:
+    """Train ``trials`` fused (one program per model structure), in this process.
+
+    What cannot be fused here (another Keras backend, a model that does not build or switch
+    identically, a program that fails) comes back as rows with ``engine="fallback"`` and the
+    reason as ``error``: the driver runs those trials on the standard engine.
+    """
+    from raygrid.keras import keras_backend
+
+    with _without_tensorflow():
+        backend = keras_backend()
+        if backend != "jax":
+            return _fallback_rows(trials, f"the Keras backend of the worker is {backend!r}, "
+                                          "not 'jax'")
+        configure_compilation_cache()
+        try:
+            payload, trials = final_step_view(payload, trials, transform=True)
+        except NotFusable as exc:
+            return _fallback_rows(trials, str(exc))
+        except Exception:  # noqa: BLE001 - the standard engine runs (and reports) it
+            return _fallback_rows(trials, "the pipeline's preprocessing failed ("
+                                  + _last_line(traceback.format_exc()) + ")")
+        plan = _plan_fusion(payload, trials, "fused", _members_of(payload))
+        results = _fallback_rows(plan.rest, plan.why)
+        where = _where()
+        for spec in plan.groups:
+            try:
+                group_results, stats = _run_group(payload, spec, plan.members, where)
+            except Exception:  # noqa: BLE001 - the standard engine runs them instead
+                results += _fallback_rows(spec.trials(), "the fused program failed ("
+                                          + _last_line(traceback.format_exc()) + ")")
+                continue
+            stats["plan_s"] = plan.plan_s
+            if group_results:  # the group's timings travel with its first fit (see last_stats)
+                group_results[0].group_stats = stats
+            results += group_results
+        return results
+
+
+def _members_of(payload: Payload) -> dict:
+    """This process's members for ``payload``'s estimator class and data (built once per
+    process and search, whatever the unit); members of other searches are dropped."""
+    try:
+        key = _hash((type(payload.estimator).__qualname__, payload.X, payload.y,
+                     [(np.asarray(tr), np.asarray(te)) for tr, te in payload.splits]))
+    except Exception:  # noqa: BLE001 - unhashable data: members for this unit only
+        return {}
+    if key not in _members_cache:
+        _members_cache.clear()
+        _members_cache[key] = {}
+    return _members_cache[key]
+
+
+def _unit_failed(trials: Sequence[Trial], exc: BaseException) -> list[FitResult]:
+    """A unit whose task raised, or whose worker died after its retries: the standard engine
+    runs its trials (errors of a fit itself are rows, never this)."""
+    text = "".join(traceback.format_exception_only(type(exc), exc))
+    return _fallback_rows(trials, f"its task failed ({_last_line(text)})")
+
+
+def _take_stats(result: FitResult) -> None:
+    """Keep a group's timings (carried by its first fit) for :func:`last_stats`."""
+    stats = result.__dict__.pop("group_stats", None)
+    if stats is not None:
+        _last_stats.append(stats)
+
+
+def _without_fallbacks(stream: Iterator[FitResult], sink: list[FitResult]) -> Iterator[FitResult]:
+    """``stream`` less its fallback rows (collected in ``sink``); an interrupt thrown in here
+    reaches ``stream``, whose finished fits still come out."""
+    interrupt: KeyboardInterrupt | None = None
+    for result in stream:  # a KeyboardInterrupt raised by ``stream`` (after its drain) passes
+        _take_stats(result)
+        if result.engine == FALLBACK:
+            sink.append(result)
+            continue
+        try:
+            yield result
+        except KeyboardInterrupt as exc:  # thrown in by the runner: drain ``stream``
+            interrupt = exc
+            break
+    if interrupt is None:
+        return
+    kept: list[FitResult] = []
+    try:
+        result = stream.throw(interrupt)
+        while True:
+            kept.append(result)
+            result = next(stream)
+    except (KeyboardInterrupt, StopIteration):
+        pass
+    for result in kept:
+        _take_stats(result)
+        if result.engine == FALLBACK:
+            sink.append(result)
+        else:
+            yield result
+    raise interrupt
+
+
 class FusedExecutor:
-    """The executor protocol around another executor: fusable trials train in fused groups,
-    the rest on ``inner``; results stream back in completion order either way."""
+    """The executor protocol around another executor: fusable trials train in fused units,
+    run by ``inner`` like any other work (one loop: retries, Ctrl-C grace, node loss and the
+    store behave as for standard fits); the rest run on ``inner`` as standard fits."""
 
-    def __init__(self, inner: Any, engine: str = "fused", threads: int | None = None):
+    def __init__(self, inner: Any, engine: str = "fused", payload: Payload | None = None):
         if engine not in ("fused", "auto"):
             raise ValueError(f"engine must be 'fused' or 'auto' here, got {engine!r}")
         self.inner = inner
         self.engine = engine
-        self.threads = threads
-        self.payload: Payload | None = None
-        self.members: dict[str, Any] = {}
-        self.stats: list[dict] = []
-        self.plans: list[FusionPlan] = []
-        self._fused_running = 0
+        self.payload = payload
+        self.reasons: dict[str, int] = {}  # why trials ran on the standard engine -> how many
+        self._units: dict[tuple[int, int], str] = {}
+        self._costs: dict[str, float] = {}
+        self._assigned: set[tuple[int, int]] = set()  # (candidate, fold) of trials seen by assign
 
     @property
     def running(self) -> int:
-        return getattr(self.inner, "running", 0) + self._fused_running
+        return getattr(self.inner, "running", 0)
 
     def describe(self) -> str:
         return f"fused engine ({self.engine}) over {self.inner.describe()}"
@@ -1278,153 +1545,77 @@ class FusedExecutor:
         self.payload = payload
         return self.inner.share(payload)
 
+    def assign(self, trials: Sequence[Trial]) -> list[Trial]:
+        """``trials`` with those that will train fused marked (``engine``, the lane's seed):
+        call before looking them up in a fit store, whose identity includes both."""
+        if self.payload is None:
+            raise RuntimeError("FusedExecutor needs the payload before assign()")
+        plan = assign(self.payload, trials, self.engine,
+                      in_process=bool(getattr(self.inner, "in_process", False)))
+        self._units.update(plan.units)
+        self._costs.update(plan.costs)
+        self._assigned.update((t.candidate, t.fold) for t in trials)
+        self._note(plan.reasons, warn=self.engine == "fused")
+        return plan.trials
+
+    def _note(self, reasons: Mapping[str, int], warn: bool) -> None:
+        for why, n in reasons.items():
+            self.reasons[why] = self.reasons.get(why, 0) + n
+        if warn and reasons:
+            warnings.warn(_reasons_text(reasons), UserWarning, stacklevel=3)
+
     def run(self, shared: Any, trials: Sequence[Trial]) -> Iterator[FitResult]:
         if self.payload is None:
             raise RuntimeError("share() must be called before run()")
-        plan = plan_fusion(self.payload, trials, self.engine, self.members)
-        self.plans.append(plan)
-        if self.engine == "fused" and plan.reasons:
-            warnings.warn(_reasons_text(plan), UserWarning, stacklevel=2)
         _last_stats.clear()
-        if not plan.groups:
-            yield from self.inner.run(shared, plan.rest)
+        if not any((t.candidate, t.fold) in self._assigned for t in trials):
+            trials = self.assign(trials)  # called without assign(): plan them here
+        by_unit: dict[str, list[Trial]] = {}
+        rest: list[Trial] = []
+        for t in trials:
+            key = self._units.get((t.candidate, t.fold)) if t.engine == "fused" else None
+            if key is None:
+                rest.append(t)
+            else:
+                by_unit.setdefault(key, []).append(t)
+        # The longest units first, so that the last to finish is a short one.
+        order = sorted(by_unit, key=lambda k: -self._costs.get(k, 0.0))
+        units = [Unit(run_unit, tuple(by_unit[k]), resources=self._resources(), share_gpus=True,
+                      on_failure=_unit_failed) for k in order]
+        fallback: list[FitResult] = []
+        stream = self.inner.run(shared, [*units, *rest])
+        try:
+            # ``yield from``: an interrupt thrown in by the runner reaches the inner stream,
+            # which lets the units in flight finish and hands their fits over.
+            yield from _without_fallbacks(stream, fallback)
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # stopped early (error_score="raise"): cancel what is left at once
+        if not fallback:
             return
-        if type(self.inner).__name__ == "RayExecutor":
-            yield from self._run_ray(shared, plan)
-        else:
-            yield from self._run_local(shared, plan)
+        reasons: dict[str, int] = {}
+        for row in fallback:
+            reasons[row.error or "unknown"] = reasons.get(row.error or "unknown", 0) + 1
+        self._note(reasons, warn=True)
+        planned = {(t.candidate, t.fold): t for t in trials}
+        yield from self.inner.run(shared, [planned[(r.candidate, r.fold)] for r in fallback])
 
-    # -- in this process ---------------------------------------------------------------------
-    def _run_local(self, shared: Any, plan: FusionPlan) -> Iterator[FitResult]:
-        where = _where()
-        fallback: list[Trial] = []
-        threads = self.threads or max(1, min(len(plan.groups), os.cpu_count() or 1))
-        self._fused_running = sum(len(g.trials()) for g in plan.groups)
-        pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="raygrid-fused")
-        futures = {pool.submit(run_group, self.payload, spec, plan.members, where): spec
-                   for spec in plan.groups}
-        try:
-            for future in as_completed(futures):
-                spec = futures[future]
-                self._fused_running -= len(spec.trials())
-                try:
-                    results, stats = future.result()
-                except Exception:  # noqa: BLE001 - engine failure: the standard one runs them
-                    _warn_fallback(spec, traceback.format_exc())
-                    fallback += spec.trials()
-                    continue
-                stats["plan_s"] = plan.plan_s
-                self._record(stats)
-                yield from results
-        finally:
-            # Stopped early (Ctrl-C, error_score="raise"): groups not started never start; a
-            # group already compiling or training finishes in the background.
-            pool.shutdown(wait=False, cancel_futures=True)
-            self._fused_running = 0
-        rest = plan.rest + fallback
-        if rest:
-            yield from self.inner.run(shared, rest)
-
-    # -- as Ray tasks ------------------------------------------------------------------------
-    def _run_ray(self, shared: Any, plan: FusionPlan) -> Iterator[FitResult]:
-        import ray
-
-        options = self._ray_options(len(plan.groups))
-        remote = ray.remote(_group_task).options(**options)
-        pending = {remote.remote(shared.ref, spec): spec for spec in plan.groups}
-        self._fused_running = sum(len(g.trials()) for g in plan.groups)
-        fallback: list[Trial] = []
-
-        def finished(timeout):
-            if not pending:
-                return []
-            ready, _ = ray.wait(list(pending), num_returns=len(pending) if timeout == 0 else 1,
-                                timeout=timeout)
-            out = []
-            for ref in ready:
-                spec = pending.pop(ref)
-                self._fused_running -= len(spec.trials())
-                try:
-                    results, stats = ray.get(ref)
-                except Exception:  # noqa: BLE001 - incl. a dead worker: the standard engine reruns
-                    _warn_fallback(spec, traceback.format_exc())
-                    fallback.extend(spec.trials())
-                    continue
-                stats["plan_s"] = plan.plan_s
-                self._record(stats)
-                out.extend(results)
-            return out
-
-        try:
-            if plan.rest:
-                for result in self.inner.run(shared, plan.rest):
-                    yield result
-                    yield from finished(0)
-            while pending:
-                yield from finished(None)
-            if fallback:
-                yield from self.inner.run(shared, fallback)
-        finally:
-            for ref in pending:
-                try:
-                    ray.cancel(ref, force=False)
-                except Exception:  # noqa: BLE001
-                    pass
-            self._fused_running = 0
-
-    def _ray_options(self, n_groups: int = 1) -> dict:
-        import ray
-
-        inner_args = dict(getattr(self.inner, "remote_args", {}) or {})
-        options: dict[str, Any] = {"num_cpus": inner_args.get("num_cpus", 1)}
-        if "num_gpus" in inner_args:
-            options["num_gpus"] = inner_args["num_gpus"]
-        else:
-            options["num_gpus"] = gpu_share(ray.cluster_resources().get("GPU", 0), n_groups)
-        for key in ("memory", "resources", "accelerator_type"):
-            if key in inner_args:
-                options[key] = inner_args[key]
-        runtime_env = dict(inner_args.get("runtime_env") or {})
-        env_vars = {"KERAS_BACKEND": "jax", "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
-                    **runtime_env.get("env_vars", {})}
-        for var in ("RAYGRID_JAX_CACHE",):
-            if os.environ.get(var):
-                env_vars.setdefault(var, os.environ[var])
-        options["runtime_env"] = {**runtime_env, "env_vars": env_vars}
-        options["max_retries"] = getattr(self.inner, "max_retries", 3)
-        options["retry_exceptions"] = False
-        return options
-
-    def _record(self, stats: dict) -> None:
-        self.stats.append(stats)
-        _last_stats.append(stats)
+    @staticmethod
+    def _resources() -> dict:
+        env = dict(JAX_ENV)
+        env["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", FUSED_XLA_FLAGS)
+        if os.environ.get("RAYGRID_JAX_CACHE"):
+            env["RAYGRID_JAX_CACHE"] = os.environ["RAYGRID_JAX_CACHE"]
+        return {"runtime_env": {"env_vars": env}}
 
 
-def gpu_share(gpus: float, n_groups: int) -> float:
-    """The GPU fraction each fused group asks for: the groups share the cluster's GPUs evenly.
-
-    A group's program is small, so groups that share a GPU overlap their compilation (CPU-bound)
-    and their training. ``gpus`` whole GPUs among ``n_groups`` groups: each group gets
-    ``1 / ceil(n_groups / gpus)`` of one GPU (0 without GPUs), so that all of them fit at once.
-    """
-    whole = int(gpus)
-    if whole < 1 or n_groups < 1:
-        return 0
-    per_gpu = -(-n_groups // whole)  # groups that share one GPU
-    return 1.0 if per_gpu == 1 else (10_000 // per_gpu) / 10_000  # Ray keeps 4 decimals
+def _reasons_text(reasons: Mapping[str, int]) -> str:
+    total = sum(reasons.values())
+    parts = "; ".join(f"{n} fits: {why}" for why, n in reasons.items())
+    return f"the fused engine left {total} fits to the standard engine ({parts})"
 
 
-def _reasons_text(plan: FusionPlan) -> str:
-    parts = "; ".join(f"{n} fits: {why}" for why, n in plan.reasons.items())
-    return f"engine='fused' left {len(plan.rest)} fits to the standard engine ({parts})"
-
-
-def _warn_fallback(spec: GroupSpec, text: str) -> None:
-    last = text.strip().splitlines()[-1] if text.strip() else "unknown error"
-    warnings.warn(
-        f"The fused engine failed on a group of {len(spec.trials())} fits ({last}); the standard "
-        "engine runs them instead.", UserWarning, stacklevel=3)
-
-
-__all__ = ["ENGINES", "FusedExecutor", "FusionPlan", "GroupSpec", "Lane", "NotFusable",
-           "configure_compilation_cache", "last_stats", "plan_fusion", "run_group", "wrap"]
+__all__ = ["ENGINES", "FALLBACK", "Assignment", "FusedExecutor", "FusionPlan", "GroupSpec", "Lane",
+           "NotFusable", "assign", "configure_compilation_cache", "gpu_share", "last_stats",
+           "plan_fusion", "run_group", "run_unit", "wrap"]

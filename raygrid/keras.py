@@ -33,6 +33,7 @@ __all__ = [
     "model_pool",
     "seed_classifier",
     "uses_keras",
+    "with_stock_tags_fixed",
 ]
 
 _LAZY_CLASSES = ("KerasClassifier", "KerasRegressor")
@@ -111,6 +112,80 @@ def uses_keras(estimator: Any) -> bool:
     TensorFlow.
     """
     return bool(_keras_paths(estimator))
+
+
+#: Set to ``sklearn`` (or ``keep``) to leave scikeras' stock classes as scikit-learn sees them.
+STOCK_TAGS_ENV = "RAYGRID_STOCK_SCIKERAS_TAGS"
+_stock_warned = False
+
+
+def _stock_class(obj: Any) -> str | None:
+    """``"KerasClassifier"``/``"KerasRegressor"`` for scikeras' own classes (not subclasses)."""
+    klass = type(obj)
+    if klass.__module__ == "scikeras.wrappers" and klass.__name__ in _LAZY_CLASSES:
+        return klass.__name__
+    return None
+
+
+def _retagged(obj: Any) -> Any:
+    """raygrid's tag-fixed class with ``obj``'s parameters, when ``obj`` is a stock scikeras
+    wrapper that scikit-learn does not recognise as what it is; else None."""
+    name = _stock_class(obj)
+    if name is None:
+        return None
+    from sklearn.base import is_classifier, is_regressor
+
+    if (is_classifier(obj) if name == "KerasClassifier" else is_regressor(obj)):
+        return None  # a scikeras release with correct tags: nothing to fix
+    klass = _make_classes()[name]
+    # steps_per_execution=None: one step per call, exactly what the stock class does.
+    return klass(**obj.get_params(deep=False), steps_per_execution=None)
+
+
+def with_stock_tags_fixed(estimator: Any) -> Any:
+    """``estimator`` with scikeras' stock ``KerasClassifier``/``KerasRegressor`` (at the top level
+    or as a nested parameter, e.g. a Pipeline's last step) replaced by raygrid's subclasses.
+
+    With scikit-learn >= 1.7, scikeras 0.13's stock classes are not tagged as a classifier /
+    regressor (``is_classifier`` is False), so scikit-learn silently uses unstratified ``KFold``
+    for an integer ``cv`` and classifier scorers such as ``roc_auc`` return NaN. raygrid treats
+    them as the estimators they are, with the same parameters and the same training (one step
+    per call), and warns once per process. ``RAYGRID_STOCK_SCIKERAS_TAGS=sklearn`` keeps
+    scikit-learn's behaviour. Other estimators come back unchanged (never copied).
+    """
+    global _stock_warned
+    if os.environ.get(STOCK_TAGS_ENV, "").strip().lower() in ("sklearn", "keep"):
+        return estimator
+    paths = [p for p in _keras_paths(estimator)]
+    if not paths:
+        return estimator
+    params = estimator.get_params(deep=True) if paths != [""] else {}
+    fixed = {p: _retagged(estimator if p == "" else params[p]) for p in paths}
+    fixed = {p: est for p, est in fixed.items() if est is not None}
+    if not fixed:
+        return estimator
+    if "" in fixed:
+        out = fixed.pop("")
+    else:
+        from sklearn.base import clone
+
+        out = clone(estimator)
+    if fixed:
+        out.set_params(**fixed)
+    if not _stock_warned:
+        _stock_warned = True
+        import warnings
+
+        warnings.warn(
+            "scikeras' stock KerasClassifier/KerasRegressor is not tagged as a classifier/"
+            "regressor with scikit-learn >= 1.7 (scikeras 0.13 does not implement scikit-learn's "
+            "__sklearn_tags__ for them): scikit-learn would use unstratified KFold for an integer "
+            "cv and classifier scorers such as roc_auc would return NaN. raygrid treats the model "
+            "as what it is (raygrid.keras's tag-fixed class, same parameters and training). Set "
+            f"{STOCK_TAGS_ENV}=sklearn to keep scikit-learn's behaviour.",
+            UserWarning, stacklevel=3,
+        )
+    return out
 
 
 # --------------------------------------------------------------------------------------

@@ -16,14 +16,17 @@ class Trial:
     """One fit to run: candidate ``candidate`` on split ``fold``.
 
     ``seed`` is the per-fit seed handed to estimators that take one from raygrid (Keras models);
-    ``None`` leaves the estimator's own ``random_state`` untouched. ``callback_ctx`` is the
-    fit's scikit-learn callback context when the search has callbacks (raygrid.callbacks).
+    ``None`` leaves the estimator's own ``random_state`` untouched. ``engine`` is the engine
+    planned for the fit: ``"fused"`` when raygrid.fused will train it with others (its seed is
+    then its lane's), else ``"standard"``. ``callback_ctx`` is the fit's scikit-learn callback
+    context when the search has callbacks (raygrid.callbacks).
     """
 
     candidate: int
     fold: int
     params: Mapping[str, Any]
     seed: int | None = None
+    engine: str = "standard"
     callback_ctx: Any = field(default=None, compare=False, repr=False)
 
 

@@ -39,6 +39,7 @@ class SearchProgress:
         self.done = 0
         self.failed = 0
         self.cached = 0
+        self.fused = 0  # fits trained by the fused engine (raygrid.fused)
         self.running = 0
         self.best: float | None = None
         self._folds: dict[int, list[float]] = defaultdict(list)
@@ -98,6 +99,7 @@ class SearchProgress:
         self.running = running
         self.failed += result.failed
         self.cached += result.cached
+        self.fused += result.engine == "fused"
         if self.metric is not None:
             scores = self._folds[result.candidate]
             scores.append(result.test_scores.get(self.metric, math.nan))
@@ -160,6 +162,8 @@ class SearchProgress:
                  (f"{self.failed} failed", 8 if self.failed else 3)]
         if self.cached:
             parts.append((f"{self.cached} cached", 1))
+        if self.fused:
+            parts.append((f"{self.fused} fused", 4))
         if self.note:
             parts.append((self.note, 4))
         if self.best is not None:

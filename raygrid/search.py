@@ -19,7 +19,7 @@ from raygrid._compat import CallbackSupportMixin, search_visual_block, with_call
 from raygrid.callbacks import SearchCallbacks
 from raygrid.executors import BACKENDS, choose_backend, get_executor
 from raygrid.fitting import FitResult, Payload
-from raygrid.keras import uses_keras
+from raygrid.keras import uses_keras, with_stock_tags_fixed
 from raygrid.plan import build_trials, fit_seed, params_key, split_data
 from raygrid.progress import SearchProgress
 from raygrid.routing import check_score_params, route_search, routing_enabled, search_router
@@ -203,7 +203,7 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.error_score != "raise" and not isinstance(self.error_score, numbers.Number):
             raise ValueError(f"error_score must be 'raise' or a number, got {self.error_score!r}")
-        estimator = self.estimator
+        estimator = with_stock_tags_fixed(self.estimator)
         scoring = resolve_scoring(estimator, self.scoring, self.refit, self.error_score)
         routed = route_search(self, params)
         fit_params = routed.fit  # what the estimator's fit gets, in every fold and in the refit
@@ -226,13 +226,12 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
             pairwise=bool(getattr(get_tags(estimator).input_tags, "pairwise", False)),
         )
         engine = getattr(self, "engine", "standard")
-        backend = choose_backend(self.backend, address=self.address, keras=payload.keras,
-                                 engine=engine)
+        backend = choose_backend(self.backend, address=self.address, keras=payload.keras)
         executor = get_executor(backend, **self._executor_options())
-        if engine != "standard":  # Keras on JAX: fusable trials train together (raygrid.fused)
+        if engine != "standard":  # Keras models: fusable trials train together on JAX workers
             from raygrid.fused import wrap
 
-            executor = wrap(executor, engine)
+            executor = wrap(executor, engine, payload)
         store = self._open_store(payload, table)
         callbacks = SearchCallbacks(self, X, y, fit_params)
         callbacks.begin()
@@ -258,7 +257,7 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
         ``cv_results_`` keys, placed first, as in scikit-learn's ``evaluate_candidates``.
         """
         new = [dict(p) for p in new_candidates]
-        validate_candidates(self.estimator, new, self._space_name)
+        validate_candidates(run.payload.estimator, new, self._space_name)
         start = run.set_starts[split_set]
         trials = build_trials(new, run.n_splits, first_candidate=len(run.candidates),
                               random_state=run.seed_state)
@@ -285,6 +284,8 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
     @staticmethod
     def _execute(run: SearchRun, trials: Sequence, on_result=None) -> None:
         """Stored results first (resume, cache), the rest through the executor seam."""
+        if hasattr(run.executor, "assign"):  # the fused engine's seeds and engine, before the store
+            trials = run.executor.assign(trials)
         todo = reuse(run.store, trials, run.results, run.progress, on_result)
         if todo:
             if run.shared is None:
@@ -321,9 +322,9 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
         self.results_ = results_frame(run.candidates, fits, scoring.metrics or ("score",),
                                       return_train_score=self.return_train_score,
                                       error_score=self.error_score)
-        if getattr(self, "engine", "standard") != "standard" and len(self.results_):
-            self.results_["engine"] = [getattr(fits[k], "engine", "standard")
-                                       for k in sorted(fits)]
+        if len(self.results_):
+            self.results_["engine"] = [fits[k].engine for k in sorted(fits)]
+        self.n_fused_ = sum(fits[k].engine == "fused" for k in fits)
         rank_metric = refit_metric if isinstance(refit_metric, str) and refit_metric in (
             scoring.metrics or ()) else (scoring.metrics or ("score",))[0]
         self.summary_ = summary_frame(cv, self.results_, rank_metric)
@@ -332,7 +333,7 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
     def _refit(self, run: SearchRun) -> None:
         """The best candidate fitted on all of the data (Keras: with the fits' hygiene and a
         seed of its own, the fold after the last)."""
-        self.best_estimator_ = clone(self.estimator).set_params(
+        self.best_estimator_ = clone(run.payload.estimator).set_params(
             **clone(self.best_params_, safe=False))
         seed = fit_seed(run.seed_state, params_key(self.best_params_), run.n_splits)
         start = time.time()
@@ -525,6 +526,19 @@ RAYGRID_PARAMS_DOC = """
 """
 
 
+_ENGINE_DOC = """    engine : {"auto", "fused", "standard"}, default="auto"
+        How scikeras (Keras) models train. "auto" and "fused" train fusable fits many at a time
+        (raygrid.fused): fits of one model structure, loss and batch size become lanes of one
+        vectorised JAX program, run in Ray workers whose Keras backend is JAX whatever the
+        driver's is (with ``backend="serial"``, only when this process runs Keras on JAX).
+        Fits that cannot be fused run on the standard engine; "fused" warns about every such
+        fit, "auto" only about models that failed to build or train fused (one line with the
+        reason) and leaves single-lane groups to the standard engine. ``results_`` has an
+        ``engine`` column and ``n_fused_`` counts the fits trained fused. Other estimators
+        always run on the standard engine.
+"""
+
+
 class GridSearchCV(BaseSearch):
     __doc__ = (
         """Exhaustive search over ``param_grid``, every (candidate, fold) fit a Ray task.
@@ -538,13 +552,9 @@ class GridSearchCV(BaseSearch):
     n_jobs : int, default=None
         At most this many fits in flight; None or -1 uses every slot of the cluster.
     pre_dispatch : accepted for compatibility; Ray queues the tasks.
-    engine : {"standard", "fused", "auto"}, default="standard"
-        "fused" trains Keras models on the JAX backend many fits at a time (raygrid.fused):
-        trials of one model structure, loss and batch size become lanes of one vectorised
-        program; what cannot be fused runs on the standard engine, and ``results_`` gets an
-        ``engine`` column. "auto" fuses only groups of two lanes or more, without warnings.
 """
         + RAYGRID_PARAMS_DOC
+        + _ENGINE_DOC
     )
 
     def __init__(
@@ -567,7 +577,7 @@ class GridSearchCV(BaseSearch):
         random_state=None,
         storage=None,
         cache=True,
-        engine="standard",
+        engine="auto",
     ):
         super().__init__(
             estimator, scoring=scoring, n_jobs=n_jobs, refit=refit, cv=cv, verbose=verbose,
@@ -593,6 +603,7 @@ class RandomizedSearchCV(BaseSearch):
     the same candidates. An integer ``random_state`` also seeds Keras fits per (candidate, fold).
 """
         + RAYGRID_PARAMS_DOC
+        + _ENGINE_DOC
     )
 
     def __init__(
@@ -616,6 +627,7 @@ class RandomizedSearchCV(BaseSearch):
         max_retries=3,
         storage=None,
         cache=True,
+        engine="auto",
     ):
         super().__init__(
             estimator, scoring=scoring, n_jobs=n_jobs, refit=refit, cv=cv, verbose=verbose,
@@ -627,6 +639,7 @@ class RandomizedSearchCV(BaseSearch):
         self.param_distributions = param_distributions
         self.n_iter = n_iter
         self.random_state = random_state
+        self.engine = engine
 
     @property
     def _space_name(self) -> str:

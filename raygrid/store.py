@@ -328,12 +328,16 @@ class Fingerprinter:
             self._not_reusable(f"a parameter of the estimator ({exc})")
             return _sha(os.urandom(32))
 
-    def trial(self, trial: Trial) -> str:
+    def trial(self, trial: Trial, engine: str | None = None) -> str:
+        """The fit's identity; ``engine`` (default: the trial's planned one) and the seed are part
+        of it, so a fused fit (trained with its lane's seed) is never taken for a standard one."""
         cand = self._candidates.get(trial.candidate)
         if cand is None:
             cand = self._candidates[trial.candidate] = self.candidate(trial.params)
         seed = trial.seed if self.keras else None  # only Keras fits use raygrid's per-fit seed
-        return _sha(f"{self.key}|{cand}|{self.folds[trial.fold]}|{trial.fold}|{seed}".encode())
+        engine = trial.engine if engine is None else engine
+        tag = "" if engine == "standard" else f"|{engine}"  # standard fits keep their identity
+        return _sha(f"{self.key}|{cand}|{self.folds[trial.fold]}|{trial.fold}|{seed}{tag}".encode())
 
 
 # -- the store ----------------------------------------------------------------------------------
@@ -409,14 +413,14 @@ class StoredFit:
     node: str | None
     pid: int | None
 
-    def to_result(self, trial: Trial) -> FitResult:
+    def to_result(self, trial: Trial, engine: str = "standard") -> FitResult:
         """This fit as the result of ``trial`` of the current search (marked ``cached``)."""
         return FitResult(
             trial.candidate, trial.fold, dict(self.test_scores),
             None if self.train_scores is None else dict(self.train_scores),
             self.fit_time, self.score_time, self.n_test_samples, error=self.error,
             system_failure=self.system_failure, node=self.node or "unknown", pid=self.pid or 0,
-            seed=trial.seed, cached=True,
+            seed=trial.seed, cached=True, engine=engine,
         )
 
 
@@ -814,6 +818,7 @@ class StoreSession:
         self.written = 0
         self._fingerprints: dict[tuple[int, int], str] = {}
         self._params: dict[int, str] = {}  # candidate -> its parameters as JSON text
+        self._trials: dict[tuple[int, int], Trial] = {}  # as planned (engine, seed)
 
     @property
     def directory(self) -> Path:
@@ -846,17 +851,24 @@ class StoreSession:
             self.store.add_plan(self.search_id, kind=self.kind, estimator=self.estimator,
                                 n_splits=self.n_splits,
                                 planned=[(t.candidate, t.fold, fp) for t, fp in zip(trials, fps)])
+        self._trials.update({(t.candidate, t.fold): t for t in trials})
         if not self.cache or not self.fingerprinter.reusable:
             return [], list(trials)
-        stored = self.store.lookup(fps)
+        # A fit planned on another engine (fused) may have run on the standard one instead
+        # (a fallback, with the same seed): both identities are looked up, the planned first.
+        choices = [[(fp, t.engine)] + ([(self.fingerprinter.trial(t, "standard"), "standard")]
+                                       if t.engine != "standard" else [])
+                   for t, fp in zip(trials, fps)]
+        stored = self.store.lookup(fp for options in choices for fp, _ in options)
         hits: list[FitResult] = []
         todo: list[Trial] = []
-        for t, fp in zip(trials, fps):
-            row = stored.get(fp)
+        for t, options in zip(trials, choices):
+            found = [(stored[fp], engine) for fp, engine in options if fp in stored]
+            row, engine = found[0] if found else (None, "standard")
             if row is None or row.system_failure or (row.error is not None and not self.reuse_failures):
                 todo.append(t)
             else:
-                hits.append(row.to_result(t))
+                hits.append(row.to_result(t, engine))
         self.reused += len(hits)
         return hits, todo
 
@@ -865,6 +877,9 @@ class StoreSession:
         if result.cached:
             return
         fp = self._fingerprints[(result.candidate, result.fold)]
+        planned = self._trials.get((result.candidate, result.fold))
+        if planned is not None and result.engine != planned.engine:  # e.g. a fused fallback
+            fp = self.fingerprinter.trial(planned, result.engine)
         self.store.put(fp, result, search_id=self.search_id, params=self._params.get(result.candidate))
         self.written += 1
 

@@ -38,6 +38,7 @@ def cross_validate(
     random_state=None,
     storage=None,
     cache=True,
+    engine="auto",
 ):
     """Evaluate metric(s) by cross-validation; the same result as scikit-learn's, fits on Ray.
 
@@ -45,9 +46,12 @@ def cross_validate(
     for one metric), ``train_<metric>`` with ``return_train_score``, ``estimator`` with
     ``return_estimator`` and ``indices`` with ``return_indices``. The raygrid keywords
     (``backend``, ``ray_remote_args``, ``address``, ``max_retries``, ``random_state``,
-    ``storage``, ``cache``) are those of :class:`raygrid.GridSearchCV`; with
+    ``storage``, ``cache``, ``engine``) are those of :class:`raygrid.GridSearchCV`; with
     ``return_estimator=True`` stored fits are recorded but not reused (the store keeps no models).
     """
+    from raygrid.keras import with_stock_tags_fixed
+
+    estimator = with_stock_tags_fixed(estimator)
     scoring_ = resolve_scoring(estimator, scoring, refit=False, error_score=error_score)
     routed = route_cross_validate(estimator, scoring_.scorer, cv, groups, params)
     X, y, splits = split_data(estimator, X, y, routed.split.get("groups"), cv, routed.split)
@@ -64,8 +68,14 @@ def cross_validate(
                        n_jobs=n_jobs)
     executor = get_executor(choose_backend(backend, address=address, keras=payload.keras),
                             **options)
+    if engine != "standard":  # Keras models: the folds train together on a JAX worker
+        from raygrid.fused import wrap
+
+        executor = wrap(executor, engine, payload)
     seed = int(random_state) if isinstance(random_state, (int, np.integer)) else None
     trials = build_trials([{}], len(splits), random_state=seed)
+    if hasattr(executor, "assign"):
+        trials = executor.assign(trials)
     results: dict[tuple[int, int], FitResult] = {}
     store = None
     if storage is not None:
@@ -125,6 +135,7 @@ def cross_val_score(
     random_state=None,
     storage=None,
     cache=True,
+    engine="auto",
 ):
     """Array of scores of the estimator for each run of the cross-validation (one metric)."""
     if isinstance(scoring, (list, tuple, set, dict)):
@@ -133,6 +144,6 @@ def cross_val_score(
         estimator, X, y, groups=groups, scoring=scoring, cv=cv, n_jobs=n_jobs, verbose=verbose,
         params=params, pre_dispatch=pre_dispatch, error_score=error_score, backend=backend,
         ray_remote_args=ray_remote_args, address=address, max_retries=max_retries,
-        random_state=random_state, storage=storage, cache=cache,
+        random_state=random_state, storage=storage, cache=cache, engine=engine,
     )
     return scores["test_score"]

@@ -40,7 +40,6 @@ def test_when_auto_goes_to_ray_at_once(ray_not_running, monkeypatch):
     assert choose_backend("auto") == "auto"
     assert choose_backend("auto", address="10.0.0.5:6379") == "ray"
     assert choose_backend("auto", keras=True) == "ray"
-    assert choose_backend("auto", engine="fused") == "ray"
     monkeypatch.setenv("RAY_ADDRESS", "auto")
     assert choose_backend("auto") == "ray"
     monkeypatch.delenv("RAY_ADDRESS")

@@ -253,3 +253,44 @@ def test_fractional_gpus_pack_fits_on_one_gpu():
         assert run["gpu"] == [float(gpus)] and run["cpu"] == [1.0]
         assert run["cuda"] == [0.0]  # Ray hands every fit the one GPU
         assert 1 <= max_overlap(run["intervals"]) <= cap
+
+
+# -- work units: several trials in one task, with their own resources --------------------------
+def env_tagged_unit(payload, trials):
+    """A unit: run_trials, each result tagged with an environment variable of its worker."""
+    results = run_trials(payload, trials)
+    for r in results:
+        r.node = os.environ.get("RAYGRID_UNIT_TEST", "unset")
+    return results
+
+
+def failing_unit(payload, trials):
+    raise RuntimeError("this unit cannot run")
+
+
+def test_units_run_beside_trials_with_their_own_resources(backend):
+    from raygrid.executors import Unit
+
+    payload = make_payload()
+    trials = build_trials([{"parameter": p} for p in range(6)], 3, random_state=1)
+    serial = SerialExecutor()
+    expected = sorted(map(comparable, serial.run(serial.share(payload), trials)))
+
+    def on_failure(unit_trials, exc):
+        return [FitResult(t.candidate, t.fold, {}, None, 0, 0, 0, error=f"unit: {exc}")
+                for t in unit_trials]
+
+    env = {"runtime_env": {"env_vars": {"RAYGRID_UNIT_TEST": "unit-env"}}}
+    work = [Unit(env_tagged_unit, tuple(trials[:6]), resources=env), *trials[6:12],
+            Unit(failing_unit, tuple(trials[12:]), on_failure=on_failure)]
+    executor = get_executor(backend)
+    got = list(executor.run(executor.share(payload), work))
+    assert len(got) == len(trials) and getattr(executor, "running", 0) == 0
+    by_key = {(r.candidate, r.fold): r for r in got}
+    assert sorted(map(comparable, (by_key[(t.candidate, t.fold)] for t in trials[:12]))) == \
+        expected[:12]
+    assert all("unit: " in by_key[(t.candidate, t.fold)].error
+               and "this unit cannot run" in by_key[(t.candidate, t.fold)].error
+               for t in trials[12:])
+    if backend == "ray":  # the unit's runtime_env reached its worker
+        assert {by_key[(t.candidate, t.fold)].node for t in trials[:6]} == {"unit-env"}

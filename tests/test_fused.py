@@ -314,3 +314,283 @@ def test_fused_groups_share_the_gpus_evenly(gpus, groups, share):
     assert gpu_share(gpus, groups) == share
     if share:  # the groups that share one GPU fit on it together
         assert (-(-groups // int(gpus))) * share <= 1.0
+
+
+# -- fused groups as work units of the Ray executor, from this (TensorFlow-by-default) driver ----
+def _pima(pima_csv, n=None):
+    from sklearn.preprocessing import minmax_scale
+
+    data = np.loadtxt(pima_csv, delimiter=",", skiprows=1)
+    data = data if n is None else data[:n]
+    return minmax_scale(data[:, :8]), data[:, 8].astype(int)
+
+
+def _small_grid_search(**kwargs):
+    from raygrid import GridSearchCV
+    from raygrid.keras import seed_classifier
+
+    grid = {"model__activation": ["tanh", "relu"], "epochs": [1, 2]}
+    return GridSearchCV(seed_classifier(batch_size=32), grid, cv=2, random_state=5, refit=False,
+                        **kwargs)
+
+
+@pytest.mark.keras
+def test_default_engine_trains_fused_on_jax_workers_whatever_the_driver_backend(
+        ray_local, pima_csv, tmp_path):
+    from raygrid.keras import keras_backend
+
+    X, y = _pima(pima_csv, 300)
+    driver_backend = keras_backend()
+    first = _small_grid_search(storage=str(tmp_path)).fit(X, y)
+    res = first.results_
+    assert list(res["engine"]) == ["fused"] * 8 and first.n_fused_ == 8
+    from raygrid import fused
+
+    stats = fused.last_stats()  # the groups' timings came back from the workers
+    assert sum(s["trials"] for s in stats) == 8 and all(s["compile_s"] > 0 for s in stats)
+    assert not (res["pid"] == os.getpid()).any()  # trained in Ray workers (Keras on JAX there)
+    assert res["error"].isna().all() and res["test_score"].between(0.3, 1.0).all()
+    # A shorter candidate is read off its lane: it carries the lane's seed (the longest's).
+    by = res.set_index(["param_model__activation", "param_epochs", "fold"])["seed"]
+    for act in ("tanh", "relu"):
+        for fold in (0, 1):
+            assert by[(act, 1, fold)] == by[(act, 2, fold)]
+    # Stored and reused: still fused, with the lane's seed.
+    again = _small_grid_search(storage=str(tmp_path)).fit(X, y)
+    assert again.results_["cached"].all()
+    assert list(again.results_["engine"]) == ["fused"] * 8 and again.n_fused_ == 8
+    assert list(again.results_["seed"]) == list(res["seed"])
+    np.testing.assert_array_equal(again.results_["test_score"], res["test_score"])
+    # A standard search never takes the fused fits for its own.
+    standard = _small_grid_search(storage=str(tmp_path), engine="standard").fit(X, y)
+    assert not standard.results_["cached"].any()
+    assert list(standard.results_["engine"]) == ["standard"] * 8 and standard.n_fused_ == 0
+    assert driver_backend == keras_backend()  # the driver's Keras was left as it was
+
+
+@pytest.mark.keras
+def test_unit_that_cannot_train_fused_falls_back_with_its_reason(pima_csv):
+    from raygrid import fused
+    from raygrid.fitting import Payload
+    from raygrid.keras import seed_classifier
+    from raygrid.plan import Trial
+    from sklearn.metrics import check_scoring
+
+    X, y = _pima(pima_csv, 120)
+    est = seed_classifier(epochs=1)
+    payload = Payload(estimator=est, X=X, y=y, splits=[(np.arange(60), np.arange(60, 120))],
+                      scorer=check_scoring(est), metrics=("score",), keras=True)
+    trials = [Trial(0, 0, {}, 1, "fused"), Trial(1, 0, {"epochs": 2}, 1, "fused")]
+    from raygrid.keras import keras_backend
+
+    if keras_backend() != "jax":  # this process: the fused program cannot run here
+        rows = fused.run_unit(payload, trials)
+        assert [r.engine for r in rows] == [fused.FALLBACK] * 2
+        assert all("Keras backend of the worker is" in r.error for r in rows)
+    rows = fused._unit_failed(trials, RuntimeError("worker died"))
+    assert [r.engine for r in rows] == [fused.FALLBACK] * 2
+    assert "its task failed (RuntimeError: worker died)" in rows[0].error
+    # The executor warns once with the reasons and runs the fits on the standard engine.
+    from raygrid.executors import SerialExecutor
+
+    class Failing(SerialExecutor):
+        def run(self, shared, work):
+            for item in work:
+                if isinstance(item, fused.Unit):
+                    yield from fused._unit_failed(item.trials, RuntimeError("no JAX here"))
+                else:
+                    yield from super().run(shared, [item])
+
+    ex = fused.FusedExecutor(Failing(), "auto", payload)
+    ex._units.update({(0, 0): "u", (1, 0): "u"})
+    with pytest.warns(UserWarning, match=r"left 2 fits to the standard engine \(2 fits: its task "
+                                         r"failed \(RuntimeError: no JAX here\)\)"):
+        out = list(ex.run(ex.share(payload), trials))
+    assert sorted(r.engine for r in out) == ["standard", "standard"]
+    assert all(r.error is None for r in out)
+
+
+FUSED_DRIVER = """
+import sys
+import numpy as np
+from sklearn.preprocessing import minmax_scale
+from raygrid import GridSearchCV
+from raygrid.keras import seed_classifier
+data = np.loadtxt(sys.argv[1], delimiter=",", skiprows=1)[:300]
+X = minmax_scale(data[:, :8]); y = data[:, 8].astype(int)
+GridSearchCV(seed_classifier(epochs=1), GRID, cv=2, random_state=1, refit=False, n_jobs=1,
+             storage=sys.argv[2]).fit(X, y)
+print("DONE", flush=True)
+"""
+#: Five units (one per batch size) of four fits (2 activations x 2 folds), one at a time.
+CTRL_C_GRID = {"batch_size": [8, 16, 32, 64, 128], "model__activation": ["tanh", "relu"]}
+
+
+@pytest.mark.keras
+@pytest.mark.slow
+def test_ctrl_c_during_fused_search_then_resume_runs_no_group_twice(ray_local, pima_csv,
+                                                                     tmp_path):
+    import signal
+
+    from fault_helpers import store_rows
+
+    from raygrid import GridSearchCV
+    from raygrid.keras import seed_classifier
+
+    script = tmp_path / "driver.py"
+    script.write_text(FUSED_DRIVER.replace("GRID", repr(CTRL_C_GRID)))
+    storage = tmp_path / "store"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
+    proc = subprocess.Popen([sys.executable, str(script), str(pima_csv), str(storage)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    import time
+
+    deadline = time.monotonic() + 400
+    while store_rows(storage) < 4:  # the first unit is stored
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "the first fused unit never finished"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert "DONE" not in out and proc.returncode != 0, err[-3000:]
+    saved = store_rows(storage)
+    assert saved % 4 == 0 and 4 <= saved < 20  # whole units: the one in flight finished
+    X, y = _pima(pima_csv, 300)
+    resumed = GridSearchCV(seed_classifier(epochs=1), CTRL_C_GRID, cv=2, random_state=1,
+                           refit=False, n_jobs=1, storage=str(storage)).fit(X, y)
+    res = resumed.results_
+    assert (res["engine"] == "fused").all() and resumed.n_fused_ == 20
+    assert res["cached"].sum() == saved  # every stored fit reused: no fused group ran twice
+    assert store_rows(storage) == 20
+
+
+@pytest.mark.keras
+def test_pipeline_with_a_keras_model_is_seen_as_the_model_on_preprocessed_folds(pima_csv):
+    from sklearn.metrics import check_scoring
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import MinMaxScaler
+
+    from raygrid import fused
+    from raygrid.fitting import Payload
+    from raygrid.keras import seed_classifier
+    from raygrid.plan import Trial
+
+    X, y = _pima(pima_csv, 90)
+    X = X * 7 + 3  # scaled per fold below
+    pipe = Pipeline([("scale", MinMaxScaler()), ("mlp", seed_classifier(epochs=1))])
+    splits = list(StratifiedKFold(3).split(X, y))
+    payload = Payload(estimator=pipe, X=X, y=y, splits=splits, scorer=check_scoring(pipe),
+                      metrics=("score",), keras=True)
+    trials = [Trial(0, f, {"mlp__epochs": 2, "mlp__model__activation": "tanh"}, 9)
+              for f in range(3)]
+    view, plain = fused.final_step_view(payload, trials, transform=True)
+    assert view.estimator is pipe.steps[-1][1]
+    assert [t.params for t in plain] == [{"epochs": 2, "model__activation": "tanh"}] * 3
+    assert [(t.candidate, t.fold, t.seed) for t in plain] == [(0, f, 9) for f in range(3)]
+    n = len(X)
+    for f, (train, test) in enumerate(splits):
+        v_train, v_test = view.splits[f]
+        np.testing.assert_array_equal(v_train, train + f * n)
+        np.testing.assert_array_equal(v_test, test + f * n)
+        want = MinMaxScaler().fit(X[train]).transform(X)  # fitted on the fold's training rows
+        np.testing.assert_allclose(view.X[f * n:(f + 1) * n], want)
+        np.testing.assert_array_equal(view.y[f * n:(f + 1) * n], y)
+    # The driver plans lanes on the model's parameters alone (no preprocessing there).
+    plan = fused.assign(payload, trials, "fused")
+    assert [t.engine for t in plan.trials] == ["fused"] * 3
+    assert plan.trials[0].params == trials[0].params  # the search's own parameters
+    # In this process (the serial backend) only when its Keras runs on JAX.
+    from raygrid.keras import keras_backend
+
+    here = fused.assign(payload, trials, "fused", in_process=True)
+    if keras_backend() == "jax":
+        assert [t.engine for t in here.trials] == ["fused"] * 3
+    else:
+        assert [t.engine for t in here.trials] == ["standard"] * 3
+        assert "use backend='ray'" in next(iter(here.reasons))
+    # A grid over the preprocessing cannot be fused: those fits stay standard, with the reason.
+    other = [Trial(0, 0, {"scale__clip": True}, 1)]
+    plan = fused.assign(payload, other, "fused")
+    assert plan.trials[0].engine == "standard"
+    assert plan.reasons == {"the grid sets parameters of the pipeline's other steps": 1}
+
+
+def test_progress_line_counts_fused_fits():
+    from rich.console import Console
+
+    from raygrid.fitting import FitResult
+    from raygrid.progress import SearchProgress
+
+    progress = SearchProgress(3, 1, "score", console=Console(file=open(os.devnull, "w")))
+    progress.add(FitResult(0, 0, {"score": 0.5}, None, 0.1, 0.0, 4, engine="fused"))
+    progress.add(FitResult(1, 0, {"score": 0.6}, None, 0.1, 0.0, 4))
+    assert progress.fused == 1 and " · fused 1" in progress.render().plain
+
+
+def test_ctrl_c_while_a_result_is_recorded_reaches_the_units_in_flight():
+    """The runner throws the interrupt into the fused executor's stream: it must reach the
+    inner executor (which lets the units in flight finish) and come back with their fits."""
+    from raygrid import fused
+    from raygrid.fitting import FitResult, Payload
+    from raygrid.plan import Trial
+    from raygrid.runner import _drain
+
+    def row(c, engine="fused"):
+        return FitResult(c, 0, {"score": 0.5}, None, 0.1, 0.0, 4, engine=engine)
+
+    class Inner:
+        in_process = True
+        interrupted = False
+
+        def share(self, payload):
+            return payload
+
+        def run(self, shared, work):
+            try:
+                yield row(0)
+                yield row(1)  # never: the interrupt comes first
+            except KeyboardInterrupt as exc:
+                Inner.interrupted = True
+                yield row(2)  # a unit in flight finished
+                yield FitResult(3, 0, {}, None, 0, 0, 0, error="why", engine=fused.FALLBACK)
+                raise exc
+
+    payload = Payload(estimator=None, X=np.zeros((4, 1)), y=None, splits=[], scorer=None,
+                      metrics=("score",))
+    ex = fused.FusedExecutor(Inner(), "fused", payload)
+    ex._units.update({(c, 0): "u" for c in range(4)})
+    stream = ex.run(payload, [Trial(c, 0, {}, 1, "fused") for c in range(4)])
+    assert next(stream).candidate == 0
+    kept = list(_drain(stream, KeyboardInterrupt()))
+    assert Inner.interrupted
+    assert [r.candidate for r in kept] == [2]  # the finished unit's fit; no fallback row
+
+
+@pytest.mark.keras
+def test_cross_validate_trains_the_folds_fused_by_default(ray_local, pima_csv):
+    import raygrid
+    from raygrid import fused
+    from raygrid.keras import seed_classifier
+
+    X, y = _pima(pima_csv, 240)
+    out = raygrid.cross_validate(seed_classifier(epochs=2), X, y, cv=3, random_state=0,
+                                 scoring=["accuracy", "roc_auc"])
+    assert np.isfinite(out["test_roc_auc"]).all() and (out["test_accuracy"] > 0.3).all()
+    stats = fused.last_stats()  # one program: the three folds as lanes
+    assert [(s["lanes"], s["trials"]) for s in stats] == [(3, 3)]
+
+
+def test_fused_engine_warns_once_about_the_fits_it_leaves():
+    from sklearn.datasets import load_iris
+    from sklearn.tree import DecisionTreeClassifier
+
+    from raygrid import GridSearchCV
+
+    X, y = load_iris(return_X_y=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        GridSearchCV(DecisionTreeClassifier(), {"max_depth": [1, 2]}, cv=3, backend="serial",
+                     engine="fused").fit(X, y)
+    assert len([w for w in caught if "not a scikeras model" in str(w.message)]) == 1

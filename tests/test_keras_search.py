@@ -27,7 +27,7 @@ def _grid_search(backend, X, y):
 
     grid = {"model__activation": ["tanh", "relu"], "epochs": [1, 2]}
     search = raygrid.GridSearchCV(seed_classifier(batch_size=32), grid, cv=2, scoring="accuracy",
-                                  random_state=11, backend=backend)
+                                  random_state=11, backend=backend, engine="standard")
     return search.fit(X, y)
 
 
@@ -57,6 +57,60 @@ def test_keras_classifier_is_stratified_through_raygrid(pima_csv):
         assert abs(y[test].mean() - y.mean()) < 0.05
 
 
+def _stock_classifier():
+    from scikeras.wrappers import KerasClassifier
+
+    from raygrid.keras import build_mlp
+
+    return KerasClassifier(build_mlp, loss="binary_crossentropy", epochs=1, batch_size=32,
+                           verbose=0, random_state=0)
+
+
+def test_stock_scikeras_classifier_is_treated_as_a_classifier(pima_csv, monkeypatch):
+    import warnings
+
+    from sklearn.model_selection import StratifiedKFold
+
+    import raygrid
+    import raygrid.keras as rk
+
+    X, y = _pima_small(pima_csv, 120)
+    monkeypatch.setattr(rk, "_stock_warned", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            out = raygrid.cross_validate(_stock_classifier(), X, y, cv=3,
+                                         scoring=["accuracy", "roc_auc"], backend="serial",
+                                         return_indices=True)
+    tag_warnings = [w for w in caught if "__sklearn_tags__" in str(w.message)]
+    assert len(tag_warnings) == 1  # once per process
+    assert "RAYGRID_STOCK_SCIKERAS_TAGS=sklearn" in str(tag_warnings[0].message)
+    assert np.isfinite(out["test_roc_auc"]).all()
+    want = [test for _, test in StratifiedKFold(3).split(X, y)]
+    for got, expected in zip(out["indices"]["test"], want):
+        np.testing.assert_array_equal(got, expected)
+    # The search refits the tag-fixed class with the stock class's parameters.
+    search = raygrid.GridSearchCV(_stock_classifier(), {"batch_size": [32]}, cv=3,
+                                  scoring="roc_auc", backend="serial", engine="standard").fit(X, y)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert type(search.best_estimator_) is rk.KerasClassifier
+    assert search.best_estimator_.get_params()["steps_per_execution"] is None
+
+
+def test_stock_scikeras_classifier_keeps_sklearn_behaviour_when_asked(pima_csv, monkeypatch):
+    from sklearn.model_selection import KFold
+
+    import raygrid
+
+    X, y = _pima_small(pima_csv, 120)
+    monkeypatch.setenv("RAYGRID_STOCK_SCIKERAS_TAGS", "sklearn")
+    out = raygrid.cross_validate(_stock_classifier(), X, y, cv=3, scoring="roc_auc",
+                                 backend="serial", return_indices=True)
+    assert np.isnan(out["test_score"]).all()  # scikit-learn's own outcome with the stock class
+    for got, (_, expected) in zip(out["indices"]["test"], KFold(3).split(X, y)):
+        np.testing.assert_array_equal(got, expected)
+
+
 def _example():
     spec = importlib.util.spec_from_file_location("pima_keras", ROOT / "examples" / "pima_keras.py")
     module = importlib.util.module_from_spec(spec)
@@ -81,7 +135,8 @@ def test_seed_example_quick_runs_end_to_end(ray_local, pima_csv, tmp_path):
 
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
 def test_keras_backend_reaches_ray_workers(backend, tmp_path):
-    """KERAS_BACKEND set on the driver is what every Ray worker fits with."""
+    """KERAS_BACKEND set on the driver is what every Ray worker of the standard engine fits with
+    (the fused engine's workers run Keras on JAX whatever the driver's backend)."""
     script = textwrap.dedent("""
         import json, sys
         import numpy as np
@@ -96,7 +151,8 @@ def test_keras_backend_reaches_ray_workers(backend, tmp_path):
         ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
         X = np.random.RandomState(0).rand(40, 4); y = (X[:, 0] > 0.5).astype(int)
         s = raygrid.GridSearchCV(seed_classifier(epochs=1), {"batch_size": [16]}, cv=2,
-                                 scoring=backend_scorer, refit=False).fit(X, y)
+                                 scoring=backend_scorer, refit=False,
+                                 engine="standard").fit(X, y)
         print(json.dumps({"scores": list(s.results_["test_score"]),
                           "driver_tf": "tensorflow" in sys.modules}))
         ray.shutdown()

@@ -650,3 +650,45 @@ def test_fit_seeds_follow_the_parameters_not_the_position_in_the_grid():
     assert len(set(seeds.values())) == len(seeds)  # every (candidate, fold) its own seed
     assert build_trials([{"a": 1}], 2, random_state=8)[0].seed != small[0].seed
     assert build_trials([{"a": 1}], 2)[0].seed is None
+
+
+def test_engine_and_seed_are_part_of_a_fits_identity(tmp_path):
+    """A fit planned fused is stored under the fused identity (with its lane's seed); a fused
+    fit is never returned to a standard plan; a planned-fused fit that ran on the standard
+    engine (a fallback) is found again as standard."""
+    from raygrid.store import open_session
+
+    X, y = data()
+    splits = list(KFold(2).split(X))
+
+    def session():
+        return open_session(tmp_path, cache=True, estimator=LogisticRegression(), X=X, y=y,
+                            splits=splits, fit_params=None, scoring=None, error_score=np.nan,
+                            return_train_score=False, keras=True, kind="GridSearchCV")
+
+    def result(t, engine):
+        return FitResult(t.candidate, t.fold, {"score": 0.5 + t.fold}, None, 0.1, 0.0, 30,
+                         seed=t.seed, engine=engine)
+
+    fused = [Trial(0, 0, {"C": 1.0}, 11, "fused"), Trial(0, 1, {"C": 1.0}, 11, "fused")]
+    s = session()
+    hits, todo = s.plan(fused)
+    assert hits == [] and len(todo) == 2
+    s.record(result(fused[0], "fused"))
+    s.record(result(fused[1], "standard"))  # fell back: the standard engine ran it
+    s.finish()
+    s.close()
+
+    s = session()
+    hits, todo = s.plan(fused)
+    assert todo == [] and sorted((h.fold, h.engine, h.seed, h.cached) for h in hits) == [
+        (0, "fused", 11, True), (1, "standard", 11, True)]
+    s.close()
+    # The same candidates planned on the standard engine, with the lane's seed or their own:
+    # the fused fit is never theirs; the fallback (a standard fit, seed 11) is.
+    s = session()
+    hits, todo = s.plan([Trial(0, 0, {"C": 1.0}, 11), Trial(0, 1, {"C": 1.0}, 11)])
+    assert [t.fold for t in todo] == [0] and [(h.fold, h.engine) for h in hits] == [(1, "standard")]
+    hits, todo = s.plan([Trial(0, 0, {"C": 1.0}, 12, "fused")])  # another lane seed
+    assert hits == [] and len(todo) == 1
+    s.close()

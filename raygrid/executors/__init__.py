@@ -5,7 +5,7 @@ import numbers
 import os
 from typing import Any
 
-from raygrid.executors.base import Executor
+from raygrid.executors.base import Executor, Unit, Work, gpu_share
 from raygrid.executors.serial import SerialExecutor
 
 from raygrid.executors.auto import AutoExecutor, choose_backend
@@ -53,5 +53,5 @@ def get_executor(backend: str = "ray", **options: Any) -> Executor:
         return executor
 
 
-__all__ = ["Executor", "SerialExecutor", "AutoExecutor", "get_executor", "choose_backend",
-           "check_options", "BACKENDS"]
+__all__ = ["Executor", "Unit", "Work", "gpu_share", "SerialExecutor", "AutoExecutor",
+           "get_executor", "choose_backend", "check_options", "BACKENDS"]

@@ -6,8 +6,9 @@ breast-cancer SVC grid of the demo runs in under a second in-process. The rule, 
 search runs rather than guessed up front:
 
 1. Ray is used at once when it is already running in this process (nothing to start), when a
-   cluster address is given (``address=`` or ``RAY_ADDRESS``), for Keras estimators (their fits
-   take seconds and get per-worker thread caps and model reuse on Ray) and for the fused engine.
+   cluster address is given (``address=`` or ``RAY_ADDRESS``), and for Keras estimators (their
+   fits take seconds and get per-worker thread caps and model reuse on Ray, or train fused on
+   JAX workers).
 2. Otherwise fits run one after another in this process, and after each one the time spent so
    far plus the projected time of the fits still to run (their number times the mean time of
    the fits after the first, which pays one-off costs; from the third fit on) is compared with
@@ -50,13 +51,12 @@ def ray_is_running() -> bool:
     return ray is not None and ray.is_initialized()
 
 
-def choose_backend(backend: str, *, address: str | None = None, keras: bool = False,
-                   engine: str = "standard") -> str:
+def choose_backend(backend: str, *, address: str | None = None, keras: bool = False) -> str:
     """The backend a search runs on: ``"ray"``, ``"serial"``, or ``"auto"`` (this module's rule,
     decided while the fits run) when neither is forced by the rule's first step."""
     if backend != "auto":
         return backend
-    if ray_is_running() or address or os.environ.get("RAY_ADDRESS") or keras or engine != "standard":
+    if ray_is_running() or address or os.environ.get("RAY_ADDRESS") or keras:
         return "ray"
     if local_budget() <= 0:
         return "ray"

@@ -1,4 +1,5 @@
-"""Run trials as Ray tasks: one task per trial, or small batches of trials when fits are tiny."""
+"""Run work as Ray tasks: one task per trial, small batches of trials when fits are tiny, or a
+unit (several trials run together, e.g. a fused group) per task."""
 from __future__ import annotations
 
 import atexit
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 from urllib.parse import urlparse
 
+from raygrid.executors.base import Unit, Work, gpu_share
 from raygrid.fitting import FitResult, Payload, run_trials, system_failure
 from raygrid.plan import Trial
 
@@ -291,19 +293,11 @@ def driver_paths() -> list[str]:
     return paths
 
 
-def _worker_env(options: Mapping[str, Any], keras: bool) -> dict[str, Any]:
-    """``options``' runtime_env with the driver's paths (and, for Keras, the thread settings)
-    in its environment variables; what the user set there wins."""
-    runtime_env = dict(options.get("runtime_env") or {})
-    env_vars = _keras_env(options.get("num_cpus")) if keras else {}
+def driver_pythonpath() -> str | None:
+    """A worker's ``PYTHONPATH``: :func:`driver_paths` first, then its own (Ray expands
+    ``${PYTHONPATH}`` to the worker's value); None when the driver has no paths of its own."""
     paths = driver_paths()
-    if paths:
-        # ${PYTHONPATH}: Ray expands it to the worker's own value.
-        env_vars["PYTHONPATH"] = os.pathsep.join(paths + ["${PYTHONPATH}"])
-    env_vars.update(runtime_env.get("env_vars") or {})
-    if env_vars:
-        runtime_env["env_vars"] = env_vars
-    return runtime_env
+    return os.pathsep.join(paths + ["${PYTHONPATH}"]) if paths else None
 
 
 def interrupt_grace(interrupt: BaseException) -> float | None:
@@ -430,13 +424,55 @@ class RayExecutor:
         return Shared(ray.put(payload), payload.metrics, payload.return_train_score,
                       payload.error_score, payload.keras)
 
-    def run(self, shared: Shared, trials: Sequence[Trial]) -> Iterator[FitResult]:
+    def options(self, resources: Mapping[str, Any] | None = None, keras: bool = False) -> dict:
+        """Ray options of a task: the per-fit resources with ``resources`` merged over them
+        (``runtime_env``'s ``env_vars`` key by key), retries, the driver's paths and Keras'
+        worker environment; what the user set in ``env_vars`` wins."""
+        options = dict(self.remote_args)
+        extra = dict(resources or {})
+        runtime_env = dict(options.get("runtime_env") or {})
+        extra_env = dict(extra.pop("runtime_env", None) or {})
+        env_vars = {**runtime_env.get("env_vars", {}), **extra_env.pop("env_vars", {})}
+        runtime_env.update(extra_env)
+        options.update(extra)
+        options.update(max_retries=self.max_retries, retry_exceptions=False)
+        if keras:
+            env_vars = {**_keras_env(options.get("num_cpus")), **env_vars}
+        pythonpath = driver_pythonpath()
+        if pythonpath:  # classes defined beside the driver's code unpickle on workers
+            env_vars = {"PYTHONPATH": pythonpath, **env_vars}
+        if env_vars:
+            runtime_env["env_vars"] = env_vars
+        if runtime_env:
+            options["runtime_env"] = runtime_env
+        return options
+
+    def _unit_options(self, units: Sequence[Unit], keras: bool) -> dict[int, dict]:
+        """Options of each unit (by id): its resources, and its share of the GPUs if it asks."""
+        import ray
+
+        sharing = [u for u in units if u.share_gpus and "num_gpus" not in u.resources
+                   and not self.remote_args.get("num_gpus")]
+        gpus = ray.cluster_resources().get("GPU", 0) if sharing else 0
+        share = gpu_share(gpus, len(sharing))
+        shared_ids = {id(u) for u in sharing}
+        out = {}
+        for unit in units:
+            resources = dict(unit.resources)
+            if share and id(unit) in shared_ids:
+                resources["num_gpus"] = share
+            out[id(unit)] = self.options(resources, keras)
+        return out
+
+    def run(self, shared: Shared, work: Sequence[Work]) -> Iterator[FitResult]:
         """Yield one result per trial as tasks finish.
 
-        A task of one trial is retried by Ray ``max_retries`` times when its worker or node dies.
-        A batch is not retried as a whole: when its worker dies or the task itself raises, its
-        trials go back to the queue as one-trial tasks, so one fit that kills its worker (or
-        breaks the task) costs neither the batch's other fits nor their retries.
+        ``work`` holds trials and units (see :class:`~raygrid.executors.base.Unit`). Consecutive
+        trials go out one per task, or in small batches when fits are tiny. A task of one trial,
+        or a unit, is retried by Ray ``max_retries`` times when its worker or node dies. A batch
+        is not retried as a whole: when its worker dies or the task itself raises, its trials go
+        back to the queue as one-trial tasks, so one fit that kills its worker (or breaks the
+        task) costs neither the batch's other fits nor their retries.
         On Ctrl-C (KeyboardInterrupt) no new task starts, the tasks already handed to Ray (at
         most ``2 x slots``) finish and their results are yielded, then the interrupt is raised
         again: a resumed search runs none of them twice. A second Ctrl-C while they finish
@@ -444,53 +480,70 @@ class RayExecutor:
         """
         import ray
 
-        options = dict(self.remote_args)
-        options.update(max_retries=self.max_retries, retry_exceptions=False)
-        runtime_env = _worker_env(options, shared.keras)
-        if runtime_env:
-            options["runtime_env"] = runtime_env
+        options = self.options(keras=shared.keras)
         single = ray.remote(run_trials).options(**options)
         batched = ray.remote(run_trials).options(**{**options, "max_retries": 0})
+        units = [item for item in work if isinstance(item, Unit)]
+        unit_options = self._unit_options(units, shared.keras) if units else {}
+        remotes: dict[tuple, Any] = {}
+
+        def unit_remote(unit: Unit) -> Any:
+            opts = unit_options[id(unit)]
+            key = (unit.fn, repr(sorted(opts.items())))
+            if key not in remotes:
+                remotes[key] = ray.remote(unit.fn).options(**opts)
+            return remotes[key]
 
         self.check_schedulable()
         slots = self.slots()
         in_flight = self.n_jobs if self.n_jobs and self.n_jobs > 0 else 2 * slots
-        queue = deque(trials)
+        queue: deque[Work] = deque(work)
         alone: deque[Trial] = deque()  # trials of failed batches: rerun one per task
-        pending: dict[Any, list[Trial]] = {}
+        pending: dict[Any, Unit] = {}
         ready: deque[FitResult] = deque()  # results received and not yet handed over
 
-        def finished(ref: Any, batch: list[Trial]) -> list[FitResult]:
+        def finished(ref: Any, unit: Unit) -> list[FitResult]:
+            batch = unit.trials
+            standard = unit.fn is run_trials and unit.on_failure is None
             try:
                 results = ray.get(ref)
             except (ray.exceptions.RayError, OSError) as exc:
-                if len(batch) > 1:
+                if standard and len(batch) > 1:
                     # A dead worker, or one trial that broke the task itself: each trial runs
                     # again in a task of its own, so only the one at fault fails.
                     alone.extend(batch)
                     return []
                 # Raised by the task itself (running it again cannot help), or Ray retried this
-                # one-trial task max_retries times: a system failure.
-                return self._failures(batch, exc, shared)
-            if self.batcher:
+                # task max_retries times: a system failure (a unit's own rows, if it has them).
+                return self._failures(unit, exc, shared)
+            if self.batcher and standard:
                 self.batcher.observe(results)
             return results
+
+        def submit() -> None:
+            if alone:
+                unit, remote = Unit(run_trials, (alone.popleft(),)), single
+            elif isinstance(queue[0], Unit):
+                unit = queue.popleft()
+                remote = unit_remote(unit)
+            else:
+                n = self.batcher.size(len(queue), slots) if self.batcher else 1
+                batch: list[Trial] = []
+                while queue and len(batch) < n and not isinstance(queue[0], Unit):
+                    batch.append(queue.popleft())
+                unit = Unit(run_trials, tuple(batch))
+                remote = single if len(batch) == 1 else batched
+            pending[remote.remote(shared.ref, list(unit.trials))] = unit
+            self.running += len(unit.trials)
 
         try:
             while queue or alone or pending:
                 while (queue or alone) and len(pending) < in_flight:
-                    if alone:
-                        batch, remote = [alone.popleft()], single
-                    else:
-                        n = self.batcher.size(len(queue), slots) if self.batcher else 1
-                        batch = [queue.popleft() for _ in range(min(n, len(queue)))]
-                        remote = single if len(batch) == 1 else batched
-                    pending[remote.remote(shared.ref, batch)] = batch
-                    self.running += len(batch)
+                    submit()
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
                 for ref in done:
                     ready.extend(finished(ref, pending[ref]))
-                    self.running -= len(pending.pop(ref))
+                    self.running -= len(pending.pop(ref).trials)
                 while ready:
                     yield ready.popleft()
         except KeyboardInterrupt as interrupt:
@@ -504,7 +557,7 @@ class RayExecutor:
         finally:
             self._abandon(pending)
 
-    def _stop(self, pending: dict[Any, list[Trial]], interrupt: KeyboardInterrupt) -> list[FitResult]:
+    def _stop(self, pending: dict[Any, Unit], interrupt: KeyboardInterrupt) -> list[FitResult]:
         """Let the tasks in flight finish (within the grace), cancel what is left; keep every result.
 
         Every task leaves ``pending`` here, so nothing is cancelled twice: a second cancel that
@@ -519,11 +572,11 @@ class RayExecutor:
         if running and self._short()[0]:
             # No alive node can run these fits (a node with the resources they ask for died, or
             # an autoscaler never added one): they never started, and would never finish.
-            print(f"raygrid: stopping; the {sum(len(pending[r]) for r in running)} fit(s) waiting "
+            print(f"raygrid: stopping; the {sum(len(pending[r].trials) for r in running)} fit(s) waiting "
                   "for resources no node has are cancelled.", file=sys.stderr, flush=True)
         elif running:
             grace = interrupt_grace(interrupt)
-            n = sum(len(pending[ref]) for ref in running)
+            n = sum(len(pending[ref].trials) for ref in running)
             print(f"raygrid: stopping; letting the {n} fit(s) in flight finish"
                   + ("" if grace is None else f" (at most {grace:g} s)")
                   + ". Press Ctrl-C again to stop now.", file=sys.stderr, flush=True)
@@ -544,15 +597,17 @@ class RayExecutor:
             except Exception:  # noqa: BLE001 - cancelled or failed: it runs on resume
                 pass
         for ref in refs:
-            self.running -= len(pending.pop(ref))
+            self.running -= len(pending.pop(ref).trials)
         return kept
 
     @staticmethod
-    def _failures(batch: Sequence[Trial], exc: BaseException, shared: Shared) -> list[FitResult]:
+    def _failures(unit: Unit, exc: BaseException, shared: Shared) -> list[FitResult]:
+        if unit.on_failure is not None:
+            return unit.on_failure(unit.trials, exc)
         return [system_failure(t, exc, shared.metrics, shared.return_train_score,
-                               shared.error_score) for t in batch]
+                               shared.error_score) for t in unit.trials]
 
-    def _abandon(self, pending: dict[Any, list[Trial]]) -> None:
+    def _abandon(self, pending: dict[Any, Unit]) -> None:
         """Drop the tasks still pending when the caller stops early (``error_score="raise"``
         raised, or it stopped reading): they finish on their workers and Ray frees their results.
 
@@ -561,4 +616,4 @@ class RayExecutor:
         pending"). At most ``2 x slots`` tasks are in flight, so little work is wasted.
         """
         for ref in list(pending):
-            self.running -= len(pending.pop(ref))
+            self.running -= len(pending.pop(ref).trials)
