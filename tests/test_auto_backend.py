@@ -81,8 +81,8 @@ def test_the_progress_line_says_where_fits_run(ray_not_running, monkeypatch):
     seen = []
     original = SearchProgress.add
 
-    def spy(self, result, running=0):
-        original(self, result, running)
+    def spy(self, result, running=0, params=None):
+        original(self, result, running, params)
         seen.append(self.render(200).plain)
 
     monkeypatch.setattr(SearchProgress, "add", spy)
