@@ -10,6 +10,10 @@ another in this run:
 - ``tune-sklearn``: TuneGridSearchCV, in its own virtual environment (it does not import on
   current Ray; see ``tune_sklearn_env``);
 - ``raygrid``: raygrid.GridSearchCV with raygrid.keras.KerasClassifier;
+- ``raygrid-default``: raygrid.GridSearchCV with its defaults (``engine="auto"``) from this
+  TensorFlow driver: the fusable fits train fused in Ray workers on JAX, with an empty
+  compilation cache (Ray's start-up is timed apart, ``ray_start_s``). Run it first, so the cache
+  directory reaches the workers Ray starts;
 - ``raygrid-fused``: the same with ``engine="fused"``, which needs Keras on the JAX backend, so it
   runs in a subprocess (``benchmarks.bench_fused``, cold compilation cache, all-in). Opt-in: it
   changes the Keras backend, so its scores are not the TensorFlow engines' to the last digit.
@@ -28,6 +32,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -66,6 +71,18 @@ def run_sklearn(X, y, grid, cv, n_jobs, backend=None):
         with joblib.parallel_backend("ray"):
             return search.fit(X, y)
     return search.fit(X, y)
+
+
+def _ray_init() -> float:
+    """Start a local Ray unless one runs; the seconds it took (0 if it was running)."""
+    import ray
+
+    if ray.is_initialized():
+        return 0.0
+    start = time.perf_counter()
+    ray.init(address="local", include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    return time.perf_counter() - start
 
 
 def run_raygrid(X, y, grid, cv, **kw):
@@ -134,7 +151,12 @@ def run_fused_engine(grid: dict, subset: str) -> dict:
 
 
 def summarise(rows: dict) -> None:
-    """Fits per second, and every engine's speed-up against every other (wall-time ratios)."""
+    """Fits per second, every engine's speed-up against every other (wall-time ratios), and how
+    far the default (fused) engine's candidate means are from the standard engine's."""
+    default, standard = rows.get("raygrid-default", {}), rows.get("raygrid", {})
+    if default.get("mean_test_scores") and standard.get("mean_test_scores"):
+        diff = np.abs(np.subtract(default["mean_test_scores"], standard["mean_test_scores"]))
+        default["mean_abs_diff_vs_standard"] = round(float(diff.mean()), 4)
     for row in rows.values():
         if "wall_s" in row and row.get("fits"):
             row["fits_per_s"] = round(row["fits"] / row["wall_s"], 2)
@@ -144,7 +166,8 @@ def summarise(rows: dict) -> None:
                              for other, o in timed.items() if other != name}
 
 
-ENGINES = ("sklearn-1", "sklearn-all", "joblib-ray", "tune-sklearn", "raygrid", "raygrid-fused")
+ENGINES = ("raygrid-default", "sklearn-1", "sklearn-all", "joblib-ray", "tune-sklearn", "raygrid",
+           "raygrid-fused")
 
 
 def run(subset="quick", engines=ENGINES, save_as=None):
@@ -178,14 +201,18 @@ def run(subset="quick", engines=ENGINES, save_as=None):
 
 def run_tf_engine(name, X, y, grid, cv, n_cand) -> dict:
     """One TensorFlow-backend engine in this process: its wall time, resources and scores."""
-    import ray
-
-    if name in ("joblib-ray", "raygrid") and not ray.is_initialized():
-        ray.init(address="local", include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+    extra = {}
+    if name == "raygrid-default":
+        # An empty compilation cache, set before Ray starts so that its workers inherit it.
+        os.environ["RAYGRID_JAX_CACHE"] = tempfile.mkdtemp(prefix="raygrid-jax-cold-")
+    if name in ("joblib-ray", "raygrid", "raygrid-default"):
+        extra["ray_start_s"] = round(_ray_init(), 2)
     with Measure() as m:
         if name == "raygrid":
             search = run_raygrid(X, y, grid, cv)
+        elif name == "raygrid-default":
+            search = run_raygrid(X, y, grid, cv, engine="auto")
+            extra["fused_fits"] = int(search.n_fused_)
         else:
             search = run_sklearn(X, y, grid, cv, 1 if name == "sklearn-1" else -1,
                                  "ray" if name == "joblib-ray" else None)
@@ -194,15 +221,17 @@ def run_tf_engine(name, X, y, grid, cv, n_cand) -> dict:
                  best_params=search.best_params_, summary_rows=len(scores),
                  result_rows=len(getattr(search, "results_", [])) or None,
                  score_quartiles=[round(float(q), 4) for q in np.quantile(scores, [.25, .5, .75])],
-                 fit_seconds=float(np.sum(search.cv_results_["mean_fit_time"]) * 3))
+                 fit_seconds=float(np.sum(search.cv_results_["mean_fit_time"]) * 3),
+                 mean_test_scores=[round(float(v), 6) for v in scores], **extra)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subset", choices=sorted(SUBSETS), default="quick")
     ap.add_argument("--engines", default=",".join(ENGINES))
+    ap.add_argument("--name", help="results file name (default: seed_SUBSET)")
     args = ap.parse_args(argv)
-    name = f"seed_{args.subset}"
+    name = args.name or f"seed_{args.subset}"
     out = run(args.subset, tuple(args.engines.split(",")), save_as=name)
     save(name, out)
     print(json.dumps(out, indent=2, default=str))
