@@ -42,16 +42,12 @@ import pandas as pd
 from sklearn.base import clone, is_classifier
 from sklearn.model_selection import ParameterGrid, ParameterSampler
 from sklearn.pipeline import Pipeline
-from sklearn.utils import get_tags
 
-from raygrid.executors import check_options
-from raygrid.fitting import FitResult, Payload, num_samples, split_fit_params, take
-from raygrid.keras import uses_keras
-from raygrid.plan import fit_seed, params_key, split_data
-from raygrid.results import cv_results, results_frame, summary_frame, warn_or_raise_about_failures
+from raygrid.fitting import (FitResult, Payload, fit_and_score, fold_data, pickles, score,
+                             set_error_scores, system_failure)
+from raygrid.plan import Trial, fit_seed, params_key
 from raygrid.runner import reraise
-from raygrid.scoring import resolve_scoring, search_score_params
-from raygrid.search import BaseSearch, validate_candidates
+from raygrid.search import BaseSearch, SearchRun, validate_candidates
 
 SEARCH_OPTIMIZATIONS = ("random", "bayesian", "hyperopt", "optuna")
 OBJECTIVE = "objective"  # the key every trial reports and Tune optimises (the refit metric's mean)
@@ -446,22 +442,6 @@ def _searcher(optimizer: Any, random_state: Any, search_kwargs: Mapping[str, Any
 # ---------------------------------------------------------------------------------------------
 # The trial: every fold of one candidate, trained in increments (runs in a Tune actor)
 # ---------------------------------------------------------------------------------------------
-def _score(scorer, estimator, X, y, metrics, score_params) -> dict[str, float]:
-    scores = scorer(estimator, X, y, **score_params)
-    if not isinstance(scores, Mapping):
-        scores = {"score": scores}
-    out = {}
-    for name in metrics or scores:
-        value = scores[name]
-        if hasattr(value, "item"):
-            value = value.item()
-        if not isinstance(value, numbers.Number):
-            raise ValueError(f"scoring must return a number, got {value!r} ({type(value)}) "
-                             f"instead (scorer={name})")
-        out[name] = float(value)
-    return out
-
-
 def _accepts(method, name: str) -> bool:
     """Whether ``method`` takes ``name``; ``inspect.signature`` follows ``__wrapped__``, so it sees
     through scikit-learn's fit-context decorator (``getfullargspec`` sees only ``*args, **kwargs``)."""
@@ -489,15 +469,12 @@ class _Fold:
 
     def __init__(self, payload: Payload, spec: TrialSpec, params: dict, fold: int, seed):
         self.payload, self.spec, self.fold, self.seed = payload, spec, fold, seed
-        train, test = payload.splits[fold]
-        X, y = payload.X, payload.y
-        self.X_train, self.y_train = take(X, train), take(y, train)
-        self.X_test = take(X, test)[:, train] if payload.pairwise else take(X, test)
-        self.y_test = take(y, test)
-        self.n_test = len(test)
-        self.fit_params = split_fit_params(payload.fit_params, num_samples(X), train)
-        self.score_test = split_fit_params(payload.score_params, num_samples(X), test)
-        self.score_train = split_fit_params(payload.score_params, num_samples(X), train)
+        data = fold_data(payload, fold)
+        self.X_train, self.y_train, self.X_test, self.y_test = (
+            data.X_train, data.y_train, data.X_test, data.y_test)
+        self.n_test = data.n_test
+        self.fit_params = data.fit_params
+        self.score_test, self.score_train = data.score_test, data.score_train
         self.estimator = clone(payload.estimator).set_params(**clone(params, safe=False))
         self.done = 0  # budget units trained
         self.fit_time = 0.0
@@ -505,7 +482,7 @@ class _Fold:
         self.test_scores: dict[str, float] = {}
         self.train_scores: dict[str, float] | None = None
         self.error: str | None = None
-        self.exception: bytes | None = None
+        self.exception: BaseException | None = None
         self.train_loss: float | None = None  # the learner's last training loss, if it keeps one
         self._Xt = None  # the Pipeline's transformed training rows (fitted once)
 
@@ -541,29 +518,29 @@ class _Fold:
             self._fail(exc)
             return
         start = time.perf_counter()
-        try:
+        try:  # raygrid's scoring: a failing scorer gives error_score, as in every search
             p = self.payload
-            self.test_scores = _score(p.scorer, self.estimator, self.X_test, self.y_test,
-                                      p.metrics, self.score_test)
+            self.test_scores = score(self.estimator, self.X_test, self.y_test, p, self.score_test)
             if p.return_train_score:
-                self.train_scores = _score(p.scorer, self.estimator, self.X_train, self.y_train,
-                                           p.metrics, self.score_train)
-        except Exception as exc:  # noqa: BLE001
+                self.train_scores = score(self.estimator, self.X_train, self.y_train, p,
+                                          self.score_train)
+        except Exception as exc:  # noqa: BLE001 - error_score="raise": the fold's error
             self._fail(exc)
         self.score_time += time.perf_counter() - start
 
     def _seed(self, point: int) -> None:
-        if self.seed is None or self.spec.kind not in ("keras", "plain") or not self.payload.keras:
+        """Keras: the fold's seed (raygrid's rule) for its first increment, then one derived
+        from it and the increment, so a trial resumed from a checkpoint trains the same."""
+        if self.seed is None or self.spec.kind != "keras" or not self.payload.keras:
             return
         import keras
 
-        keras.utils.set_random_seed(int(fit_seed(self.seed, point, 0)))
+        seed = self.seed if self.done == 0 else int(
+            np.random.SeedSequence([int(self.seed), int(point)]).generate_state(1)[0] & 0x7FFFFFFF)
+        keras.utils.set_random_seed(seed)
 
     def _train(self, point: int, budget: int) -> None:
         kind = self.spec.kind
-        if kind == "plain":
-            self.estimator.fit(self.X_train, self.y_train, **self.fit_params)
-            return
         learner, X, fit_params = self._learner_and_data()
         step = point - self.done
         if kind == "keras":
@@ -610,16 +587,8 @@ class _Fold:
 
     def _fail(self, exc: BaseException) -> None:
         self.error = traceback.format_exc()
-        try:
-            self.exception = pickle.dumps(exc)
-            pickle.loads(self.exception)
-        except Exception:  # noqa: BLE001 - an exception that does not pickle travels as text
-            self.exception = None
-        value = np.nan if self.payload.error_score == "raise" else self.payload.error_score
-        metrics = self.payload.metrics or tuple(self.test_scores) or ("score",)
-        self.test_scores = {m: value for m in metrics}
-        if self.payload.return_train_score:
-            self.train_scores = {m: value for m in metrics}
+        self.exception = pickles(exc)  # one that does not pickle travels as its text alone
+        set_error_scores(self, self.payload)
 
     _STATE = ("estimator", "done", "fit_time", "score_time", "test_scores", "train_scores",
               "error", "exception", "train_loss", "_total")
@@ -632,10 +601,28 @@ class _Fold:
             setattr(self, k, v)
 
     def record(self, node: str, pid: int) -> dict:
-        return dict(fold=self.fold, test=dict(self.test_scores), train=self.train_scores,
-                    fit_time=self.fit_time, score_time=self.score_time, n_test=self.n_test,
-                    error=self.error, exception=self.exception, node=node, pid=pid,
-                    seed=self.seed, budget=self.done)
+        return _record(FitResult(
+            0, self.fold, dict(self.test_scores), self.train_scores, self.fit_time,
+            self.score_time, self.n_test, error=self.error, exception=self.exception, node=node,
+            pid=pid, seed=self.seed), self.done)
+
+
+def _record(result: FitResult, budget: int) -> dict:
+    """A fold's result as a trial reports it to Tune (plain values; the candidate is the
+    driver's to number)."""
+    return dict(fold=result.fold, test=dict(result.test_scores), train=result.train_scores,
+                fit_time=result.fit_time, score_time=result.score_time,
+                n_test=result.n_test_samples, error=result.error, exception=result.exception,
+                node=result.node, pid=result.pid, seed=result.seed, budget=budget,
+                warnings=result.warnings)
+
+
+def _fit_result(c: int, rec: Mapping[str, Any]) -> FitResult:
+    return FitResult(c, rec["fold"], dict(rec["test"]),
+                     dict(rec["train"]) if rec.get("train") is not None else None,
+                     rec["fit_time"], rec["score_time"], rec["n_test"], error=rec["error"],
+                     exception=rec.get("exception"), node=rec["node"], pid=rec["pid"],
+                     seed=rec["seed"], warnings=rec.get("warnings"))
 
 
 def _prepare_worker_env(spec: TrialSpec) -> None:
@@ -668,7 +655,7 @@ def _last_loss(learner: Any) -> float | None:
 TIE_BREAK = 1e-6  # weight of the training loss in the objective: far below any score difference
 
 
-def _objective(folds: Sequence[_Fold], spec: TrialSpec) -> tuple[float, dict[str, float]]:
+def _objective(folds: Sequence[Any], spec: TrialSpec) -> tuple[float, dict[str, float]]:
     """The mean CV score Tune optimises, and every metric's mean.
 
     Scores tie often early on (every candidate that still predicts the majority class has the same
@@ -683,7 +670,7 @@ def _objective(folds: Sequence[_Fold], spec: TrialSpec) -> tuple[float, dict[str
         means[m] = float(np.mean(values))
     key = spec.objective_metric if spec.objective_metric in means else (metrics[0] if metrics else None)
     objective = means[key] if key is not None else float("nan")
-    losses = [f.train_loss for f in folds]
+    losses = [getattr(f, "train_loss", None) for f in folds]
     if math.isfinite(objective) and all(loss is not None for loss in losses):
         sign = -1.0 if spec.mode == "max" else 1.0
         objective += sign * TIE_BREAK * float(np.mean(losses))
@@ -699,19 +686,25 @@ def run_candidate(config: dict, shared: list) -> None:
     # waits 2 s by default, too little for a Keras trial on a busy machine (the next trial then
     # fails instead of starting a fresh actor). Tune reads this in the actor at every reuse.
     os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = "120"
+    _add_driver_paths(shared[2])  # before anything of the driver's is unpickled here
     spec: TrialSpec = ray.get(shared[1])
     _prepare_worker_env(spec)
     payload: Payload = ray.get(shared[0])
     params = spec.params_of(config)
+    # raygrid's seeding rule: (random_state, the candidate's parameter values, fold).
+    seeds = [fit_seed(spec.random_state, params_key(params), f) for f in range(len(payload.splits))]
+    if spec.kind == "plain":  # one fit per fold, exactly as raygrid's other searches fit them
+        results = [fit_and_score(payload, Trial(0, f, params, seed)) for f, seed in enumerate(seeds)]
+        objective, means = _objective(results, spec)
+        records = [_record(r, 1) for r in results]
+        tune.report({OBJECTIVE: objective, BUDGET: 1, "max_budget": 1,
+                     **{f"mean_test_{m}": v for m, v in means.items()},
+                     "n_failed_folds": sum(r.failed for r in results), _FOLDS: records,
+                     _MEMBERS: {}})
+        return
     members = spec.members(config)
-    base_seed = None
-    if spec.random_state is not None:
-        base_seed = params_key(params)
     node, pid = ray.get_runtime_context().get_node_id(), os.getpid()
-    folds = []
-    for f in range(len(payload.splits)):
-        seed = fit_seed(spec.random_state, base_seed, f) if base_seed is not None else None
-        folds.append(_Fold(payload, spec, params, f, seed))
+    folds = [_Fold(payload, spec, params, f, seed) for f, seed in enumerate(seeds)]
     budget = members[-1][1] or spec.budget_of(folds[0].estimator)
     member_budgets = [b for _, b in members if b]
     snapshots: dict[str, list] = {}  # a member's fold records at its own budget
@@ -750,6 +743,13 @@ def run_candidate(config: dict, shared: list) -> None:
     finally:
         if payload.keras:
             _clear_keras()
+
+
+def _add_driver_paths(paths: Sequence[str]) -> None:
+    """The driver's own ``sys.path`` entries (see ``raygrid.executors.ray.driver_paths``) first on
+    this trial's path, so classes defined next to the driver's code unpickle here."""
+    missing = [p for p in paths if p not in sys.path]
+    sys.path[:0] = missing
 
 
 def _report_with_checkpoint(report: dict, folds: Sequence[_Fold], snapshots: dict) -> None:
@@ -893,7 +893,12 @@ def _logger_callbacks(loggers: Any) -> list:
 # The sklearn-facing searches
 # ---------------------------------------------------------------------------------------------
 class TuneBaseSearch(BaseSearch):
-    """What TuneSearchCV and TuneGridSearchCV share: one Ray Tune trial per candidate."""
+    """What TuneSearchCV and TuneGridSearchCV share: raygrid's fit steps, with Ray Tune trials
+    (one per candidate, every fold) as the run step."""
+
+    # Tune runs on Ray, each trial's resources given by resources_per_trial: not parameters.
+    backend = "ray"
+    ray_remote_args = None
 
     def __init__(
         self,
@@ -923,11 +928,15 @@ class TuneBaseSearch(BaseSearch):
         max_retries=3,
         storage=None,
     ):
-        super().__init__(estimator, scoring=scoring, n_jobs=n_jobs, refit=refit, cv=cv,
-                         verbose=verbose, error_score=error_score,
-                         return_train_score=return_train_score, address=address,
-                         max_retries=max_retries, storage=storage)
+        self.estimator = estimator
         self.early_stopping = early_stopping
+        self.scoring = scoring
+        self.n_jobs = n_jobs
+        self.cv = cv
+        self.refit = refit
+        self.verbose = verbose
+        self.error_score = error_score
+        self.return_train_score = return_train_score
         self.local_dir = local_dir
         self.name = name
         self.max_iters = max_iters
@@ -939,8 +948,11 @@ class TuneBaseSearch(BaseSearch):
         self.sk_n_jobs = sk_n_jobs
         self.mode = mode
         self.resources_per_trial = resources_per_trial
+        self.address = address
         self.random_state = random_state
         self.share_epochs = share_epochs
+        self.max_retries = max_retries
+        self.storage = storage
 
     # -- subclasses ------------------------------------------------------------------------------
     def _space(self, estimator, spec: TrialSpec) -> tuple[dict, Any, int]:
@@ -948,36 +960,44 @@ class TuneBaseSearch(BaseSearch):
         raise NotImplementedError  # pragma: no cover
 
     def _run_search(self, evaluate_candidates):  # pragma: no cover - Tune drives the search
-        raise NotImplementedError("Tune searches run through fit()")
+        raise NotImplementedError("Tune searches run their trials in _run")
 
-    # -- fit ---------------------------------------------------------------------------------------
-    def fit(self, X, y=None, **params):
-        """Run one Tune trial per candidate, then refit the best on all of ``X, y``."""
-        started = time.perf_counter()
-        self._check_options()
-        estimator = self.estimator
-        X, y, splits = split_data(estimator, X, y, params.pop("groups", None), self.cv)
-        scoring = resolve_scoring(estimator, self.scoring, self.refit, self.error_score)
-        n_splits = len(splits)
+    # -- raygrid's fit steps: Tune's own checks, the run step, its frames -------------------------
+    def _prepare(self, X, y, params) -> SearchRun:
+        if self.mode not in (None, "max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {self.mode!r}")
+        if self.sk_n_jobs not in (None, 1):
+            raise ValueError("sk_n_jobs is not supported: folds of a candidate run one after "
+                             "another inside its trial; use n_jobs for parallel trials")
+        if not isinstance(self.max_iters, numbers.Integral) or self.max_iters < 1:
+            raise ValueError(f"max_iters must be a positive integer, got {self.max_iters!r}")
+        if self.storage is not None and Path(self.storage).expanduser().is_file():
+            raise ValueError(f"storage={str(self.storage)!r} is a file, not a directory")
+        return super()._prepare(X, y, params)
 
+    def _open_store(self, payload: Payload, splits):
+        """None: Tune keeps its experiment under ``storage`` itself (see ``_experiment_name``)."""
+        return None
+
+    def _run(self, run: SearchRun) -> None:
+        """One Tune trial per candidate (or per group sharing epochs) trains every fold; their
+        fold results become ``run.results``, keyed by (candidate, fold)."""
+        estimator, payload = self.estimator, run.payload
         scheduler = _scheduler_spec(self.early_stopping)
         kind = _plan_kind(estimator, scheduler, int(self.max_iters), self.pipeline_auto_early_stop)
-        objective_metric = "score"
-        if scoring.multimetric:
-            objective_metric = self.refit if isinstance(self.refit, str) else scoring.metrics[0]
         resources = self._resources()
         spec = TrialSpec(
             kind=kind, max_iters=max(1, int(self.max_iters)), rungs=None,
             every_unit=(scheduler is not None and not isinstance(scheduler, ASHA))
             or self.stopper is not None,
-            objective_metric=objective_metric, mode=self.mode or "max",
-            random_state=self._seed_state(),
-            classes=np.unique(y) if (kind == "partial_fit" and is_classifier(estimator)
-                                     and y is not None) else None,
-            keras_backend=os.environ.get("KERAS_BACKEND"),
-            num_cpus=resources.get("cpu", 1),
+            objective_metric=(self.refit if isinstance(self.refit, str) else run.scoring.metrics[0])
+            if run.scoring.multimetric else "score",
+            mode=self.mode or "max", random_state=run.seed_state,
+            classes=np.unique(run.y) if (kind == "partial_fit" and is_classifier(estimator)
+                                         and run.y is not None) else None,
+            keras_backend=os.environ.get("KERAS_BACKEND"), num_cpus=resources.get("cpu", 1),
         )
-        param_space, search_alg, num_samples_ = self._space(estimator, spec)
+        param_space, search_alg, n_samples = self._space(estimator, spec)
         if spec.candidates is not None:
             spec.budgets = [spec.budget_of(clone(estimator).set_params(**clone(p, safe=False)))
                             if kind == "keras" else spec.budget_of(estimator)
@@ -990,78 +1010,56 @@ class TuneBaseSearch(BaseSearch):
 
             param_space = {"trial": tune.grid_search(list(range(len(spec.groups))))}
         tune_scheduler = self._build_scheduler(scheduler, spec, estimator)
-
-        payload = Payload(
-            estimator=estimator, X=X, y=y, splits=splits, scorer=scoring.scorer,
-            metrics=scoring.metrics, fit_params=params,
-            score_params=search_score_params(scoring, params, self),
-            return_train_score=self.return_train_score, error_score=self.error_score,
-            keras=uses_keras(estimator),
-            pairwise=bool(getattr(get_tags(estimator).input_tags, "pairwise", False)),
-        )
+        n_candidates = len(spec.candidates) if spec.candidates is not None else n_samples
+        run.progress.total += n_candidates * run.n_splits
+        run.progress.announce(n_candidates)
         grid, history = self._run_tune(payload, spec, param_space, search_alg, tune_scheduler,
-                                       num_samples_, resources)
-        collected = self._collect(grid, spec, payload, n_splits)
-        candidates, results, budgets = collected.candidates, collected.results, collected.budgets
-        if not candidates:
+                                       n_samples, resources)
+        collected = _collect(grid, spec, payload, run.n_splits)
+        if not collected.candidates:
             raise RuntimeError("No Tune trial reported a result (time_budget_s too short?)")
-
-        all_results = [results[k] for k in sorted(results)]
+        run.candidates.extend(collected.candidates)
+        run.first_split.extend([0] * len(collected.candidates))
+        for key in sorted(collected.results):
+            result = collected.results[key]
+            run.results[key] = result
+            run.progress.add(result, params=collected.candidates[key[0]])
+            result.reissue_warnings()
         if self.error_score == "raise":
-            for r in all_results:
-                if r.failed:
-                    reraise(r)
+            for key in sorted(run.results):
+                if run.results[key].failed:
+                    reraise(run.results[key])
         if collected.skipped:
             warnings.warn(f"{collected.skipped} Tune trial(s) reported no result (time_budget_s "
                           "or a stopper ended them first); their candidates are left out of "
                           "cv_results_.", UserWarning)
-        warn_or_raise_about_failures(all_results, self.error_score)
-        metrics = scoring.metrics or _metrics_seen(all_results) or ("score",)
-        multimetric = scoring.multimetric or metrics != ("score",)
-        cv_dict = cv_results(candidates, n_splits, results, metrics,
-                             return_train_score=self.return_train_score,
-                             error_score=self.error_score)
-        refit_metric = self.refit if multimetric else "score"
+        run.notes.update(collected=collected, history=history)
+
+    def _cv_results(self, run: SearchRun, scoring, warn: bool) -> dict:
+        cv = super()._cv_results(run, scoring, warn)
         if self.mode == "min":
-            _rank_ascending(cv_dict, metrics)
-        self.n_splits_ = n_splits
-        self._finish(estimator, X, y, params, cv_dict, refit_metric, multimetric, scoring)
-        self.results_ = results_frame(candidates, results, metrics,
-                                      return_train_score=self.return_train_score,
-                                      error_score=self.error_score)
+            _rank_ascending(cv)
+        return cv
+
+    def _finish_frames(self, run: SearchRun) -> None:
+        """Each candidate's budget reached and trial, every report (``history_``), and the
+        training and scoring seconds of every trial."""
+        collected = run.notes["collected"]
+        budgets = collected.budgets
         if len(self.results_):
             self.results_[BUDGET] = [budgets[c][0] for c in self.results_["candidate"]]
-        rank_metric = refit_metric if isinstance(refit_metric, str) and refit_metric in metrics \
-            else metrics[0]
-        self.summary_ = summary_frame(cv_dict, self.results_, rank_metric)
         self.summary_[BUDGET] = [budgets[c][0] for c in self.summary_.index]
         self.summary_["max_budget"] = [budgets[c][1] for c in self.summary_.index]
         self.summary_["stopped_early"] = self.summary_[BUDGET] < self.summary_["max_budget"]
         self.summary_["trial"] = [collected.trial_of[c] for c in self.summary_.index]
-        self.history_ = _history_frame(history, collected.members_of)
+        self.history_ = _history_frame(run.notes["history"], collected.members_of)
         self.fit_seconds_ = collected.fit_seconds
         self.score_seconds_ = collected.score_seconds
-        self.wall_time_ = time.perf_counter() - started
-        return self
-
-    def _check_options(self) -> None:
-        if self.error_score != "raise" and not isinstance(self.error_score, numbers.Number):
-            raise ValueError(f"error_score must be 'raise' or a number, got {self.error_score!r}")
-        if self.mode not in (None, "max", "min"):
-            raise ValueError(f"mode must be 'max' or 'min', got {self.mode!r}")
-        if self.sk_n_jobs not in (None, 1):
-            raise ValueError("sk_n_jobs is not supported: folds of a candidate run one after "
-                             "another inside its trial; use n_jobs for parallel trials")
-        if not isinstance(self.max_iters, numbers.Integral) or self.max_iters < 1:
-            raise ValueError(f"max_iters must be a positive integer, got {self.max_iters!r}")
-        check_options(self.n_jobs, self.max_retries)
-        if self.storage is not None and Path(self.storage).expanduser().is_file():
-            raise ValueError(f"storage={str(self.storage)!r} is a file, not a directory")
 
     #: Parameters that do not change a search's results: a stored experiment is resumed whatever
     #: they are.
     _NOT_IDENTITY = ("verbose", "n_jobs", "storage", "local_dir", "name", "loggers", "address",
-                     "max_retries", "cache", "backend", "ray_remote_args", "pre_dispatch")
+                     "max_retries")
 
     def _experiment_name(self, payload: Payload) -> str | None:
         """The experiment's folder under ``storage``: named by a digest of everything that
@@ -1084,10 +1082,6 @@ class TuneBaseSearch(BaseSearch):
         warnings.warn(f"raygrid cannot fingerprint this Tune search ({why}): it runs afresh "
                       "and cannot be resumed from storage.", UserWarning)
         return None
-
-    def _seed_state(self) -> int | None:
-        rs = self.random_state
-        return int(rs) if isinstance(rs, numbers.Integral) else None
 
     def _resources(self) -> dict:
         resources = dict(self.resources_per_trial or {"cpu": 1})
@@ -1137,10 +1131,10 @@ class TuneBaseSearch(BaseSearch):
         import ray
         from ray import tune
 
-        from raygrid.executors.ray import connect
+        from raygrid.executors.ray import connect, driver_paths
 
         connect(self.address)
-        shared = [ray.put(payload), ray.put(spec)]
+        shared = [ray.put(payload), ray.put(spec), driver_paths()]
         trainable = tune.with_resources(tune.with_parameters(run_candidate, shared=shared),
                                         resources)
         n_jobs = self.n_jobs if self.n_jobs is not None and self.n_jobs > 0 else None
@@ -1190,102 +1184,6 @@ class TuneBaseSearch(BaseSearch):
                 shutil.rmtree(root, ignore_errors=True)
         return grid, history
 
-    def _collect(self, grid, spec: TrialSpec, payload: Payload, n_splits: int) -> "_Collected":
-        """Candidates, FitResults keyed by (candidate, fold), and (budget reached, budget) each."""
-        trials = []
-        skipped = 0
-        for result in grid:
-            config = result.config or {}
-            metrics = result.metrics or {}
-            if not config or not (metrics.get(_FOLDS) or result.error is not None):
-                skipped += 1
-                continue
-            members = spec.members(config)
-            order = members[0][0] if members[0][0] is not None else len(trials)
-            trials.append((order, config, metrics, result.error))
-        trials.sort(key=lambda t: t[0])
-        entries = []
-        out = _Collected(skipped=skipped)
-        for t, (_, config, metrics, error) in enumerate(trials):
-            folds = metrics.get(_FOLDS)
-            snapshots = metrics.get(_MEMBERS) or {}
-            members = spec.members(config)
-            for cid, budget in members:
-                records = (snapshots.get(str(cid)) if cid is not None else None) or folds
-                params = spec.params_of(config) if cid is None else dict(spec.candidates[cid])
-                budget = int(budget or metrics.get("max_budget") or 0)
-                entries.append((cid if cid is not None else t, params, records, error, budget, t,
-                                metrics.get("trial_id")))
-            out.fit_seconds += float(sum(r["fit_time"] for r in folds or ()))
-            out.score_seconds += float(sum(r["score_time"] for r in folds or ()))
-        entries.sort(key=lambda e: e[0])  # candidates in the order of the grid / the trials
-        for c, (_, params, records, error, budget, t, trial_id) in enumerate(entries):
-            out.candidates.append(params)
-            out.trial_of[c] = t
-            out.members_of.setdefault(trial_id, []).append(c)
-            if not records:
-                self._failed_rows(out, c, error, payload, n_splits)
-                out.budgets[c] = (0, budget)
-                continue
-            for rec in records:
-                out.results[(c, rec["fold"])] = _fit_result(c, rec)
-            out.budgets[c] = (max(int(r.get("budget") or 0) for r in records), budget)
-        return out
-
-    @staticmethod
-    def _failed_rows(out, c, error, payload, n_splits) -> None:
-        text = "".join(traceback.format_exception(type(error), error, error.__traceback__)) \
-            if isinstance(error, BaseException) else str(error)
-        value = np.nan if payload.error_score == "raise" else payload.error_score
-        names = payload.metrics or ("score",)
-        for f in range(n_splits):
-            out.results[(c, f)] = FitResult(
-                c, f, {m: value for m in names},
-                {m: value for m in names} if payload.return_train_score else None,
-                0.0, 0.0, 0, error=text, system_failure=True, node="unknown")
-
-    def _finish(self, estimator, X, y, params, cv_dict, refit_metric, multimetric, scoring):
-        self.multimetric_ = multimetric
-        if self.refit or not multimetric:
-            self.best_index_ = self._best_index(refit_metric, cv_dict)
-            if not callable(self.refit):
-                self.best_score_ = cv_dict[f"mean_test_{refit_metric}"][self.best_index_]
-            self.best_params_ = cv_dict["params"][self.best_index_]
-        if self.refit:
-            self.best_estimator_ = clone(estimator).set_params(**clone(self.best_params_, safe=False))
-            start = time.time()
-            with self._refit_context(self.best_estimator_):
-                if y is not None:
-                    self.best_estimator_.fit(X, y, **params)
-                else:
-                    self.best_estimator_.fit(X, **params)
-            self.refit_time_ = time.time() - start
-            if hasattr(self.best_estimator_, "feature_names_in_"):
-                self.feature_names_in_ = self.best_estimator_.feature_names_in_
-        self.scorer_ = scoring.scorers
-        self.cv_results_ = cv_dict
-
-    def _refit_context(self, estimator):
-        """Keras refits get raygrid's fit hygiene and a seed of their own (the fold after the
-        last, as raygrid's other searches)."""
-        if not uses_keras(estimator):
-            return contextlib.nullcontext()
-        from raygrid.keras import fit_context
-
-        seed = self._seed_state()
-        return fit_context(estimator, seed=None if seed is None else
-                           fit_seed(seed, params_key(self.best_params_), self.n_splits_))
-
-    def _best_index(self, refit_metric, cv_dict) -> int:
-        if callable(self.refit):
-            best = self.refit(cv_dict)
-            if not isinstance(best, numbers.Integral):
-                raise TypeError("best_index_ returned is not an integer")
-            if best < 0 or best >= len(cv_dict["params"]):
-                raise IndexError("best_index_ index out of range")
-            return int(best)
-        return int(np.asarray(cv_dict[f"rank_test_{refit_metric}"]).argmin())
-
 
 @dataclass
 class _Collected:
@@ -1299,17 +1197,50 @@ class _Collected:
     skipped: int = 0  # trials that reported nothing (time budget, stopper)
 
 
-def _fit_result(c: int, rec: Mapping[str, Any]) -> FitResult:
-    exc = None
-    if rec.get("exception"):
-        try:
-            exc = pickle.loads(rec["exception"])
-        except Exception:  # noqa: BLE001
-            exc = None
-    return FitResult(c, rec["fold"], dict(rec["test"]),
-                     dict(rec["train"]) if rec.get("train") is not None else None,
-                     rec["fit_time"], rec["score_time"], rec["n_test"], error=rec["error"],
-                     exception=exc, node=rec["node"], pid=rec["pid"], seed=rec["seed"])
+def _collect(grid, spec: TrialSpec, payload: Payload, n_splits: int) -> _Collected:
+    """Candidates, FitResults keyed by (candidate, fold), and (budget reached, budget) each."""
+    trials = []
+    skipped = 0
+    for result in grid:
+        config = result.config or {}
+        metrics = result.metrics or {}
+        if not config or not (metrics.get(_FOLDS) or result.error is not None):
+            skipped += 1
+            continue
+        members = spec.members(config)
+        order = members[0][0] if members[0][0] is not None else len(trials)
+        trials.append((order, config, metrics, result.error))
+    trials.sort(key=lambda t: t[0])
+    entries = []
+    out = _Collected(skipped=skipped)
+    for t, (_, config, metrics, error) in enumerate(trials):
+        folds = metrics.get(_FOLDS)
+        snapshots = metrics.get(_MEMBERS) or {}
+        for cid, budget in spec.members(config):
+            records = (snapshots.get(str(cid)) if cid is not None else None) or folds
+            params = spec.params_of(config) if cid is None else dict(spec.candidates[cid])
+            budget = int(budget or metrics.get("max_budget") or 0)
+            entries.append((cid if cid is not None else t, params, records, error, budget, t,
+                            metrics.get("trial_id")))
+        out.fit_seconds += float(sum(r["fit_time"] for r in folds or ()))
+        out.score_seconds += float(sum(r["score_time"] for r in folds or ()))
+    entries.sort(key=lambda e: e[0])  # candidates in the order of the grid / the trials
+    for c, (_, params, records, error, budget, t, trial_id) in enumerate(entries):
+        out.candidates.append(params)
+        out.trial_of[c] = t
+        out.members_of.setdefault(trial_id, []).append(c)
+        if not records:  # the trial itself died (after Tune's retries): every fold a failure
+            for f in range(n_splits):
+                trial = Trial(c, f, params, fit_seed(spec.random_state, params_key(params), f))
+                out.results[(c, f)] = system_failure(
+                    trial, error if isinstance(error, BaseException) else str(error),
+                    payload.metrics or ("score",), payload.return_train_score, payload.error_score)
+            out.budgets[c] = (0, budget)
+            continue
+        for rec in records:
+            out.results[(c, rec["fold"])] = _fit_result(c, rec)
+        out.budgets[c] = (max(int(r.get("budget") or 0) for r in records), budget)
+    return out
 
 
 def _stored_history(grid) -> list[dict]:
@@ -1348,23 +1279,16 @@ def _history_frame(history: list, members_of: Mapping[str, list]) -> pd.DataFram
     return frame
 
 
-def _metrics_seen(results: Sequence[FitResult]) -> tuple[str, ...] | None:
-    for r in results:
-        if not r.failed and r.test_scores:
-            return tuple(r.test_scores)
-    return None
-
-
-def _rank_ascending(cv_dict: dict, metrics: Sequence[str]) -> None:
+def _rank_ascending(cv: dict) -> None:
     """mode='min': the smallest mean score ranks first."""
     from scipy.stats import rankdata
 
-    for m in metrics:
-        means = np.asarray(cv_dict[f"mean_test_{m}"], dtype=float)
+    for key in [k for k in cv if k.startswith("rank_test_")]:
+        means = np.asarray(cv["mean_test_" + key[len("rank_test_"):]], dtype=float)
         if np.isnan(means).all():
             continue
         filled = np.nan_to_num(means, nan=np.nanmax(means) + 1)
-        cv_dict[f"rank_test_{m}"] = rankdata(filled, method="min").astype(np.int32)
+        cv[key] = rankdata(filled, method="min").astype(np.int32)
 
 
 _TUNE_PARAMS_DOC = """

@@ -44,7 +44,7 @@ def _search(kind, estimator, **kwargs):
     raise AssertionError(kind)
 
 
-KINDS = ["grid", "random", "halving"]
+KINDS = ["grid", "random", "halving", "tune"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
