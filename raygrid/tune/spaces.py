@@ -2,6 +2,7 @@
 domains, for scikit-learn's samplers or Ray Tune's searchers."""
 from __future__ import annotations
 
+import importlib
 import math
 import numbers
 from typing import Any, Mapping, Sequence
@@ -152,42 +153,33 @@ def check_bayesian(space: Mapping[str, Any], decoders: Mapping[str, list]) -> No
         )
 
 
+#: Ray Tune's searcher of each search_optimization: (its module and class, the package it
+#: imports, the requirement to install, the keyword that takes the seed).
+_SEARCHERS = {
+    "optuna": ("ray.tune.search.optuna", "OptunaSearch", "optuna", "optuna", "seed"),
+    "hyperopt": ("ray.tune.search.hyperopt", "HyperOptSearch", "hyperopt", "hyperopt",
+                 "random_state_seed"),
+    "bayesian": ("ray.tune.search.bayesopt", "BayesOptSearch", "bayes_opt",
+                 "bayesian-optimization==1.4.3", "random_state"),
+}
+
+
 def make_searcher(optimizer: Any, random_state: Any, search_kwargs: Mapping[str, Any] | None):
-    kwargs = dict(search_kwargs or {})
-    seed = int(random_state) if isinstance(random_state, numbers.Integral) else None
+    """Ray Tune's searcher for ``search_optimization`` (a Searcher object is used as given),
+    seeded by an integer ``random_state`` unless ``search_kwargs`` set the seed."""
     if not isinstance(optimizer, str):
-        return optimizer  # a Ray Tune Searcher object, used as given
-    hint = "pip install 'raygrid[tune]' (or: pip install {})"
-    if optimizer == "optuna":
-        try:
-            from ray.tune.search.optuna import OptunaSearch
-            import optuna  # noqa: F401
-        except ImportError as exc:
-            raise ImportError("search_optimization='optuna' needs optuna: "
-                              + hint.format("optuna")) from exc
-        if seed is not None:
-            kwargs.setdefault("seed", seed)
-        return OptunaSearch(**kwargs)
-    if optimizer == "hyperopt":
-        try:
-            from ray.tune.search.hyperopt import HyperOptSearch
-            import hyperopt  # noqa: F401
-        except ImportError as exc:
-            raise ImportError("search_optimization='hyperopt' needs hyperopt: "
-                              + hint.format("hyperopt")) from exc
-        if seed is not None:
-            kwargs.setdefault("random_state_seed", seed)
-        return HyperOptSearch(**kwargs)
-    if optimizer == "bayesian":
-        try:
-            from ray.tune.search.bayesopt import BayesOptSearch
-            import bayes_opt  # noqa: F401
-        except ImportError as exc:
-            raise ImportError(
-                "search_optimization='bayesian' needs bayesian-optimization: "
-                + hint.format("'bayesian-optimization==1.4.3'")
-            ) from exc
-        if seed is not None:
-            kwargs.setdefault("random_state", seed)
-        return BayesOptSearch(**kwargs)
-    raise ValueError(f"search_optimization must be one of {SEARCH_OPTIMIZATIONS}, got {optimizer!r}")
+        return optimizer
+    if optimizer not in _SEARCHERS:
+        raise ValueError(f"search_optimization must be one of {SEARCH_OPTIMIZATIONS}, "
+                         f"got {optimizer!r}")
+    module, name, package, requirement, seed_key = _SEARCHERS[optimizer]
+    try:
+        importlib.import_module(package)
+        searcher = getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise ImportError(f"search_optimization={optimizer!r} needs {requirement}: pip install "
+                          f"'raygrid[tune]' (or: pip install '{requirement}')") from exc
+    kwargs = dict(search_kwargs or {})
+    if isinstance(random_state, numbers.Integral):
+        kwargs.setdefault(seed_key, int(random_state))
+    return searcher(**kwargs)
