@@ -258,7 +258,9 @@ class Shared:
     keras: bool
 
 
-def _keras_env(num_cpus: float) -> dict[str, str]:
+def keras_env(num_cpus: float) -> dict[str, str]:
+    """What a Keras worker's environment needs before TensorFlow loads: its threads capped to
+    ``num_cpus``, quiet logs, and the driver's ``KERAS_BACKEND``."""
     threads = str(max(1, int(num_cpus or 1)))
     env = {
         "TF_NUM_INTRAOP_THREADS": threads,
@@ -295,7 +297,7 @@ def _worker_env(options: Mapping[str, Any], keras: bool) -> dict[str, Any]:
     """``options``' runtime_env with the driver's paths (and, for Keras, the thread settings)
     in its environment variables; what the user set there wins."""
     runtime_env = dict(options.get("runtime_env") or {})
-    env_vars = _keras_env(options.get("num_cpus")) if keras else {}
+    env_vars = keras_env(options.get("num_cpus")) if keras else {}
     paths = driver_paths()
     if paths:
         # ${PYTHONPATH}: Ray expands it to the worker's own value.

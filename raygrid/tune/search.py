@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numbers
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -11,6 +10,7 @@ import numpy as np
 from sklearn.base import clone, is_classifier
 from sklearn.model_selection import ParameterGrid, ParameterSampler
 
+from raygrid.executors.ray import keras_env
 from raygrid.fitting import Payload
 from raygrid.runner import reraise
 from raygrid.search import BaseSearch, SearchRun, validate_candidates
@@ -127,7 +127,7 @@ class TuneBaseSearch(BaseSearch):
             mode=self.mode or "max", random_state=run.seed_state,
             classes=np.unique(run.y) if (kind == "partial_fit" and is_classifier(estimator)
                                          and run.y is not None) else None,
-            keras_backend=os.environ.get("KERAS_BACKEND"), num_cpus=resources.get("cpu", 1),
+            worker_env=keras_env(resources.get("cpu", 1)) if run.payload.keras else {},
         )
         param_space, search_alg, n_samples = self._space(estimator, spec)
         if spec.candidates is not None:

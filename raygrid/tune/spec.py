@@ -127,8 +127,7 @@ class TrialSpec:
     budgets: list[int] | None = None  # each candidate's full budget (grid / random search)
     groups: list[list[int]] | None = None  # the config is {"trial": g}: candidates trained together
     decoders: dict[str, list] = field(default_factory=dict)  # adaptive search: choice index -> value
-    keras_backend: str | None = None
-    num_cpus: float = 1
+    worker_env: dict = field(default_factory=dict)  # set in the actor before TensorFlow loads
     checkpoint: bool = False  # the scheduler may pause trials: save the folds at every report
 
     # -- driver and worker ------------------------------------------------------------------------

@@ -212,15 +212,11 @@ def fit_result(c: int, rec: Mapping[str, Any]) -> FitResult:
 
 
 def _prepare_worker_env(spec: TrialSpec) -> None:
-    """Before TensorFlow loads in this actor: cap its threads to the trial's CPUs, quiet its logs."""
-    if "tensorflow" in sys.modules:
-        return
-    threads = str(max(1, int(spec.num_cpus or 1)))
-    os.environ["TF_NUM_INTRAOP_THREADS"] = threads
-    os.environ["TF_NUM_INTEROP_THREADS"] = threads
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if spec.keras_backend:
-        os.environ["KERAS_BACKEND"] = spec.keras_backend
+    """Before TensorFlow loads in this actor: the environment raygrid's Keras workers get
+    (``raygrid.executors.ray.keras_env``: threads capped to the trial's CPUs, quiet logs, the
+    driver's Keras backend)."""
+    if "tensorflow" not in sys.modules:
+        os.environ.update(spec.worker_env)
 
 
 def _last_loss(learner: Any) -> float | None:
