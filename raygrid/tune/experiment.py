@@ -86,6 +86,37 @@ def history_callback(history: list):
     return History()
 
 
+def progress_callback(spec: TrialSpec, progress: Any, live: set):
+    """Each finished trial's fold results into the search's progress as they arrive (the ids of
+    those trials go into ``live``; a resumed experiment's earlier trials are added later)."""
+    from ray.tune import Callback
+
+    class Progress(Callback):
+        def __init__(self, sink):
+            self.sink = sink
+
+        def __getstate__(self):  # Tune saves its callbacks: the display stays in this process
+            return {"sink": None}
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            result = trial.last_result or {}
+            folds, snapshots = result.get(FOLDS), result.get(MEMBERS) or {}
+            if self.sink is None or not folds:
+                return
+            shown, seen = self.sink
+            seen.add(trial.trial_id)
+            for cid, _ in spec.members(trial.config):
+                # Progress only groups folds by candidate: a trial's own number will do until
+                # the candidates are numbered (cid is None: one candidate a trial).
+                key = cid if cid is not None else len(seen)
+                records = (snapshots.get(str(cid)) if cid is not None else None) or folds
+                params = spec.params_of(trial.config) if cid is None else spec.candidates[cid]
+                for rec in records:
+                    shown.add(fit_result(key, rec), params=params)
+
+    return Progress((progress, live))
+
+
 @contextlib.contextmanager
 def _environ(values: Mapping[str, str]):
     """Set environment variables that Ray Tune reads while it runs, and restore them after."""
@@ -167,9 +198,10 @@ def experiment_name(search: Any, payload: Payload) -> str | None:
 
 
 def run_experiment(search: Any, payload: Payload, spec: TrialSpec, param_space, search_alg,
-                   scheduler, num_samples_: int, resources: Mapping[str, Any]):
+                   scheduler, num_samples_: int, resources: Mapping[str, Any], progress: Any):
     """Run the Tune experiment of ``search``: its trials, stoppers, loggers, storage (resumed
-    when the same search ran there before). Returns Tune's result grid and every report."""
+    when the same search ran there before). Returns Tune's result grid, every report, and the
+    ids of the trials whose results went into ``progress`` as they finished."""
     import ray
     from ray import tune
 
@@ -186,6 +218,7 @@ def run_experiment(search: Any, payload: Payload, spec: TrialSpec, param_space, 
         time_budget_s=search.time_budget_s, reuse_actors=True,
     )
     history: list = []
+    live: set = set()
     root = search.storage if search.storage is not None else search.local_dir
     temporary = root is None
     root = tempfile.mkdtemp(prefix="raygrid-tune-") if temporary else \
@@ -197,7 +230,8 @@ def run_experiment(search: Any, payload: Payload, spec: TrialSpec, param_space, 
     run_config = tune.RunConfig(
         name=name, storage_path=root, verbose=int(min(max(search.verbose, 0), 3)),
         stop=make_stoppers(search.stopper, search.error_score == "raise"),
-        callbacks=[history_callback(history), *logger_callbacks(search.loggers)],
+        callbacks=[history_callback(history), progress_callback(spec, progress, live),
+                   *logger_callbacks(search.loggers)],
         # A trial whose actor or node dies runs again (fold errors are data, not failures).
         failure_config=tune.FailureConfig(max_failures=search.max_retries),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -224,7 +258,7 @@ def run_experiment(search: Any, payload: Payload, spec: TrialSpec, param_space, 
     finally:
         if temporary:
             shutil.rmtree(root, ignore_errors=True)
-    return grid, history
+    return grid, history, live
 
 
 @dataclass

@@ -145,17 +145,19 @@ class TuneBaseSearch(BaseSearch):
         n_candidates = len(spec.candidates) if spec.candidates is not None else n_samples
         run.progress.total += n_candidates * run.n_splits
         run.progress.announce(n_candidates)
-        grid, history = run_experiment(self, payload, spec, param_space, search_alg, tune_scheduler,
-                                       n_samples, resources)
+        grid, history, live = run_experiment(self, payload, spec, param_space, search_alg,
+                                             tune_scheduler, n_samples, resources, run.progress)
         collected = collect(grid, spec, payload, run.n_splits)
         if not collected.candidates:
             raise RuntimeError("No Tune trial reported a result (time_budget_s too short?)")
         run.candidates.extend(collected.candidates)
         run.first_split.extend([0] * len(collected.candidates))
+        shown = {c for trial_id in live for c in collected.members_of.get(trial_id, ())}
         for key in sorted(collected.results):
             result = collected.results[key]
             run.results[key] = result
-            run.progress.add(result, params=collected.candidates[key[0]])
+            if key[0] not in shown:  # a resumed experiment's earlier trials, a trial that died
+                run.progress.add(result, params=collected.candidates[key[0]])
             result.reissue_warnings()
         if self.error_score == "raise":
             for key in sorted(run.results):
