@@ -2,6 +2,7 @@
 raygrid's fitting steps, in increments when a scheduler may stop it early."""
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import numbers
@@ -21,6 +22,7 @@ from sklearn.pipeline import Pipeline
 
 from raygrid.fitting import (FitResult, Payload, fit_and_score, fold_data, pickles, score,
                              set_error_scores)
+from raygrid.keras import fit_context
 from raygrid.plan import Trial, fit_seed, params_key
 from raygrid.tune.spec import BUDGET, FOLDS, MEMBERS, OBJECTIVE, TrialSpec, final_step
 
@@ -301,7 +303,9 @@ def run_candidate(config: dict, shared: list) -> None:
             snapshots.update(saved["snapshots"])
         start = min(f.done for f in folds if f.error is None) if any(
             f.error is None for f in folds) else budget
-    try:
+    # raygrid's Keras hygiene around the whole trial (its models live from one increment to the
+    # next): GPU memory growth, the session cleared when the trial ends.
+    with fit_context(payload.estimator) if payload.keras else contextlib.nullcontext():
         for point in spec.report_points(budget, member_budgets):
             if point <= start:
                 continue
@@ -322,9 +326,6 @@ def run_candidate(config: dict, shared: list) -> None:
                 tune.report(report)
             if len(failed) == len(folds) or (failed and payload.error_score == "raise"):
                 break
-    finally:
-        if payload.keras:
-            _clear_keras()
 
 
 def _add_driver_paths(paths: Sequence[str]) -> None:
@@ -344,12 +345,3 @@ def _report_with_checkpoint(report: dict, folds: Sequence[Fold], snapshots: dict
         tune.report(report, checkpoint=tune.Checkpoint.from_directory(path))
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _clear_keras() -> None:
-    try:
-        import keras
-
-        keras.backend.clear_session()
-    except Exception:  # noqa: BLE001 - best effort
-        pass
