@@ -111,7 +111,7 @@ def split_fit_params(fit_params: Mapping[str, Any], n_samples: int, indices: np.
     return out
 
 
-def _where() -> tuple[str, int]:
+def location() -> tuple[str, int]:
     try:
         import ray
 
@@ -159,7 +159,7 @@ def _propagated(context: Any, estimator: Any):
             yield
 
 
-def _score(estimator, X, y, payload: Payload, params: Mapping[str, Any]) -> dict[str, float]:
+def score(estimator, X, y, payload: Payload, params: Mapping[str, Any]) -> dict[str, float]:
     """Score one side as scikit-learn's ``_score`` does.
 
     A scorer that raises gives ``error_score`` for its metrics and a UserWarning (unless
@@ -203,7 +203,7 @@ def _warn_scoring_failed(error_score: Any, details: str) -> None:
     )
 
 
-def _pickles(exc: BaseException) -> BaseException | None:
+def pickles(exc: BaseException) -> BaseException | None:
     """``exc`` if it survives the trip to the driver, else None (the traceback text still does).
 
     Exception classes defined in ``__main__`` or a notebook reach the workers by value, so they
@@ -221,23 +221,48 @@ def _pickles(exc: BaseException) -> BaseException | None:
         return None
 
 
-def fit_and_score(payload: Payload, trial: Trial, where: tuple[str, int] | None = None) -> FitResult:
-    """Clone the template, set the trial's parameters, fit on the training rows, score both sides."""
-    node, pid = where or _where()
-    train, test = payload.splits[trial.fold]
+@dataclass
+class FoldData:
+    """One split's rows of the data, fit parameters and score parameters."""
+
+    X_train: Any
+    y_train: Any
+    X_test: Any
+    y_test: Any
+    fit_params: dict
+    score_train: dict
+    score_test: dict
+    n_test: int
+
+
+def fold_data(payload: Payload, fold: int) -> FoldData:
+    """Split ``fold`` of the payload: its training and test rows, and the sample-aligned fit and
+    score parameters indexed to them (a pairwise X keeps only the training columns)."""
+    train, test = payload.splits[fold]
     X, y = payload.X, payload.y
-    X_train, y_train = take(X, train), take(y, train)
-    X_test = take(X, test)
+    X_train, X_test = take(X, train), take(X, test)
     if payload.pairwise:
         # A precomputed kernel or distance matrix: the columns are the training samples too.
         X_train, X_test = X_train[:, train], X_test[:, train]
-    y_test = take(y, test)
-    fit_params = split_fit_params(payload.fit_params, num_samples(X), train)
-    score_test = split_fit_params(payload.score_params, num_samples(X), test)
-    score_train = split_fit_params(payload.score_params, num_samples(X), train)
+    n = num_samples(X)
+    return FoldData(
+        X_train=X_train, y_train=take(y, train), X_test=X_test, y_test=take(y, test),
+        fit_params=split_fit_params(payload.fit_params, n, train),
+        score_train=split_fit_params(payload.score_params, n, train),
+        score_test=split_fit_params(payload.score_params, n, test), n_test=len(test),
+    )
+
+
+def fit_and_score(payload: Payload, trial: Trial, where: tuple[str, int] | None = None) -> FitResult:
+    """Clone the template, set the trial's parameters, fit on the training rows, score both sides."""
+    node, pid = where or location()
+    data = fold_data(payload, trial.fold)
+    X_train, y_train, X_test, y_test = data.X_train, data.y_train, data.X_test, data.y_test
+    fit_params, score_train, score_test = data.fit_params, data.score_train, data.score_test
     estimator = None
     result = FitResult(
-        trial.candidate, trial.fold, {}, None, 0.0, 0.0, len(test), node=node, pid=pid, seed=trial.seed
+        trial.candidate, trial.fold, {}, None, 0.0, 0.0, data.n_test, node=node, pid=pid,
+        seed=trial.seed,
     )
     start = time.perf_counter()
     with config_context(**payload.sklearn_config), warnings.catch_warnings(record=True) as caught:
@@ -250,17 +275,17 @@ def fit_and_score(payload: Payload, trial: Trial, where: tuple[str, int] | None 
                     estimator.fit(X_train, y_train, **fit_params)
                 result.fit_time = time.perf_counter() - start
                 start = time.perf_counter()
-                result.test_scores = _score(estimator, X_test, y_test, payload, score_test)
+                result.test_scores = score(estimator, X_test, y_test, payload, score_test)
                 result.score_time = time.perf_counter() - start
                 if payload.return_train_score:
-                    result.train_scores = _score(estimator, X_train, y_train, payload, score_train)
+                    result.train_scores = score(estimator, X_train, y_train, payload, score_train)
         except Exception as exc:  # noqa: BLE001 - errors are data; error_score decides on the driver
             if not result.fit_time:
                 result.fit_time = time.perf_counter() - start
             result.score_time = 0.0
             result.error = traceback.format_exc()
-            result.exception = _pickles(exc)
-            _set_error_scores(result, payload)
+            result.exception = pickles(exc)
+            set_error_scores(result, payload)
     if caught:
         result.warnings = list(dict.fromkeys((w.category, str(w.message)) for w in caught))
     if payload.return_estimator:
@@ -268,7 +293,8 @@ def fit_and_score(payload: Payload, trial: Trial, where: tuple[str, int] | None 
     return result
 
 
-def _set_error_scores(result: FitResult, payload: Payload) -> None:
+def set_error_scores(result: Any, payload: Payload) -> None:
+    """A failed fit's scores: ``error_score`` (NaN with "raise") for every metric, both sides."""
     value = np.nan if payload.error_score == "raise" else payload.error_score
     result.test_scores = {m: value for m in payload.metrics or ()}
     if payload.return_train_score:
@@ -277,7 +303,7 @@ def _set_error_scores(result: FitResult, payload: Payload) -> None:
 
 def run_trials(payload: Payload, trials: Sequence[Trial]) -> list[FitResult]:
     """Run a batch of trials one after another in this process (what one Ray task does)."""
-    where = _where()
+    where = location()
     return [fit_and_score(payload, trial, where) for trial in trials]
 
 
@@ -303,4 +329,5 @@ def system_failure(trial: Trial, error: BaseException | str, payload_metrics: Se
     )
 
 
-__all__ = ["Payload", "FitResult", "fit_and_score", "run_trials", "take", "system_failure"]
+__all__ = ["Payload", "FitResult", "FoldData", "fit_and_score", "fold_data", "location", "pickles",
+           "run_trials", "score", "set_error_scores", "split_fit_params", "system_failure", "take"]

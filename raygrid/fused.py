@@ -70,7 +70,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from raygrid.executors.base import Unit, gpu_share
-from raygrid.fitting import FitResult, Payload, _where, split_fit_params, take
+from raygrid.fitting import FitResult, Payload, location, split_fit_params, take
 from raygrid.plan import Trial
 
 ENGINES = ("standard", "fused", "auto")
@@ -257,9 +257,9 @@ def _optimizer_param(key: str) -> bool:
 def check_search(payload: Payload, here: bool = True) -> None:
     """Raise :class:`NotFusable` when nothing of this search can be fused (``here``: in this
     process, whose Keras backend must then be JAX)."""
-    from raygrid.keras import _is_scikeras_wrapper, keras_backend
+    from raygrid.keras import is_scikeras_wrapper, keras_backend
 
-    if not payload.keras or not _is_scikeras_wrapper(payload.estimator):
+    if not payload.keras or not is_scikeras_wrapper(payload.estimator):
         raise NotFusable("the estimator is not a scikeras model")
     if here and keras_backend() != "jax":
         raise NotFusable(f"the Keras backend is {keras_backend()!r}, not 'jax'")
@@ -324,11 +324,11 @@ def plan_fusion(payload: Payload, trials: Sequence[Trial], engine: str = "fused"
 
 def _final_step(estimator: Any) -> str | None:
     """The name of a scikit-learn Pipeline's last step when it is a scikeras model, else None."""
-    from raygrid.keras import _is_scikeras_wrapper
+    from raygrid.keras import is_scikeras_wrapper
 
     steps = getattr(estimator, "steps", None)
     if (type(estimator).__name__ != "Pipeline" or not isinstance(steps, list) or not steps
-            or not _is_scikeras_wrapper(steps[-1][1])):
+            or not is_scikeras_wrapper(steps[-1][1])):
         return None
     return steps[-1][0]
 
@@ -1244,7 +1244,7 @@ class _GroupRun:
 
 def _run_program(payload: Payload, spec: GroupSpec, members: dict, where, prep_before: float
                  ) -> tuple[list[FitResult], dict]:
-    node, pid = where or _where()
+    node, pid = where or location()
     run = _GroupRun(payload, spec, members)
     run.compile()
     scorer = _GroupScorer(payload, run.lane_members[0].estimator)
@@ -1381,14 +1381,14 @@ class _GroupScorer:
             result.train_scores = scores
 
     def _score_one(self, result, side, frozen, X_side, y_side, params) -> None:
-        from raygrid.fitting import _pickles, _score, _set_error_scores
+        from raygrid.fitting import pickles, score, set_error_scores
 
         try:
-            self._put(result, side, _score(frozen, X_side, y_side, self.payload, params))
+            self._put(result, side, score(frozen, X_side, y_side, self.payload, params))
         except Exception as exc:  # noqa: BLE001 - errors are data, as in the standard engine
             result.error = traceback.format_exc()
-            result.exception = _pickles(exc)
-            _set_error_scores(result, self.payload)
+            result.exception = pickles(exc)
+            set_error_scores(result, self.payload)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1442,7 +1442,7 @@ def run_unit(payload: Payload, trials: Sequence[Trial]) -> list[FitResult]:
                                   + _last_line(traceback.format_exc()) + ")")
         plan = _plan_fusion(payload, trials, "fused", _members_of(payload))
         results = _fallback_rows(plan.rest, plan.why)
-        where = _where()
+        where = location()
         for spec in plan.groups:
             try:
                 group_results, stats = _run_group(payload, spec, plan.members, where)

@@ -77,7 +77,7 @@ def keras_backend() -> str:
     return "tensorflow"
 
 
-def _is_scikeras_wrapper(obj: Any) -> bool:
+def is_scikeras_wrapper(obj: Any) -> bool:
     """True for instances of scikeras' BaseWrapper (or subclasses), without importing scikeras."""
     if isinstance(obj, type):
         return False
@@ -90,7 +90,7 @@ def _is_scikeras_wrapper(obj: Any) -> bool:
 def _keras_paths(estimator: Any) -> list[str]:
     """Parameter paths of every scikeras wrapper inside ``estimator`` ("" for the top level)."""
     paths = []
-    if _is_scikeras_wrapper(estimator):
+    if is_scikeras_wrapper(estimator):
         paths.append("")
     get_params = getattr(estimator, "get_params", None)
     if get_params is None or isinstance(estimator, type):
@@ -100,7 +100,7 @@ def _keras_paths(estimator: Any) -> list[str]:
     except Exception:  # a half-built or exotic object: treat as opaque
         return paths
     for name, value in params.items():
-        if _is_scikeras_wrapper(value):
+        if is_scikeras_wrapper(value):
             paths.append(name)
     return paths
 

@@ -74,6 +74,7 @@ class SearchRun:
     extra: dict[str, list] = dataclasses.field(default_factory=dict)  # more cv_results_ keys
     results: dict = dataclasses.field(default_factory=dict)  # by (candidate, index in table)
     shared: Any = None  # the executor's handle on the payload, once shared
+    notes: dict = dataclasses.field(default_factory=dict)  # what a _run leaves for _finish_frames
 
     def by_fold(self) -> dict:
         """``results`` keyed by (candidate, fold of the cv), as aggregation wants them."""
@@ -328,7 +329,11 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
         rank_metric = refit_metric if isinstance(refit_metric, str) and refit_metric in (
             scoring.metrics or ()) else (scoring.metrics or ("score",))[0]
         self.summary_ = summary_frame(cv, self.results_, rank_metric)
+        self._finish_frames(run)
         run.callbacks.end()
+
+    def _finish_frames(self, run: SearchRun) -> None:
+        """A subclass's own columns and frames, once ``results_`` and ``summary_`` exist."""
 
     def _refit(self, run: SearchRun) -> None:
         """The best candidate fitted on all of the data (Keras: with the fits' hygiene and a

@@ -63,7 +63,7 @@ class StoreError(RuntimeError):
 
 
 # -- fingerprints -------------------------------------------------------------------------------
-class _Unhashable(Exception):
+class Unhashable(Exception):
     pass
 
 
@@ -95,10 +95,10 @@ def _canon(obj: Any, depth: int = 0, path: frozenset = frozenset()) -> Any:
     """A structure of tuples and strings that is equal for equal values in any process.
 
     Never uses ``repr`` of arbitrary objects (memory addresses) nor ``hash`` (randomised per
-    process). What it cannot describe raises ``_Unhashable``: such a fit is run, never reused.
+    process). What it cannot describe raises ``Unhashable``: such a fit is run, never reused.
     """
     if depth > 40:
-        raise _Unhashable("nested too deeply")
+        raise Unhashable("nested too deeply")
     t = type(obj)
     if obj is None or t in (bool, int, float, complex, str):
         return (t.__name__, repr(obj))
@@ -109,7 +109,7 @@ def _canon(obj: Any, depth: int = 0, path: frozenset = frozenset()) -> Any:
     if isinstance(obj, np.ndarray):
         return _array_digest(obj)
     if id(obj) in path:
-        raise _Unhashable("a reference cycle")
+        raise Unhashable("a reference cycle")
     inner = path | {id(obj)}
     sub = functools.partial(_canon, depth=depth + 1, path=inner)
     if isinstance(obj, Enum):
@@ -142,7 +142,7 @@ def _canon(obj: Any, depth: int = 0, path: frozenset = frozenset()) -> Any:
             config = _without_names(obj.get_config())
             state = tuple(_array_digest(np.asarray(w)) for w in weights()) if callable(weights) else ()
         except Exception as exc:  # noqa: BLE001 - e.g. an unbuilt model without a config
-            raise _Unhashable(f"{_qualname(t)}: {exc}") from None
+            raise Unhashable(f"{_qualname(t)}: {exc}") from None
         return ("keras", _qualname(t), sub(config), state)
     if module.startswith("scipy.sparse") and hasattr(obj, "tocoo"):
         coo = obj.tocoo()
@@ -153,7 +153,7 @@ def _canon(obj: Any, depth: int = 0, path: frozenset = frozenset()) -> Any:
     if hasattr(obj, "__dict__") and not isinstance(obj, types.ModuleType):
         try:
             return ("object", _qualname(t), sub(vars(obj)))
-        except _Unhashable:
+        except Unhashable:
             pass
     return ("pickle", _qualname(t), _joblib_hash(obj))
 
@@ -174,7 +174,7 @@ def _joblib_hash(obj: Any) -> str:
     try:
         return joblib.hash(obj, hash_name="sha1")
     except Exception as exc:  # noqa: BLE001 - unpicklable
-        raise _Unhashable(f"{type(obj).__name__}: {exc}") from None
+        raise Unhashable(f"{type(obj).__name__}: {exc}") from None
 
 
 def digest(*parts: Any) -> str:
@@ -220,7 +220,7 @@ def _source_digest(cls: type) -> str:
                 isinstance(value, tuple) and any(isinstance(v, types.FunctionType) for v in value)):
             try:
                 methods.append((name, _canon(value)))
-            except _Unhashable:
+            except Unhashable:
                 methods.append((name, "?"))
     return _sha(repr(("code", methods)).encode())
 
@@ -293,7 +293,7 @@ class Fingerprinter:
                 ("keras_backend", os.environ.get("KERAS_BACKEND", "tensorflow") if keras else None),
             )
             self.key = digest(head)
-        except _Unhashable as exc:
+        except Unhashable as exc:
             self._not_reusable(f"the data, fit parameters or scoring ({exc})")
             self.key = _sha(os.urandom(32))
         self.folds = [
@@ -324,7 +324,7 @@ class Fingerprinter:
             est = clone(self.estimator).set_params(**dict(params))
             return _estimator_digest(type(est), {k: _canon(v) for k, v in
                                                  est.get_params(deep=False).items()})
-        except _Unhashable as exc:
+        except Unhashable as exc:
             self._not_reusable(f"a parameter of the estimator ({exc})")
             return _sha(os.urandom(32))
 

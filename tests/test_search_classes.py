@@ -1,5 +1,7 @@
 """The same scoring, failure and seeding behaviour through every search class: one place
 decides each (raygrid.search's fit steps), so every search class agrees."""
+import re
+
 import numpy as np
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -44,7 +46,7 @@ def _search(kind, estimator, **kwargs):
     raise AssertionError(kind)
 
 
-KINDS = ["grid", "random", "halving"]
+KINDS = ["grid", "random", "halving", "tune"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -82,3 +84,13 @@ def test_fit_seeds_come_from_random_state_parameters_and_fold(kind, ray_local):
     params = search.cv_results_["params"]
     expected = [fit_seed(7, params_key(params[c]), f) for c, f in zip(rows["candidate"], rows["fold"])]
     assert list(rows["seed"]) == expected
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_fit_is_reported_through_the_search_progress(kind, ray_local, capsys):
+    """scikit-learn's ``[CV] END`` line for each fit (verbose=2), from the search's progress."""
+    search = _search(kind, Threshold(), verbose=2, random_state=0).fit(X, Y)
+    out = capsys.readouterr().out.splitlines()
+    reported = sorted(float(re.search(r"t=(\S+);", line).group(1))
+                      for line in out if line.startswith("[CV] END"))
+    assert reported == sorted(search.results_["param_t"])

@@ -87,13 +87,14 @@ def test_readme_tune_search(ray_local, data, search_optimization):
 def test_mixed_space_through_optuna_decodes_to_the_values_given():
     from ray.tune.search.optuna import OptunaSearch
 
-    from raygrid.tune import TrialSpec, _tune_domain
+    from raygrid.tune.spaces import tune_domain
+    from raygrid.tune.spec import TrialSpec
 
     estimator = LogisticRegression()
     dists = {"C": (1e-2, 10.0, "log-uniform"), "penalty": ["l2", None], "max_iter": (50, 200),
              "class_weight": [{0: 1, 1: 2}, "balanced"]}
     decoders = {}
-    space = {k: _tune_domain(k, v, "optuna", decoders) for k, v in dists.items()}
+    space = {k: tune_domain(k, v, "optuna", decoders) for k, v in dists.items()}
     spec = TrialSpec(kind="plain", max_iters=1, rungs=None, every_unit=False,
                      objective_metric="score", mode="max", random_state=None, decoders=decoders)
     searcher = OptunaSearch(seed=0)
@@ -182,7 +183,8 @@ def test_fold_increments_without_tune(data):
     from sklearn.model_selection import StratifiedKFold
 
     from raygrid.fitting import Payload
-    from raygrid.tune import TrialSpec, _Fold
+    from raygrid.tune.spec import TrialSpec
+    from raygrid.tune.trial import Fold
 
     X, _, y, _ = data
     splits = list(StratifiedKFold(3).split(X, y))
@@ -200,7 +202,7 @@ def test_fold_increments_without_tune(data):
         spec = TrialSpec(kind=kind, max_iters=3, rungs=None, every_unit=True,
                          objective_metric="score", mode="max", random_state=None,
                          classes=np.unique(y))
-        fold = _Fold(payload, spec, {}, 0, None)
+        fold = Fold(payload, spec, {}, 0, None)
         seen = []
         for point in (1, 2, 3):
             fold.advance_to(point, 3)
@@ -216,7 +218,7 @@ def no_tune(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("Tune ran although the search space is invalid")
 
-    monkeypatch.setattr(TuneBaseSearch, "_run_tune", refuse)
+    monkeypatch.setattr("raygrid.tune.search.run_experiment", refuse)
 
 
 @pytest.mark.parametrize("make, match", [
@@ -305,30 +307,31 @@ def test_keras_asha_by_epochs(ray_local):
 def test_objective_breaks_score_ties_by_training_loss_only():
     """ASHA keeps every trial tied with its rung's cutoff: equal scores are ordered by the folds'
     training loss, far too lightly to reorder different scores; cv_results_ keeps plain means."""
-    from raygrid.tune import TIE_BREAK, TrialSpec, _Fold, _objective
+    from raygrid.tune.spec import TrialSpec
+    from raygrid.tune.trial import TIE_BREAK, Fold, trial_objective
 
     def folds(scores, losses):
         out = []
         for score, loss in zip(scores, losses):
-            fold = _Fold.__new__(_Fold)
+            fold = Fold.__new__(Fold)
             fold.test_scores, fold.train_loss = {"score": score}, loss
             out.append(fold)
         return out
 
     spec = TrialSpec(kind="keras", max_iters=3, rungs=None, every_unit=True,
                      objective_metric="score", mode="max", random_state=0)
-    tied_low_loss, means = _objective(folds([0.65, 0.65], [0.40, 0.50]), spec)
-    tied_high_loss, _ = _objective(folds([0.65, 0.65], [0.60, 0.70]), spec)
-    better_score, _ = _objective(folds([0.66, 0.66], [5.0, 5.0]), spec)
+    tied_low_loss, means = trial_objective(folds([0.65, 0.65], [0.40, 0.50]), spec)
+    tied_high_loss, _ = trial_objective(folds([0.65, 0.65], [0.60, 0.70]), spec)
+    better_score, _ = trial_objective(folds([0.66, 0.66], [5.0, 5.0]), spec)
     assert means == {"score": 0.65}
     assert tied_low_loss > tied_high_loss  # lower training loss wins a tie
     assert better_score > tied_low_loss  # a better score always wins
     assert abs(tied_low_loss - 0.65) == pytest.approx(TIE_BREAK * 0.45)
-    no_loss, _ = _objective(folds([0.65, 0.65], [None, 0.5]), spec)
+    no_loss, _ = trial_objective(folds([0.65, 0.65], [None, 0.5]), spec)
     assert no_loss == 0.65  # a learner without a training loss: the plain mean
     spec.mode = "min"
-    low, _ = _objective(folds([0.3, 0.3], [0.40, 0.50]), spec)
-    high, _ = _objective(folds([0.3, 0.3], [0.60, 0.70]), spec)
+    low, _ = trial_objective(folds([0.3, 0.3], [0.40, 0.50]), spec)
+    high, _ = trial_objective(folds([0.3, 0.3], [0.60, 0.70]), spec)
     assert low < high
 
 

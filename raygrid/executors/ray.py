@@ -260,7 +260,9 @@ class Shared:
     keras: bool
 
 
-def _keras_env(num_cpus: float) -> dict[str, str]:
+def keras_env(num_cpus: float) -> dict[str, str]:
+    """What a Keras worker's environment needs before TensorFlow loads: its threads capped to
+    ``num_cpus``, quiet logs, and the driver's ``KERAS_BACKEND``."""
     threads = str(max(1, int(num_cpus or 1)))
     env = {
         "TF_NUM_INTRAOP_THREADS": threads,
@@ -437,7 +439,7 @@ class RayExecutor:
         options.update(extra)
         options.update(max_retries=self.max_retries, retry_exceptions=False)
         if keras:
-            env_vars = {**_keras_env(options.get("num_cpus")), **env_vars}
+            env_vars = {**keras_env(options.get("num_cpus")), **env_vars}
         pythonpath = driver_pythonpath()
         if pythonpath:  # classes defined beside the driver's code unpickle on workers
             env_vars = {"PYTHONPATH": pythonpath, **env_vars}
