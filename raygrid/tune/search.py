@@ -475,4 +475,4 @@ class TuneSearchCV(TuneBaseSearch):
         return space, search_alg, int(self.n_trials)
 
 
-__all__ = ["TuneSearchCV", "TuneGridSearchCV", "ASHA", "incremental_kind"]
+__all__ = ["TuneSearchCV", "TuneGridSearchCV", "TuneBaseSearch"]
