@@ -58,7 +58,7 @@ _VIOLIN_MIN_POINTS = 4
 
 
 # ----------------------------------------------------------------------------- values and columns
-def _is_missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
     if value is None or value is pd.NA or value is pd.NaT:
         return True
     return isinstance(value, float) and math.isnan(value)
@@ -71,7 +71,7 @@ def _is_number(value: Any) -> bool:
 def value_label(value: Any, max_len: int | None = _LABEL_MAX) -> str:
     """How a hyperparameter value is shown on axes and in tables (shortened to ``max_len``
     characters with an ellipsis; ``None`` keeps it whole)."""
-    if _is_missing(value):
+    if is_missing(value):
         return "None"
     if isinstance(value, str):
         text = value
@@ -88,7 +88,7 @@ def value_label(value: Any, max_len: int | None = _LABEL_MAX) -> str:
 
 def _key(value: Any) -> Any:
     """A hashable stand-in for a value: the value itself when hashable, else its repr."""
-    if _is_missing(value):
+    if is_missing(value):
         return ("<missing>",)
     try:
         hash(value)
@@ -135,7 +135,7 @@ def _ordered_labels(frame: pd.DataFrame, pcol: str) -> list[str]:
         label, v = item
         if label == NOT_SET:
             return (3, 0.0, "")
-        if _is_missing(v):
+        if is_missing(v):
             return (2, 0.0, "")
         if _is_number(v):
             return (0, float(v), label)
@@ -452,7 +452,7 @@ def fit_status(results: pd.DataFrame) -> pd.Series:
     it was read from the store, else ``"succeeded"``."""
     failed = pd.Series(False, index=results.index)
     if "error" in results.columns:
-        failed |= results["error"].map(lambda v: not _is_missing(v) and str(v) != "").astype(bool)
+        failed |= results["error"].map(lambda v: not is_missing(v) and str(v) != "").astype(bool)
     if "system_failure" in results.columns:
         failed |= results["system_failure"].fillna(False).astype(bool)
     cached = pd.Series(False, index=results.index)
@@ -469,7 +469,7 @@ def node_counts(results: pd.DataFrame) -> pd.DataFrame:
     or not), ``fit_time`` (sum, s) and, with a ``pid`` column, ``workers`` (distinct pids)."""
     if "node" not in results.columns:
         raise ValueError("the results frame has no node column")
-    nodes = results["node"].map(lambda v: "unknown" if _is_missing(v) else str(v)).to_numpy()
+    nodes = results["node"].map(lambda v: "unknown" if is_missing(v) else str(v)).to_numpy()
     cached = results["cached"].fillna(False).astype(bool) if "cached" in results.columns else False
     fit_time = results["fit_time"] if "fit_time" in results.columns else np.nan
     frame = pd.DataFrame({
@@ -497,7 +497,7 @@ def fits_per_node(results: pd.DataFrame, path=None):
     Long Ray node ids are shortened to their first 12 characters.
     """
     counts = node_counts(results)
-    nodes = results["node"].map(lambda v: "unknown" if _is_missing(v) else str(v)).to_numpy()
+    nodes = results["node"].map(lambda v: "unknown" if is_missing(v) else str(v)).to_numpy()
     stacks = pd.crosstab(nodes, fit_status(results).to_numpy()).reindex(counts.index, fill_value=0)
     labels = [_node_label(n) for n in counts.index]
     fig, _ = _new_figure(max(5.0, 1.0 * len(counts) + 3.0), 4.5)

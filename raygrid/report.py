@@ -153,7 +153,7 @@ def _storable(frame: pd.DataFrame) -> pd.DataFrame:
         except (pa.ArrowException, TypeError, ValueError, OverflowError):
             scalar = False
         if not scalar:
-            out[col] = out[col].map(lambda v: None if plots._is_missing(v) else v if isinstance(v, str) else repr(v))
+            out[col] = out[col].map(lambda v: None if plots.is_missing(v) else v if isinstance(v, str) else repr(v))
     return out
 
 
@@ -451,7 +451,7 @@ def _failures_section(results: pd.DataFrame) -> str:
     groups: dict[str, dict] = {}
     for idx in failed.index:
         text = errors[idx]
-        text = "" if plots._is_missing(text) else str(text)
+        text = "" if plots.is_missing(text) else str(text)
         shown = _last_line(text) or "(no error text)"
         # One group per failure, however a worker ordered the sets in its message (failures.py).
         group = groups.setdefault(failure_key(shown), {"count": 0, "candidates": [], "system": False,
