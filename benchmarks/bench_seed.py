@@ -180,7 +180,7 @@ def run(subset="quick", engines=ENGINES, save_as=None):
     cv = StratifiedKFold(3)
     n_cand = int(np.prod([len(v) for v in grid.values()]))
     rows = {}
-    report = {"benchmark": f"seed_{subset}", "machine": machine(), "candidates": n_cand,
+    report = {"benchmark": save_as or f"seed_{subset}", "machine": machine(), "candidates": n_cand,
               "engines": rows}
     for name in engines:
         if name == "tune-sklearn":

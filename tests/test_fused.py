@@ -526,7 +526,7 @@ def test_progress_line_counts_fused_fits():
     progress = SearchProgress(3, 1, "score", console=Console(file=open(os.devnull, "w")))
     progress.add(FitResult(0, 0, {"score": 0.5}, None, 0.1, 0.0, 4, engine="fused"))
     progress.add(FitResult(1, 0, {"score": 0.6}, None, 0.1, 0.0, 4))
-    assert progress.fused == 1 and " · fused 1" in progress.render().plain
+    assert progress.fused == 1 and " · 1 fused" in progress.render(120).plain
 
 
 def test_ctrl_c_while_a_result_is_recorded_reaches_the_units_in_flight():
