@@ -23,6 +23,8 @@ import psutil
 from sklearn.datasets import make_classification
 from sklearn.dummy import DummyClassifier
 
+from benchmarks.common import save
+
 
 class RssSampler:
     def __init__(self, interval: float = 0.02):

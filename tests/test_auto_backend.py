@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -71,10 +69,6 @@ def test_a_search_longer_than_the_budget_moves_to_ray(ray_local, ray_not_running
 
 
 def test_the_progress_line_says_where_fits_run(ray_not_running, monkeypatch):
-    import io
-
-    from rich.console import Console
-
     from raygrid.progress import SearchProgress
 
     monkeypatch.setenv(auto.BUDGET_ENV, "600")

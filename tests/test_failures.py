@@ -1,8 +1,6 @@
 """Failed fits that say the same thing are one group, whatever order a worker printed a set in."""
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import pytest

@@ -18,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
-from raygrid.tune import ASHA, TuneBaseSearch, TuneGridSearchCV, TuneSearchCV, incremental_kind
+from raygrid.tune import ASHA, TuneGridSearchCV, TuneSearchCV, incremental_kind
 
 
 @pytest.fixture(scope="module")
