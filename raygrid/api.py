@@ -297,8 +297,9 @@ def check_out_dir(out_dir: Path, force: bool = False) -> None:
 def run_spec(spec_or_path: Any, *, overrides: Sequence[str] = (), out=None, address: str | None = None,
              backend: str | None = None, verbose: int = 1, title: str | None = None,
              force: bool = False) -> tuple[Any, Path]:
-    """Check and run a spec (a YAML path, a mapping or a :class:`~raygrid.spec.Spec`), write its
-    outputs, and return ``(fitted search, output directory)``.
+    """Check and run a spec (a YAML path, a mapping, a :class:`~raygrid.spec.Spec`, or what
+    :func:`check_spec` returned for it, which is not checked again), write its outputs, and
+    return ``(fitted search, output directory)``.
 
     ``overrides`` are ``"key.path=value"`` strings (values parsed as YAML); ``out``, ``address``
     and ``backend`` take precedence over the spec. A spec with problems raises
@@ -309,7 +310,8 @@ def run_spec(spec_or_path: Any, *, overrides: Sequence[str] = (), out=None, addr
     """
     import yaml
 
-    prepared = check_spec(spec_or_path, overrides=overrides, out=out)
+    prepared = (spec_or_path if isinstance(spec_or_path, Prepared)
+                else check_spec(spec_or_path, overrides=overrides, out=out))
     spec = prepared.spec
     out_dir = Path(out) if out is not None else (
         Path(spec.out) if spec.out else default_out_dir(prepared.source))

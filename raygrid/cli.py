@@ -119,8 +119,8 @@ def _run(spec_or_path, *, overrides=(), out=None, address=None, backend=None, ve
 
     try:
         with native_noise_filtered():  # the spec's imports (TensorFlow) without their chatter
-            check_spec(spec_or_path, overrides=overrides, out=out)
-        search, out_dir = run_spec(spec_or_path, overrides=overrides, out=out, address=address,
+            prepared = check_spec(spec_or_path, overrides=overrides, out=out)
+        search, out_dir = run_spec(prepared, out=out, address=address,
                                    backend=backend, verbose=0 if quiet else 1 + verbose,
                                    force=force)
     except SpecError as exc:
