@@ -188,15 +188,16 @@ def test_sigterm_keeps_finished_fits_and_restores_the_handler(tmp_path):
 
 
 # -- nodes ---------------------------------------------------------------------------------------
-CLUSTER_DRIVER = """
+# A head without CPUs and two one-CPU nodes that Ray declares dead within about 2 s of removal.
+CLUSTER_PRELUDE = """
 import json, sys, threading, time
 import numpy as np
 import ray
 from ray.cluster_utils import Cluster
-from fault_helpers import CountingClassifier, data, store_rows
+from fault_helpers import CountingClassifier, data, fits_logged, store_rows
 from raygrid import GridSearchCV
-
-storage, log = sys.argv[1:3]
+"""
+CLUSTER_SETUP = """
 cluster = Cluster(initialize_head=True, head_node_args={
     "num_cpus": 0,
     "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
@@ -205,7 +206,11 @@ workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
 cluster.wait_for_nodes()
 ray.init(address=cluster.address, log_to_driver=False)
 X, y = data()
-grid = {"a": list(range(30))}
+"""
+
+CLUSTER_DRIVER = CLUSTER_PRELUDE + """
+storage, log = sys.argv[1:3]
+""" + CLUSTER_SETUP + """grid = {"a": list(range(30))}
 removed = []
 
 def nodes_with_fits():
@@ -263,25 +268,11 @@ def test_node_removed_mid_search_loses_nothing(tmp_path):
     assert status(storage)["done"] == 60
 
 
-TUNE_CLUSTER_DRIVER = """
-import json, sys, threading, time
-import numpy as np
-import ray
-from ray.cluster_utils import Cluster
-from fault_helpers import CountingClassifier, data, fits_logged
-from raygrid import GridSearchCV
+TUNE_CLUSTER_DRIVER = CLUSTER_PRELUDE + """
 from raygrid.tune import TuneGridSearchCV
 
 log = sys.argv[1]
-cluster = Cluster(initialize_head=True, head_node_args={
-    "num_cpus": 0,
-    "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
-                       "health_check_initial_delay_ms": 0}})
-workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
-cluster.wait_for_nodes()
-ray.init(address=cluster.address, log_to_driver=False)
-X, y = data()
-grid = {"a": list(range(6))}
+""" + CLUSTER_SETUP + """grid = {"a": list(range(6))}
 removed = []
 
 def remove_one():
