@@ -67,7 +67,8 @@ def baseline_candidates() -> list[dict]:
 def run_fused(X, y, backend: str, random_state: int | None, grid: dict | None = None) -> dict:
     from sklearn.model_selection import StratifiedKFold
 
-    from raygrid import GridSearchCV, fused
+    from raygrid import GridSearchCV
+    from raygrid.engine import fused
     from raygrid.keras import seed_classifier
 
     search = GridSearchCV(seed_classifier(), grid or GRID, cv=StratifiedKFold(3), backend=backend,

@@ -30,7 +30,7 @@ from sklearn.preprocessing import MinMaxScaler, minmax_scale
 import raygrid
 from raygrid.datasets import load_pima
 from raygrid.keras import seed_classifier
-from raygrid.quiet import native_noise_filtered
+from raygrid.keras.quiet import native_noise_filtered
 
 with native_noise_filtered():  # Keras loads TensorFlow here, without its C++ start-up lines
     import keras  # noqa: F401

@@ -3,11 +3,11 @@ with every (candidate x fold) fit running as a Ray task on a laptop's cores or a
 
 ``import raygrid`` is light: it neither imports TensorFlow nor starts Ray.
 """
-from raygrid.api import run_spec, save_search
-from raygrid.halving import HalvingGridSearchCV, HalvingRandomSearchCV
-from raygrid.search import GridSearchCV, RandomizedSearchCV
-from raygrid.tune import TuneGridSearchCV, TuneSearchCV
-from raygrid.validation import cross_val_score, cross_validate
+from raygrid.cli.api import run_spec, save_search
+from raygrid.search.halving import HalvingGridSearchCV, HalvingRandomSearchCV
+from raygrid.search.grid import GridSearchCV, RandomizedSearchCV
+from raygrid.search.tune import TuneGridSearchCV, TuneSearchCV
+from raygrid.search.validation import cross_val_score, cross_validate
 
 from raygrid.version import __version__
 

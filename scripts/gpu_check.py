@@ -88,7 +88,7 @@ def packing(X, y) -> None:
 
 def _fused_search(X, y, backend: str, cache: str):
     import raygrid
-    from raygrid import fused as fused_engine
+    from raygrid.engine import fused as fused_engine
     from raygrid.keras import seed_classifier
     from sklearn.model_selection import StratifiedKFold
 

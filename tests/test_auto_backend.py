@@ -10,8 +10,8 @@ from sklearn.model_selection import GridSearchCV as SkGridSearchCV
 from sklearn.svm import SVC
 
 import raygrid
-from raygrid.executors import auto
-from raygrid.executors.auto import choose_backend
+from raygrid.engine.executors import auto
+from raygrid.engine.executors.auto import choose_backend
 
 X, y = load_breast_cancer(return_X_y=True)
 X, y = X[::4], y[::4]
@@ -69,7 +69,7 @@ def test_a_search_longer_than_the_budget_moves_to_ray(ray_local, ray_not_running
 
 
 def test_the_progress_line_says_where_fits_run(ray_not_running, monkeypatch):
-    from raygrid.progress import SearchProgress
+    from raygrid.outputs.progress import SearchProgress
 
     monkeypatch.setenv(auto.BUDGET_ENV, "600")
     seen = []

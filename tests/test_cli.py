@@ -22,10 +22,10 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from raygrid.api import DEMO_SPEC, best_config, run_spec, save_search
-from raygrid.cli import main
-from raygrid.report import load_outputs
-from raygrid.spec import SpecError, apply_overrides, prepare
+from raygrid.cli.api import DEMO_SPEC, best_config, run_spec, save_search
+from raygrid.cli.main import main
+from raygrid.outputs.report import load_outputs
+from raygrid.cli.spec import SpecError, apply_overrides, prepare
 
 C_VALUES = [0.01, 0.1, 1.0]
 SK_SPEC = {
@@ -52,17 +52,17 @@ def invoke(*args: str):
 
 def run_cli(monkeypatch, *args: str):
     """``raygrid run ...`` in process; returns the CLI result and the search it fitted."""
-    import raygrid.api
+    import raygrid.cli.api
 
     fitted = []
-    real = raygrid.api.run_spec
+    real = raygrid.cli.api.run_spec
 
     def spy(*a, **kw):
         search, out = real(*a, **kw)
         fitted.append(search)
         return search, out
 
-    monkeypatch.setattr(raygrid.api, "run_spec", spy)
+    monkeypatch.setattr(raygrid.cli.api, "run_spec", spy)
     result = invoke("run", *args)
     return result, (fitted[0] if fitted else None)
 
@@ -329,7 +329,7 @@ def test_example_specs_are_valid():
     examples = Path(__file__).resolve().parents[1] / "examples" / "specs"
     specs = sorted(examples.glob("*.yaml"))
     assert {p.name for p in specs} >= {"breast_cancer_svc.yaml", "pima_seed_mlp.yaml", "pima_quick.yaml"}
-    from raygrid.spec import Spec, load_spec
+    from raygrid.cli.spec import Spec, load_spec
 
     for path in specs:
         raw, _ = load_spec(path)
@@ -356,7 +356,7 @@ def test_demo_end_to_end(tmp_path, ray_local):
 def test_status_of_a_run(tmp_path):
     import inspect
 
-    from raygrid.search import GridSearchCV
+    from raygrid.search.grid import GridSearchCV
 
     if "storage" not in inspect.signature(GridSearchCV).parameters:
         pytest.skip("the search has no storage keyword")

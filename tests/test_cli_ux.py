@@ -5,7 +5,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from raygrid.cli import main
+from raygrid.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ def test_an_unreachable_address_then_status(tmp_path):
     # A fresh process: a Ray already running in this one would be used whatever the address.
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("RAY_ADDRESS", None)
-    failed = subprocess.run([sys.executable, "-m", "raygrid.cli", "run", "examples/specs/breast_cancer_svc.yaml",
+    failed = subprocess.run([sys.executable, "-m", "raygrid.cli.main", "run", "examples/specs/breast_cancer_svc.yaml",
                              "--out", str(out), "--address", "127.0.0.1:1", "-q"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert failed.returncode == 1 and "Cannot reach the Ray cluster at '127.0.0.1:1'" in failed.stderr

@@ -18,11 +18,11 @@ from sklearn.metrics import check_scoring
 from sklearn.model_selection import KFold
 
 import raygrid
-from raygrid.executors import SerialExecutor, get_executor
-from raygrid.executors import ray as ray_executor
-from raygrid.executors.ray import AutoBatcher, RayExecutor
-from raygrid.fitting import FitResult, Payload, run_trials
-from raygrid.plan import build_trials
+from raygrid.engine.executors import SerialExecutor, get_executor
+from raygrid.engine.executors import ray as ray_executor
+from raygrid.engine.executors.ray import AutoBatcher, RayExecutor
+from raygrid.engine.fitting import FitResult, Payload, run_trials
+from raygrid.engine.plan import build_trials
 
 # Ray workers cannot import this test module by name: ship its classes and functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -194,7 +194,7 @@ GPU_SCRIPT = textwrap.dedent("""
     import ray
     from sklearn.base import BaseEstimator, ClassifierMixin
     import raygrid
-    from raygrid.executors.ray import RayExecutor
+    from raygrid.engine.executors.ray import RayExecutor
 
     class Sleepy(ClassifierMixin, BaseEstimator):
         def __init__(self, parameter=0):
@@ -269,7 +269,7 @@ def failing_unit(payload, trials):
 
 
 def test_units_run_beside_trials_with_their_own_resources(backend):
-    from raygrid.executors import Unit
+    from raygrid.engine.executors import Unit
 
     payload = make_payload()
     trials = build_trials([{"parameter": p} for p in range(6)], 3, random_state=1)

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 from sklearn.exceptions import FitFailedWarning
 
-from raygrid import report
-from raygrid.failures import failure_key, group_failures
-from raygrid.fitting import FitResult
-from raygrid.results import warn_or_raise_about_failures
+from raygrid.outputs import report
+from raygrid.engine.failures import failure_key, group_failures
+from raygrid.engine.fitting import FitResult
+from raygrid.outputs.results import warn_or_raise_about_failures
 
 A = ("sklearn.utils._param_validation.InvalidParameterError: The 'kernel' parameter of SVC must be a "
      "str among {'linear', 'poly', 'rbf', 'sigmoid', 'precomputed'} or a callable. Got 'rfb' instead.")
@@ -39,7 +39,7 @@ def test_the_fit_failed_warning_counts_one_group():
 
 
 def test_the_report_shows_one_row_per_failure(tmp_path, monkeypatch):
-    from raygrid import plots
+    from raygrid.outputs import plots
 
     monkeypatch.setattr(plots, "save_all", lambda *args, **kwargs: {})
     results = pd.DataFrame({

@@ -21,7 +21,7 @@ from sklearn.exceptions import FitFailedWarning
 
 from fault_helpers import CountingClassifier, data, fits_logged, store_rows
 from raygrid import GridSearchCV
-from raygrid.status import status
+from raygrid.cli.status import status
 
 TESTS = Path(__file__).resolve().parent
 SCORE_KEYS = ("params", "mean_test_score", "std_test_score", "rank_test_score",

@@ -1,4 +1,4 @@
-"""The fused engine (raygrid.fused): Keras on JAX, many fits in one vectorised program.
+"""The fused engine (raygrid.engine.fused): Keras on JAX, many fits in one vectorised program.
 
 The Keras checks run in a subprocess with ``KERAS_BACKEND=jax``: this pytest process may have
 imported Keras with TensorFlow already. Each script prints one JSON line; the asserts are here.
@@ -26,9 +26,9 @@ from sklearn.metrics import check_scoring
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import minmax_scale
 from raygrid import GridSearchCV, fused
-from raygrid.fitting import Payload
+from raygrid.engine.fitting import Payload
 from raygrid.keras import seed_classifier
-from raygrid.plan import Trial
+from raygrid.engine.plan import Trial
 
 data = np.loadtxt(sys.argv[1], delimiter=",", skiprows=1)
 """
@@ -309,7 +309,7 @@ def test_unknown_engine_is_rejected():
     (0.5, 2, 0),      # no whole GPU in the cluster: CPU tasks
 ])
 def test_fused_groups_share_the_gpus_evenly(gpus, groups, share):
-    from raygrid.fused import gpu_share
+    from raygrid.engine.fused import gpu_share
 
     assert gpu_share(gpus, groups) == share
     if share:  # the groups that share one GPU fit on it together
@@ -344,7 +344,7 @@ def test_default_engine_trains_fused_on_jax_workers_whatever_the_driver_backend(
     first = _small_grid_search(storage=str(tmp_path)).fit(X, y)
     res = first.results_
     assert list(res["engine"]) == ["fused"] * 8 and first.n_fused_ == 8
-    from raygrid import fused
+    from raygrid.engine import fused
 
     stats = fused.last_stats()  # the groups' timings came back from the workers
     assert sum(s["trials"] for s in stats) == 8 and all(s["compile_s"] > 0 for s in stats)
@@ -370,10 +370,10 @@ def test_default_engine_trains_fused_on_jax_workers_whatever_the_driver_backend(
 
 @pytest.mark.keras
 def test_unit_that_cannot_train_fused_falls_back_with_its_reason(pima_csv):
-    from raygrid import fused
-    from raygrid.fitting import Payload
+    from raygrid.engine import fused
+    from raygrid.engine.fitting import Payload
     from raygrid.keras import seed_classifier
-    from raygrid.plan import Trial
+    from raygrid.engine.plan import Trial
     from sklearn.metrics import check_scoring
 
     X, y = _pima(pima_csv, 120)
@@ -391,7 +391,7 @@ def test_unit_that_cannot_train_fused_falls_back_with_its_reason(pima_csv):
     assert [r.engine for r in rows] == [fused.FALLBACK] * 2
     assert "its task failed (RuntimeError: worker died)" in rows[0].error
     # The executor warns once with the reasons and runs the fits on the standard engine.
-    from raygrid.executors import SerialExecutor
+    from raygrid.engine.executors import SerialExecutor
 
     class Failing(SerialExecutor):
         def run(self, shared, work):
@@ -472,10 +472,10 @@ def test_pipeline_with_a_keras_model_is_seen_as_the_model_on_preprocessed_folds(
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import MinMaxScaler
 
-    from raygrid import fused
-    from raygrid.fitting import Payload
+    from raygrid.engine import fused
+    from raygrid.engine.fitting import Payload
     from raygrid.keras import seed_classifier
-    from raygrid.plan import Trial
+    from raygrid.engine.plan import Trial
 
     X, y = _pima(pima_csv, 90)
     X = X * 7 + 3  # scaled per fold below
@@ -520,8 +520,8 @@ def test_pipeline_with_a_keras_model_is_seen_as_the_model_on_preprocessed_folds(
 def test_progress_line_counts_fused_fits():
     from rich.console import Console
 
-    from raygrid.fitting import FitResult
-    from raygrid.progress import SearchProgress
+    from raygrid.engine.fitting import FitResult
+    from raygrid.outputs.progress import SearchProgress
 
     progress = SearchProgress(3, 1, "score", console=Console(file=open(os.devnull, "w")))
     progress.add(FitResult(0, 0, {"score": 0.5}, None, 0.1, 0.0, 4, engine="fused"))
@@ -532,10 +532,10 @@ def test_progress_line_counts_fused_fits():
 def test_ctrl_c_while_a_result_is_recorded_reaches_the_units_in_flight():
     """The runner throws the interrupt into the fused executor's stream: it must reach the
     inner executor (which lets the units in flight finish) and come back with their fits."""
-    from raygrid import fused
-    from raygrid.fitting import FitResult, Payload
-    from raygrid.plan import Trial
-    from raygrid.runner import _drain
+    from raygrid.engine import fused
+    from raygrid.engine.fitting import FitResult, Payload
+    from raygrid.engine.plan import Trial
+    from raygrid.engine.runner import _drain
 
     def row(c, engine="fused"):
         return FitResult(c, 0, {"score": 0.5}, None, 0.1, 0.0, 4, engine=engine)
@@ -571,7 +571,7 @@ def test_ctrl_c_while_a_result_is_recorded_reaches_the_units_in_flight():
 @pytest.mark.keras
 def test_cross_validate_trains_the_folds_fused_by_default(ray_local, pima_csv):
     import raygrid
-    from raygrid import fused
+    from raygrid.engine import fused
     from raygrid.keras import seed_classifier
 
     X, y = _pima(pima_csv, 240)

@@ -24,7 +24,7 @@ from sklearn.tree import DecisionTreeClassifier
 from threadpoolctl import threadpool_limits
 
 import raygrid
-from raygrid.halving import halving_schedule
+from raygrid.search.halving import halving_schedule
 from parity_helpers import assert_cv_results_equal
 
 # Ray workers cannot import this test module by name: ship its classes and functions by value.

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raygrid import plots
+from raygrid.outputs import plots
 
 pytest.importorskip("seaborn")
 

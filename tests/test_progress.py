@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from raygrid.executors import SerialExecutor
-from raygrid.executors.ray import RayExecutor
-from raygrid.fitting import FitResult
-from raygrid.progress import SearchProgress
-from raygrid.quiet import is_noise, native_noise_filtered
-from raygrid import runner
+from raygrid.engine.executors import SerialExecutor
+from raygrid.engine.executors.ray import RayExecutor
+from raygrid.engine.fitting import FitResult
+from raygrid.outputs.progress import SearchProgress
+from raygrid.keras.quiet import is_noise, native_noise_filtered
+from raygrid.engine import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 ABSL = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
@@ -107,7 +107,7 @@ def test_raygrid_check_of_a_keras_spec_prints_no_tensorflow_noise(pima_csv):
     pytest.importorskip("tensorflow")
     env = dict(os.environ, PYTHONPATH=str(ROOT), RAYGRID_PIMA=str(pima_csv))
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
-    done = subprocess.run([sys.executable, "-m", "raygrid.cli", "check", "examples/specs/pima_quick.yaml"],
+    done = subprocess.run([sys.executable, "-m", "raygrid.cli.main", "check", "examples/specs/pima_quick.yaml"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "6 fits" in done.stdout

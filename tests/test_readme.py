@@ -66,7 +66,7 @@ def test_python_block_runs_as_written(index, ray_local, tiny_pima, tmp_path, mon
 def test_raygrid_commands_run_in_order(ray_local, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from raygrid.cli import main
+    from raygrid.cli.main import main
 
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     monkeypatch.chdir(tmp_path)

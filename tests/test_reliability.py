@@ -11,8 +11,8 @@ from sklearn.metrics import check_scoring
 
 import fault_helpers as fh
 from raygrid import GridSearchCV
-from raygrid.fitting import Payload
-from raygrid.plan import build_trials
+from raygrid.engine.fitting import Payload
+from raygrid.engine.plan import build_trials
 
 
 def test_a_value_rejected_by_set_params_fails_that_fit_only(backend):
@@ -33,7 +33,7 @@ def test_a_value_rejected_by_set_params_fails_that_fit_only(backend):
 def test_a_trial_that_breaks_its_batch_task_fails_alone(ray_local):
     """A batch whose task raises (here a BaseException from one fit) is rerun one trial per
     task: the other trials of the batch get their scores."""
-    from raygrid.executors.ray import RayExecutor
+    from raygrid.engine.executors.ray import RayExecutor
 
     X, y = fh.data(40)
     splits = [(np.arange(20), np.arange(20, 40)), (np.arange(20, 40), np.arange(20))]
@@ -115,7 +115,7 @@ def test_a_gpu_request_on_a_ray_without_gpus_fails_at_once(ray_local, tmp_path, 
 def test_ctrl_c_cancels_fits_no_node_can_start(ray_local, tmp_path, monkeypatch):
     """Fits waiting for resources no node has (an autoscaler never added one) are cancelled at
     once on Ctrl-C; the interrupt is raised again."""
-    from raygrid.executors.ray import RayExecutor
+    from raygrid.engine.executors.ray import RayExecutor
 
     monkeypatch.setenv("RAYGRID_AUTOSCALING", "1")
     X, y = fh.data(20)
@@ -159,7 +159,7 @@ def listening(kind: str):
 
 
 def test_an_http_server_is_not_taken_for_a_ray_cluster():
-    from raygrid.executors.ray import _probe
+    from raygrid.engine.executors.ray import _probe
 
     with listening("http") as address:
         with hang_guard(), pytest.raises(ConnectionError, match="an HTTP server") as info:
@@ -168,7 +168,7 @@ def test_an_http_server_is_not_taken_for_a_ray_cluster():
 
 
 def test_an_address_that_never_answers_fails_after_the_connect_deadline(monkeypatch):
-    from raygrid.executors.ray import _probe
+    from raygrid.engine.executors.ray import _probe
 
     monkeypatch.setenv("RAYGRID_CONNECT_TIMEOUT", "1")
     with listening("silent") as address:
@@ -180,7 +180,7 @@ def test_an_address_that_never_answers_fails_after_the_connect_deadline(monkeypa
 
 
 def test_the_running_ray_passes_the_probe(ray_local):
-    from raygrid.executors.ray import _probe, connect
+    from raygrid.engine.executors.ray import _probe, connect
 
     gcs = ray_local.get_runtime_context().gcs_address
     _probe(gcs)

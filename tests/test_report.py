@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raygrid import plots, report
+from raygrid.outputs import plots, report
 
 NODE_A = "a3f1" + "0" * 52
 NODE_B = "7c29" + "1" * 52
@@ -301,7 +301,7 @@ def _terminal_output(summary, best, width=80, top=6):
 
     from rich.console import Console
 
-    from raygrid.cli import print_results
+    from raygrid.cli.main import print_results
 
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=True, color_system=None)
@@ -333,7 +333,7 @@ def test_terminal_table_names_the_metric_as_the_report_does(frames):
 def test_raygrid_show_prints_markup_like_values(frames, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from raygrid.cli import main
+    from raygrid.cli.main import main
 
     results, summary, best = frames
     monkeypatch.setattr(plots, "save_all", lambda *args, **kwargs: {})

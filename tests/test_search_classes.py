@@ -1,5 +1,5 @@
 """The same scoring, failure and seeding behaviour through every search class: one place
-decides each (raygrid.search's fit steps), so every search class agrees."""
+decides each (raygrid.search.base's fit steps), so every search class agrees."""
 import re
 
 import numpy as np
@@ -8,7 +8,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import FitFailedWarning
 
 import raygrid
-from raygrid.plan import fit_seed, params_key
+from raygrid.engine.plan import fit_seed, params_key
 
 
 class Threshold(ClassifierMixin, BaseEstimator):

@@ -26,10 +26,10 @@ from sklearn.preprocessing import StandardScaler
 
 from fault_helpers import CountingClassifier, data, fits_logged
 from raygrid import GridSearchCV, RandomizedSearchCV, cross_validate
-from raygrid.fitting import FitResult
-from raygrid.plan import Trial
-from raygrid.status import format_status, status
-from raygrid.store import FILENAME, Fingerprinter, FitStore, StoreError
+from raygrid.engine.fitting import FitResult
+from raygrid.engine.plan import Trial
+from raygrid.cli.status import format_status, status
+from raygrid.engine.store import FILENAME, Fingerprinter, FitStore, StoreError
 
 TESTS = Path(__file__).resolve().parent
 SCORE_KEYS = ("params", "mean_test_score", "std_test_score", "rank_test_score",
@@ -109,8 +109,8 @@ def test_fingerprint_is_the_same_in_another_process():
         import numpy as np
         from sklearn.feature_extraction.text import CountVectorizer
         from sklearn.model_selection import KFold
-        from raygrid.plan import Trial
-        from raygrid.store import Fingerprinter
+        from raygrid.engine.plan import Trial
+        from raygrid.engine.store import Fingerprinter
         X, y = np.arange(40.0).reshape(20, 2), np.arange(20) % 2
         f = Fingerprinter(estimator=CountVectorizer(stop_words={"x", "y", "z", "w"}), X=X, y=y,
                           splits=list(KFold(2).split(X)), scoring=["accuracy", "roc_auc"])
@@ -135,8 +135,8 @@ def test_keras_wrapper_fingerprint_is_stable_across_processes(tmp_path):
         from sklearn.base import clone
         from sklearn.model_selection import KFold
         from fault_helpers import data
-        from raygrid.plan import Trial
-        from raygrid.store import Fingerprinter
+        from raygrid.engine.plan import Trial
+        from raygrid.engine.store import Fingerprinter
 
         def build(hidden=8, activation="relu"):
             model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(hidden, activation=activation),
@@ -312,7 +312,7 @@ def test_a_changed_fit_with_the_same_class_name_and_parameters_reuses_nothing(tm
 def test_classes_of_installed_packages_are_known_by_version_main_ones_warn():
     from sklearn.svm import SVC
 
-    from raygrid.store import class_identity
+    from raygrid.engine.store import class_identity
 
     assert ("sklearn.svm._classes.SVC", ("scikit-learn", sklearn.__version__)) in class_identity(SVC)
     namespace = {"__name__": "__main__"}
@@ -507,7 +507,7 @@ set -e
 mount --bind "$1" "$1"
 mount -o remount,ro,bind "$1"
 touch "$1/probe" 2>/dev/null && exit 3
-exec "$2" -c 'import sys; from raygrid.status import status; print(status(sys.argv[1])["fits"])' "$1"
+exec "$2" -c 'import sys; from raygrid.cli.status import status; print(status(sys.argv[1])["fits"])' "$1"
 """
 
 
@@ -641,7 +641,7 @@ def test_fit_seeds_follow_the_parameters_not_the_position_in_the_grid():
     # stay, so an extended seeded grid also reruns only the new candidates.
     from sklearn.model_selection import ParameterGrid
 
-    from raygrid.plan import build_trials
+    from raygrid.engine.plan import build_trials
 
     small = build_trials(list(ParameterGrid({"a": [1, 2], "b": [0]})), 3, random_state=7)
     wide = build_trials(list(ParameterGrid({"a": [0, 1, 2], "b": [0, 5]})), 3, random_state=7)
@@ -656,7 +656,7 @@ def test_engine_and_seed_are_part_of_a_fits_identity(tmp_path):
     """A fit planned fused is stored under the fused identity (with its lane's seed); a fused
     fit is never returned to a standard plan; a planned-fused fit that ran on the standard
     engine (a fallback) is found again as standard."""
-    from raygrid.store import open_session
+    from raygrid.engine.store import open_session
 
     X, y = data()
     splits = list(KFold(2).split(X))

@@ -87,8 +87,8 @@ def test_readme_tune_search(ray_local, data, search_optimization):
 def test_mixed_space_through_optuna_decodes_to_the_values_given():
     from ray.tune.search.optuna import OptunaSearch
 
-    from raygrid.tune.spaces import tune_domain
-    from raygrid.tune.spec import TrialSpec
+    from raygrid.search.tune.spaces import tune_domain
+    from raygrid.search.tune.spec import TrialSpec
 
     estimator = LogisticRegression()
     dists = {"C": (1e-2, 10.0, "log-uniform"), "penalty": ["l2", None], "max_iter": (50, 200),
@@ -182,9 +182,9 @@ def test_fold_increments_without_tune(data):
     from sklearn.metrics import check_scoring
     from sklearn.model_selection import StratifiedKFold
 
-    from raygrid.fitting import Payload
-    from raygrid.tune.spec import TrialSpec
-    from raygrid.tune.trial import Fold
+    from raygrid.engine.fitting import Payload
+    from raygrid.search.tune.spec import TrialSpec
+    from raygrid.search.tune.trial import Fold
 
     X, _, y, _ = data
     splits = list(StratifiedKFold(3).split(X, y))
@@ -218,7 +218,7 @@ def no_tune(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("Tune ran although the search space is invalid")
 
-    monkeypatch.setattr("raygrid.tune.search.run_experiment", refuse)
+    monkeypatch.setattr("raygrid.search.tune.search.run_experiment", refuse)
 
 
 @pytest.mark.parametrize("make, match", [
@@ -307,8 +307,8 @@ def test_keras_asha_by_epochs(ray_local):
 def test_objective_breaks_score_ties_by_training_loss_only():
     """ASHA keeps every trial tied with its rung's cutoff: equal scores are ordered by the folds'
     training loss, far too lightly to reorder different scores; cv_results_ keeps plain means."""
-    from raygrid.tune.spec import TrialSpec
-    from raygrid.tune.trial import TIE_BREAK, Fold, trial_objective
+    from raygrid.search.tune.spec import TrialSpec
+    from raygrid.search.tune.trial import TIE_BREAK, Fold, trial_objective
 
     def folds(scores, losses):
         out = []

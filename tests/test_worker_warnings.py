@@ -35,7 +35,7 @@ def test_driver_filters_still_apply(ray_local):
 def test_unschedulable_resources_are_named(ray_local, monkeypatch):
     """Asking for a GPU on a cluster without one: an error naming it on a fixed cluster, a
     warning (the fits wait) where an autoscaler may add such a node."""
-    from raygrid.executors.ray import RayExecutor
+    from raygrid.engine.executors.ray import RayExecutor
 
     executor = RayExecutor(ray_remote_args={"num_cpus": 1, "num_gpus": 0.25})
     monkeypatch.setenv("RAYGRID_AUTOSCALING", "1")
