@@ -10,20 +10,26 @@ import ast
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "raygrid"
+PACKAGE = Path(__file__).resolve().parent.parent / "raygrid"
 MAX_LINES = 500
 # Libraries whose private names may be used only in raygrid/_compat.py.
 GUARDED = ("sklearn", "scikeras", "keras", "tensorflow", "ray", "jax")
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+def modules(package: Path = PACKAGE) -> dict[str, Path]:
+    """Every module of ``package`` by dotted name."""
+    found = {}
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
 
 
-def modules() -> dict[str, Path]:
-    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _resolve(node: ast.ImportFrom, name: str, is_package: bool) -> str:
@@ -49,10 +55,10 @@ def imports(name: str, path: Path) -> list[tuple[str, str | None, int]]:
 
 def long_modules(mods: dict[str, Path]) -> list[str]:
     out = []
-    for name, path in mods.items():
+    for path in mods.values():
         n = len(path.read_text().splitlines())
         if n > MAX_LINES:
-            out.append(f"{path.relative_to(ROOT)}: {n} lines (at most {MAX_LINES})")
+            out.append(f"{_shown(path)}: {n} lines (at most {MAX_LINES})")
     return out
 
 
@@ -93,13 +99,14 @@ def private_imports(mods: dict[str, Path]) -> list[str]:
     (``from sklearn.utils._x import y``, ``from ray._private import z``) outside _compat.py."""
     out = []
     for name, path in mods.items():
-        rel = path.relative_to(ROOT)
+        rel = _shown(path)
         for source, imported, line in imports(name, path):
             private_name = imported is not None and imported.startswith("_") and not imported.startswith("__")
-            if source.startswith("raygrid") and private_name and source != name:
+            own = name.split(".")[0]
+            if source.split(".")[0] == own and private_name and source != name:
                 out.append(f"{rel}:{line}: imports {source}.{imported}")
             root = source.split(".")[0]
-            if root in GUARDED and name != "raygrid._compat":
+            if root in GUARDED and not name.endswith("._compat"):
                 dotted = source.split(".") + ([imported] if imported else [])
                 if any(p.startswith("_") and not p.startswith("__") for p in dotted):
                     out.append(f"{rel}:{line}: {'.'.join(dotted)} is private to {root}; "
