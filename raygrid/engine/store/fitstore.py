@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from raygrid.engine.fitting import FitResult
 from raygrid.engine.plan import Trial
 from raygrid.engine.store.schema import BUSY_TIMEOUT_S, FILENAME, StoreError, open_store
+from raygrid.engine.store.summary import SearchSummary, StoreSummary
 
 COMMIT_INTERVAL_S = 0.2  # a finished fit is committed at most this long after it arrives
 _CHUNK = 500  # fingerprints per lookup query (SQLite's variable limit is far above this)
@@ -119,6 +120,31 @@ class FitStore:
         self.flush()
         with self._lock:
             return self._execute(sql, params).fetchall()
+
+    def summary(self) -> StoreSummary:
+        """Counts of the fits stored, and per search plan what is done, failed and missing."""
+        fits, done, failed, system = self.query(
+            "SELECT COUNT(*), "
+            "COALESCE(SUM(error IS NULL), 0), "
+            "COALESCE(SUM(error IS NOT NULL AND system_failure = 0), 0), "
+            "COALESCE(SUM(system_failure = 1), 0) FROM fits")[0]
+        planned, missing = self.query(
+            "SELECT COUNT(*), COALESCE(SUM(f.fingerprint IS NULL), 0) FROM "
+            "(SELECT DISTINCT fingerprint FROM planned) AS p "
+            "LEFT JOIN fits AS f ON f.fingerprint = p.fingerprint")[0]
+        rows = self.query(
+            "SELECT s.search_id, s.kind, s.estimator, s.n_candidates, s.n_splits, "
+            "COUNT(p.fingerprint), "
+            "COALESCE(SUM(f.fingerprint IS NOT NULL AND f.error IS NULL), 0), "
+            "COALESCE(SUM(f.error IS NOT NULL AND f.system_failure = 0), 0), "
+            "COALESCE(SUM(f.system_failure = 1), 0), "
+            "COALESCE(SUM(f.fingerprint IS NULL), 0), "
+            "s.runs, s.created_at, s.updated_at, s.finished_at "
+            "FROM searches AS s LEFT JOIN planned AS p ON p.search_id = s.search_id "
+            "LEFT JOIN fits AS f ON f.fingerprint = p.fingerprint "
+            "GROUP BY s.search_id ORDER BY s.created_at")
+        return StoreSummary(str(self.path), fits, done, failed, system, planned, missing,
+                            tuple(SearchSummary(*row) for row in rows))
 
     # -- writing -----------------------------------------------------------------------------
     def put(self, fingerprint: str, result: FitResult, *, search_id: str | None = None,
