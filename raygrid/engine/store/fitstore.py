@@ -19,15 +19,13 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from raygrid.engine.fitting import FitResult
 from raygrid.engine.plan import Trial
-from raygrid.engine.store.schema import BUSY_TIMEOUT_S, FILENAME, StoreError, open_store
+from raygrid.engine.store.schema import BUSY_TIMEOUT_S, COLUMNS, FILENAME, StoreError, open_store
 from raygrid.engine.store.summary import SearchSummary, StoreSummary
 
 COMMIT_INTERVAL_S = 0.2  # a finished fit is committed at most this long after it arrives
 _CHUNK = 500  # fingerprints per lookup query (SQLite's variable limit is far above this)
 
-_FIT_COLUMNS = ("fingerprint", "search_id", "candidate", "fold", "params", "test_scores",
-                "train_scores", "fit_time", "score_time", "n_test_samples", "error",
-                "system_failure", "node", "pid", "seed", "finished_at")
+_FIT_COLUMNS = COLUMNS["fits"]
 _INSERT_FIT = (f"INSERT OR REPLACE INTO fits ({','.join(_FIT_COLUMNS)}) "
                f"VALUES ({','.join('?' * len(_FIT_COLUMNS))})")
 

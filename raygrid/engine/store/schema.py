@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS planned (
 ) WITHOUT ROWID;
 """
 
-_COLUMNS = {  # every table and column raygrid reads or writes
+COLUMNS = {  # every table and column raygrid reads or writes, in the order of the schema
     "meta": ("key", "value"),
     "fits": ("fingerprint", "search_id", "candidate", "fold", "params", "test_scores",
              "train_scores", "fit_time", "score_time", "n_test_samples", "error",
@@ -276,10 +276,10 @@ def _validate(conn: sqlite3.Connection, path: Path) -> None:
     if version > SCHEMA_VERSION:
         raise _unusable(path, f"it has schema version {version}, written by a newer raygrid "
                               f"(this one reads {SCHEMA_VERSION}); upgrade raygrid")
-    missing = set(_COLUMNS) - _tables(conn)
+    missing = set(COLUMNS) - _tables(conn)
     if missing:
         raise _unusable(path, f"tables {sorted(missing)} are missing")
-    for table, columns in _COLUMNS.items():
+    for table, columns in COLUMNS.items():
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         lacking = [c for c in columns if c not in have]
         if lacking:
