@@ -84,7 +84,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--cv", type=int, default=5)
     args = parser.parse_args(argv)
 
-    from raygrid.engine.executors.ray import connect
+    from raygrid.engine.executors.cluster import connect
 
     t0 = time.perf_counter()
     connect()

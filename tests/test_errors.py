@@ -19,7 +19,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 import raygrid
-from raygrid.engine.executors.ray import _probe
+from raygrid.engine.executors.cluster import probe
 
 # Ray workers cannot import this test module by name: ship its classes by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -191,15 +191,15 @@ def test_cv_without_splits(backend):
 def test_probe_fails_fast_naming_the_address(address):
     start = time.monotonic()
     with pytest.raises(ConnectionError) as info:
-        _probe(address)
+        probe(address)
     assert time.monotonic() - start < 10
     assert repr(address) in str(info.value)
     assert "127.0.0.1:1" in str(info.value)
 
 
 def test_probe_accepts_auto_and_local():
-    _probe("auto")
-    _probe("local")
+    probe("auto")
+    probe("local")
 
 
 SEARCH_WITH_ADDRESS = textwrap.dedent("""

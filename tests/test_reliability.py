@@ -159,31 +159,31 @@ def listening(kind: str):
 
 
 def test_an_http_server_is_not_taken_for_a_ray_cluster():
-    from raygrid.engine.executors.ray import _probe
+    from raygrid.engine.executors.cluster import probe
 
     with listening("http") as address:
         with hang_guard(), pytest.raises(ConnectionError, match="an HTTP server") as info:
-            _probe(address)
+            probe(address)
     assert repr(address) in str(info.value)
 
 
 def test_an_address_that_never_answers_fails_after_the_connect_deadline(monkeypatch):
-    from raygrid.engine.executors.ray import _probe
+    from raygrid.engine.executors.cluster import probe
 
     monkeypatch.setenv("RAYGRID_CONNECT_TIMEOUT", "1")
     with listening("silent") as address:
         with hang_guard(), pytest.raises(ConnectionError, match=r"within 1 s.*RAYGRID_CONNECT_TIMEOUT"):
-            _probe(address)
+            probe(address)
     monkeypatch.setenv("RAYGRID_CONNECT_TIMEOUT", "soon")
     with pytest.raises(ValueError, match="RAYGRID_CONNECT_TIMEOUT"):
-        _probe("127.0.0.1:1")
+        probe("127.0.0.1:1")
 
 
 def test_the_running_ray_passes_the_probe(ray_local):
-    from raygrid.engine.executors.ray import _probe, connect
+    from raygrid.engine.executors.cluster import connect, probe
 
     gcs = ray_local.get_runtime_context().gcs_address
-    _probe(gcs)
+    probe(gcs)
     connect(gcs)  # the cluster this process runs: used as it is
     connect("127.0.0.1:" + gcs.rsplit(":", 1)[1])
 

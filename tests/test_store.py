@@ -369,6 +369,42 @@ def test_status_counts_done_failed_and_missing(tmp_path):
     assert not (tmp_path / "nowhere").exists()
 
 
+def test_summary_counts_fits_by_outcome_and_search(tmp_path):
+    """``FitStore.summary()``, the read API ``raygrid status`` is built on: a fit shared by two
+    searches counts once in the store's totals and once in each search."""
+    def fit(candidate, fold, **kw):
+        return FitResult(candidate, fold, {"score": 0.5}, None, 0.1, 0.0, 3, **kw)
+
+    with FitStore(tmp_path / "store") as store:
+        store.add_plan("one", kind="GridSearchCV", estimator="e.A", n_splits=2,
+                       planned=[(0, 0, "a" * 64), (0, 1, "b" * 64), (1, 0, "c" * 64), (1, 1, "d" * 64)])
+        store.start_run("one")
+        store.add_plan("two", kind="cross_validate", estimator="e.B", n_splits=2,
+                       planned=[(0, 0, "a" * 64), (0, 1, "e" * 64)])
+        store.put("a" * 64, fit(0, 0), search_id="one")
+        store.put("b" * 64, fit(0, 1, error="ValueError: bad"), search_id="one")
+        store.put("c" * 64, fit(1, 0, error="worker died", system_failure=True), search_id="one")
+        store.finish("two")
+        summary = store.summary()
+    assert summary.path == str(tmp_path / "store" / FILENAME)
+    assert (summary.fits, summary.done, summary.failed, summary.system_failures) == (3, 1, 1, 1)
+    assert (summary.planned, summary.missing) == (5, 2)  # "d" and "e" have no row
+    one, two = sorted(summary.searches, key=lambda s: s.search_id)
+    assert (one.search_id, one.kind, one.estimator, one.n_candidates, one.n_splits) == (
+        "one", "GridSearchCV", "e.A", 2, 2)
+    assert (one.planned, one.done, one.failed, one.system_failures, one.missing) == (4, 1, 1, 1, 1)
+    assert (one.runs, one.complete, one.finished_at) == (1, False, None)
+    assert (two.search_id, two.planned, two.done, two.missing, two.runs) == ("two", 2, 1, 1, 0)
+    assert two.finished_at is not None and two.updated_at >= two.created_at
+    assert not two.complete
+    with FitStore(tmp_path / "store") as store:
+        store.put("d" * 64, fit(1, 1), search_id="one")
+        store.put("e" * 64, fit(0, 1), search_id="two")
+    with FitStore(tmp_path / "store", create=False) as store:  # read-only, as status opens it
+        searches = {s.search_id: (s.missing, s.complete) for s in store.summary().searches}
+    assert searches == {"one": (0, False), "two": (0, True)}  # "one" still has a system failure
+
+
 # -- bad files -----------------------------------------------------------------------------------
 def _fit_with(storage):
     X, y = data()

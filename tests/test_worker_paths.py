@@ -6,7 +6,7 @@ import textwrap
 import numpy as np
 
 import raygrid
-from raygrid.engine.executors.ray import driver_paths
+from raygrid.engine.executors.worker_env import driver_paths
 
 MODULE = textwrap.dedent('''
     import numpy as np

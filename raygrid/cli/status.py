@@ -24,39 +24,19 @@ def status(storage: str | os.PathLike) -> dict[str, Any]:
     Raises :class:`raygrid.engine.store.StoreError` when there is no store or it is not raygrid's.
     """
     with FitStore(storage, create=False) as store:
-        fits, done, failed, system = store.query(
-            "SELECT COUNT(*), "
-            "COALESCE(SUM(error IS NULL), 0), "
-            "COALESCE(SUM(error IS NOT NULL AND system_failure = 0), 0), "
-            "COALESCE(SUM(system_failure = 1), 0) FROM fits")[0]
-        planned, missing = store.query(
-            "SELECT COUNT(*), COALESCE(SUM(f.fingerprint IS NULL), 0) FROM "
-            "(SELECT DISTINCT fingerprint FROM planned) AS p "
-            "LEFT JOIN fits AS f ON f.fingerprint = p.fingerprint")[0]
-        rows = store.query(
-            "SELECT s.search_id, s.kind, s.estimator, s.n_candidates, s.n_splits, s.runs, "
-            "s.created_at, s.updated_at, s.finished_at, COUNT(p.fingerprint), "
-            "COALESCE(SUM(f.fingerprint IS NOT NULL AND f.error IS NULL), 0), "
-            "COALESCE(SUM(f.error IS NOT NULL AND f.system_failure = 0), 0), "
-            "COALESCE(SUM(f.system_failure = 1), 0), "
-            "COALESCE(SUM(f.fingerprint IS NULL), 0) "
-            "FROM searches AS s LEFT JOIN planned AS p ON p.search_id = s.search_id "
-            "LEFT JOIN fits AS f ON f.fingerprint = p.fingerprint "
-            "GROUP BY s.search_id ORDER BY s.created_at")
-        path = str(store.path)
-    searches = []
-    for (sid, kind, est, n_cand, n_splits, runs, created, updated, finished, n_planned, s_done,
-         s_failed, s_system, s_missing) in rows:
-        searches.append({
-            "search_id": sid, "kind": kind, "estimator": est, "n_candidates": n_cand,
-            "n_splits": n_splits, "planned": n_planned, "done": s_done, "failed": s_failed,
-            "system_failures": s_system, "missing": s_missing,
-            "complete": s_missing == 0 and s_system == 0, "runs": runs,
-            "created_at": _iso(created), "updated_at": _iso(updated), "finished_at": _iso(finished),
-        })
+        summary = store.summary()
+    searches = [{
+        "search_id": s.search_id, "kind": s.kind, "estimator": s.estimator,
+        "n_candidates": s.n_candidates, "n_splits": s.n_splits, "planned": s.planned,
+        "done": s.done, "failed": s.failed, "system_failures": s.system_failures,
+        "missing": s.missing, "complete": s.complete, "runs": s.runs,
+        "created_at": _iso(s.created_at), "updated_at": _iso(s.updated_at),
+        "finished_at": _iso(s.finished_at),
+    } for s in summary.searches]
     return {
-        "storage": str(storage), "path": path, "fits": fits, "done": done, "failed": failed,
-        "system_failures": system, "planned": planned, "missing": missing, "searches": searches,
+        "storage": str(storage), "path": summary.path, "fits": summary.fits, "done": summary.done,
+        "failed": summary.failed, "system_failures": summary.system_failures,
+        "planned": summary.planned, "missing": summary.missing, "searches": searches,
     }
 
 

@@ -40,7 +40,8 @@ def get_executor(backend: str = "ray", **options: Any) -> Executor:
     if backend == "auto":
         return AutoExecutor(**options)
     if backend == "ray":
-        from raygrid.engine.executors.ray import RayExecutor, connect
+        from raygrid.engine.executors.cluster import connect
+        from raygrid.engine.executors.ray import RayExecutor
 
         if options.get("address") or os.environ.get("RAY_ADDRESS"):
             # A wrong or unreachable cluster fails here, before any store is made.

@@ -1,228 +1,30 @@
 """Run work as Ray tasks: one task per trial, small batches of trials when fits are tiny, or a
-unit (several trials run together, e.g. a fused group) per task."""
+unit (several trials run together, e.g. a fused group) per task. Joining the cluster and checking
+what it can run is :mod:`raygrid.engine.executors.cluster`'s; what a worker's environment takes
+from the driver, :mod:`raygrid.engine.executors.worker_env`'s."""
 from __future__ import annotations
 
-import atexit
 import math
 import os
-import socket
 import sys
 import time
-import warnings
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
-from urllib.parse import urlparse
 
 from raygrid.engine.executors.base import Unit, Work, gpu_share
+from raygrid.engine.executors.cluster import check_schedulable, connect, short_of
+from raygrid.engine.executors.worker_env import driver_pythonpath, keras_env
 from raygrid.engine.fitting import FitResult, Payload, run_trials, system_failure
 from raygrid.engine.plan import Trial
 
 DEFAULT_REMOTE_ARGS = {"num_cpus": 1}
-CONNECT_TIMEOUT_S = 5.0
 WAIT_S = 1.0  # ray.wait returns this often, so Ctrl-C and SIGTERM are handled promptly
 CANCEL_GRACE_S = 2.0  # after a cancel, how long to wait for the cancelled tasks to resolve
 #: On SIGTERM (a scheduler stopping the job, with its own deadline), how long the fits already
 #: handed to Ray may take to finish before they are cancelled. Ctrl-C waits for them without limit
 #: (a second Ctrl-C stops at once). ``RAYGRID_INTERRUPT_GRACE`` (seconds) sets both.
 TERM_GRACE_S = 10.0
-
-AUTOSCALING_ENV = "RAYGRID_AUTOSCALING"
-
-_started_here = False
-
-
-CONNECT_TIMEOUT_ENV = "RAYGRID_CONNECT_TIMEOUT"
-DEFAULT_CONNECT_TIMEOUT_S = 30.0
-# What an HTTP/2 client sends first; Ray's GCS and Ray Client servers (gRPC) answer with frames.
-_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
-
-
-def connect_timeout() -> float:
-    """Seconds connecting to a cluster may take: ``RAYGRID_CONNECT_TIMEOUT``, default 30."""
-    setting = os.environ.get(CONNECT_TIMEOUT_ENV, "").strip()
-    if not setting:
-        return DEFAULT_CONNECT_TIMEOUT_S
-    try:
-        value = float(setting)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ValueError(f"{CONNECT_TIMEOUT_ENV} must be a number of seconds > 0, got {setting!r}")
-    return value
-
-
-def _host_port(address: str) -> tuple[str, int, str]:
-    parsed = urlparse(address if "://" in address else f"tcp://{address}")
-    port = parsed.port
-    if port is None:
-        port = 10001 if parsed.scheme == "ray" else 6379
-    return parsed.hostname or "", port, parsed.scheme
-
-
-def _probe(address: str, timeout: float | None = None) -> None:
-    """Fail fast, with a clear message, when a cluster address does not answer as Ray does.
-
-    Within ``timeout`` seconds (default :func:`connect_timeout`) the address must accept a TCP
-    connection and answer an HTTP/2 greeting with HTTP/2 frames (Ray's GCS and Ray Client are
-    gRPC servers): an HTTP server, or a port that accepts and never answers, is refused here
-    instead of hanging ``ray.init`` for minutes.
-    """
-    if address in ("auto", "local"):
-        return
-    timeout = connect_timeout() if timeout is None else timeout
-    host, port, _ = _host_port(address)
-    advice = ("Start one with `ray start --head` or `ray up cluster.yaml`, check the address "
-              "and firewall, or pass no address (and unset RAY_ADDRESS) to run on a local Ray.")
-    deadline = time.monotonic() + timeout
-    try:
-        sock = socket.create_connection((host, port), timeout=min(timeout, CONNECT_TIMEOUT_S))
-    except OSError as exc:
-        raise ConnectionError(
-            f"Cannot reach the Ray cluster at {address!r} ({host}:{port}): {exc}. {advice}"
-        ) from None
-    if os.environ.get("RAY_USE_TLS", "").strip().lower() in ("1", "true"):
-        sock.close()  # a TLS server cannot answer a clear-text greeting
-        return
-    reply = b""
-    try:
-        with sock:
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
-            sock.sendall(_H2_PREFACE)
-            while len(reply) < 9:
-                sock.settimeout(max(0.01, deadline - time.monotonic()))
-                chunk = sock.recv(9 - len(reply))
-                if not chunk:
-                    break
-                reply += chunk
-    except socket.timeout:
-        raise ConnectionError(
-            f"The address {address!r} ({host}:{port}) accepted a connection but did not answer "
-            f"as a Ray cluster within {timeout:g} s (set {CONNECT_TIMEOUT_ENV} to wait longer). "
-            f"{advice}") from None
-    except OSError as exc:
-        if not reply:
-            raise ConnectionError(
-                f"The address {address!r} ({host}:{port}) closed the connection ({exc}): it is "
-                f"not a Ray cluster. {advice}") from None
-    if len(reply) < 9 or reply[3] != 0x04:  # an HTTP/2 SETTINGS frame comes first
-        http = reply.startswith(b"HTTP/") or reply.lstrip().lower().startswith((b"<!doctype", b"<html"))
-        seen = ("is an HTTP server" if http else
-                "closed the connection without answering" if not reply else
-                f"answered {reply[:16]!r}")
-        raise ConnectionError(
-            f"Something other than Ray listens at {address!r} ({host}:{port}): it {seen}. Give "
-            "the Ray head's GCS address (host:6379) or its Ray Client address "
-            f"(ray://host:10001). {advice}")
-
-
-def _worker_logs() -> bool:
-    """Workers' stdout/stderr reach the driver only with RAYGRID_WORKER_LOGS=1: a fit's errors
-    come back as data, and TensorFlow's start-up lines from every worker would drown the progress."""
-    return os.environ.get("RAYGRID_WORKER_LOGS", "") in ("1", "true", "yes")
-
-
-def connect(address: str | None = None) -> None:
-    """Join ``address`` (else ``RAY_ADDRESS``) or start a local Ray that raygrid shuts down at exit.
-
-    A Ray runtime already initialised in this process is used as it is, unless ``address`` names
-    another cluster: then this raises (call ``ray.shutdown()`` first to switch clusters).
-    Connecting has a deadline (:func:`connect_timeout`).
-    """
-    global _started_here
-    import ray
-
-    if ray.is_initialized():
-        if address:
-            _check_connected_to(address)
-        return
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address:
-        _probe(address)
-        try:
-            ray.init(address=address, logging_level="WARNING", configure_logging=False,
-                     log_to_driver=_worker_logs())
-        except ConnectionError as exc:
-            raise ConnectionError(f"Cannot connect to the Ray cluster at {address!r}: {exc}") from exc
-        return
-    ray.init(address="local", include_dashboard=False, logging_level="WARNING",
-             log_to_driver=_worker_logs(),
-             configure_logging=False)
-    _started_here = True
-    atexit.register(shutdown)
-
-
-def _local_ips() -> set[str]:
-    ips = {"127.0.0.1", "::1"}
-    try:
-        import ray
-
-        ips.add(ray.util.get_node_ip_address())
-    except Exception:  # noqa: BLE001
-        pass
-    try:
-        ips.update(info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None))
-    except OSError:
-        pass
-    return ips
-
-
-def _resolve(host: str) -> set[str]:
-    try:
-        return {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except OSError:
-        return {host}
-
-
-def _check_connected_to(address: str) -> None:
-    """Raise when the Ray this process runs is not the cluster ``address`` names."""
-    import ray
-
-    if address in ("auto", "local"):
-        return
-    host, port, scheme = _host_port(address)
-    client = ray.util.client.ray.is_connected()
-    if scheme == "ray":
-        same = client  # a Ray Client connection does not tell its address; only one can be open
-        connected = "a cluster through Ray Client" if client else "a Ray running in this process"
-    else:
-        connected = ray.get_runtime_context().gcs_address or "?"
-        c_host, c_port, _ = _host_port(connected)
-        wanted = _resolve(host)
-        same = not client and c_port == port and bool(
-            wanted & _resolve(c_host) or (wanted & {"127.0.0.1", "::1"} and c_host in _local_ips()))
-    if not same:
-        raise RuntimeError(
-            f"Ray is already running in this process, connected to {connected!r}, and "
-            f"address={address!r} names another cluster: raygrid does not switch clusters "
-            "silently. Call ray.shutdown() first to connect to it, or pass address=None to use "
-            "the Ray that runs."
-        )
-
-
-def can_autoscale() -> bool:
-    """Whether an autoscaler may add nodes to the cluster this process is connected to.
-
-    ``RAYGRID_AUTOSCALING=1`` (or ``0``) says so explicitly. Otherwise: never for the local Ray
-    raygrid started; yes on the head node of a ``ray up`` cluster (which holds
-    ``~/ray_bootstrap_config.yaml``, the autoscaler's configuration); no elsewhere.
-    """
-    setting = os.environ.get(AUTOSCALING_ENV, "").strip().lower()
-    if setting:
-        return setting in ("1", "true", "yes")
-    if _started_here:
-        return False
-    return os.path.exists(os.path.expanduser("~/ray_bootstrap_config.yaml"))
-
-
-def shutdown() -> None:
-    """Shut down the local Ray runtime if raygrid started it (never a cluster it joined)."""
-    global _started_here
-    if _started_here:
-        import ray
-
-        ray.shutdown()
-        _started_here = False
 
 
 class AutoBatcher:
@@ -259,47 +61,6 @@ class Shared:
     error_score: Any
     keras: bool
 
-
-def keras_env(num_cpus: float) -> dict[str, str]:
-    """What a Keras worker's environment needs before TensorFlow loads: its threads capped to
-    ``num_cpus``, quiet logs, and the driver's ``KERAS_BACKEND``."""
-    threads = str(max(1, int(num_cpus or 1)))
-    env = {
-        "TF_NUM_INTRAOP_THREADS": threads,
-        "TF_NUM_INTEROP_THREADS": threads,
-        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-    }
-    if os.environ.get("KERAS_BACKEND"):
-        env["KERAS_BACKEND"] = os.environ["KERAS_BACKEND"]
-    return env
-
-
-def driver_paths() -> list[str]:
-    """The driver's own ``sys.path`` entries that a worker's interpreter lacks: the script's or
-    notebook's folder, a test folder pytest added, entries made at run time.
-
-    Workers get them first on their ``PYTHONPATH``, so classes defined next to the driver's code
-    unpickle there without any setup. Entries inside the Python installation or the virtual
-    environment are the workers' too and are left out; folders that do not exist on a worker
-    are skipped by its interpreter.
-    """
-    installed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    paths = []
-    for entry in sys.path:
-        path = os.path.realpath(entry or os.getcwd())
-        if not os.path.isdir(path) or path in paths:
-            continue
-        if any(path == root or path.startswith(root + os.sep) for root in installed):
-            continue
-        paths.append(path)
-    return paths
-
-
-def driver_pythonpath() -> str | None:
-    """A worker's ``PYTHONPATH``: :func:`driver_paths` first, then its own (Ray expands
-    ``${PYTHONPATH}`` to the worker's value); None when the driver has no paths of its own."""
-    paths = driver_paths()
-    return os.pathsep.join(paths + ["${PYTHONPATH}"]) if paths else None
 
 
 def interrupt_grace(interrupt: BaseException) -> float | None:
@@ -384,40 +145,10 @@ class RayExecutor:
                  **(self.remote_args.get("resources") or {})}
         return {key: need for key, need in needs.items() if need}
 
-    def _short(self) -> tuple[dict[str, float], dict[str, float]]:
-        """(what one fit asks for that no alive node has, what the largest node has of it)."""
-        import ray
-
-        largest: dict[str, float] = {}
-        for node in ray.nodes():
-            if node.get("Alive"):
-                for key, amount in node.get("Resources", {}).items():
-                    largest[key] = max(largest.get(key, 0.0), amount)
-        short = {key: need for key, need in self._needs().items() if largest.get(key, 0.0) < need}
-        return short, {key: largest.get(key, 0.0) for key in short}
-
     def check_schedulable(self) -> None:
-        """Refuse a request no node can run, unless an autoscaler may add such a node.
-
-        On a fixed cluster (or a local Ray) those fits would wait forever: raise at once, before
-        anything is submitted. Where an autoscaler may add the node (see :func:`can_autoscale`),
-        warn and wait for it.
-        """
-        short, have = self._short()
-        if not short:
-            return
-        what = (f"No node of the Ray cluster can run a fit that asks for {short} (the largest node "
-                f"has {have})")
-        if can_autoscale():
-            warnings.warn(f"{what}: the fits wait until the autoscaler adds such a node. Lower "
-                          "ray_remote_args, or start the cluster with those resources.",
-                          RuntimeWarning, stacklevel=3)
-            return
-        raise ValueError(
-            f"{what}, and no autoscaler is known to add one, so the fits would never start. Lower "
-            f"ray_remote_args, or start the cluster with those resources (set {AUTOSCALING_ENV}=1 "
-            "if this cluster's autoscaler adds such nodes: the search then waits for them)."
-        )
+        """Refuse a request no node can run, unless an autoscaler may add such a node (see
+        :func:`~raygrid.engine.executors.cluster.check_schedulable`)."""
+        check_schedulable(self._needs())
 
     def share(self, payload: Payload) -> Shared:
         import ray
@@ -571,7 +302,7 @@ class RayExecutor:
         if not refs:
             return []
         done, running = ray.wait(refs, num_returns=len(refs), timeout=0)
-        if running and self._short()[0]:
+        if running and short_of(self._needs())[0]:
             # No alive node can run these fits (a node with the resources they ask for died, or
             # an autoscaler never added one): they never started, and would never finish.
             print(f"raygrid: stopping; the {sum(len(pending[r].trials) for r in running)} fit(s) waiting "

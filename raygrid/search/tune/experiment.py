@@ -205,7 +205,8 @@ def run_experiment(search: Any, payload: Payload, spec: TrialSpec, param_space, 
     import ray
     from ray import tune
 
-    from raygrid.engine.executors.ray import connect, driver_paths
+    from raygrid.engine.executors.cluster import connect
+    from raygrid.engine.executors.worker_env import driver_paths
 
     connect(search.address)
     shared = [ray.put(payload), ray.put(spec), driver_paths()]

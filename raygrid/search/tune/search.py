@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.base import clone, is_classifier
 from sklearn.model_selection import ParameterGrid, ParameterSampler
 
-from raygrid.engine.executors.ray import keras_env
+from raygrid.engine.executors.worker_env import keras_env
 from raygrid.engine.fitting import Payload
 from raygrid.engine.runner import reraise
 from raygrid.search.base import BaseSearch, SearchRun, validate_candidates

@@ -215,8 +215,8 @@ def fit_result(c: int, rec: Mapping[str, Any]) -> FitResult:
 
 def _prepare_worker_env(spec: TrialSpec) -> None:
     """Before TensorFlow loads in this actor: the environment raygrid's Keras workers get
-    (``raygrid.engine.executors.ray.keras_env``: threads capped to the trial's CPUs, quiet logs, the
-    driver's Keras backend)."""
+    (``raygrid.engine.executors.worker_env.keras_env``: threads capped to the trial's CPUs, quiet
+    logs, the driver's Keras backend)."""
     if "tensorflow" not in sys.modules:
         os.environ.update(spec.worker_env)
 
@@ -329,8 +329,9 @@ def run_candidate(config: dict, shared: list) -> None:
 
 
 def _add_driver_paths(paths: Sequence[str]) -> None:
-    """The driver's own ``sys.path`` entries (see ``raygrid.engine.executors.ray.driver_paths``) first on
-    this trial's path, so classes defined next to the driver's code unpickle here."""
+    """The driver's own ``sys.path`` entries (see
+    ``raygrid.engine.executors.worker_env.driver_paths``) first on this trial's path, so classes
+    defined next to the driver's code unpickle here."""
     missing = [p for p in paths if p not in sys.path]
     sys.path[:0] = missing
 
