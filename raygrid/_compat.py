@@ -56,3 +56,129 @@ def root_callback_context(estimator: Any, max_subtasks: int) -> Any:
                       "the search's callbacks are not called.", RuntimeWarning, stacklevel=3)
         return None
     return init(max_subtasks=max_subtasks)
+
+
+# -- scikeras wrappers and scikit-learn scorers ------------------------------------------------
+# Used by raygrid/keras (scikeras' training step, TensorFlow's op-determinism switch) and
+# raygrid/engine/scoring.py (whether a scikit-learn scorer takes sample_weight).
+_keras_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _keras_warned:
+        _keras_warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+#: The parameters of scikeras' private training step, ``BaseWrapper._fit_keras_model``
+#: (scikeras 0.13): what ``fit`` and ``partial_fit`` call once the model is built and compiled.
+SCIKERAS_TRAINING_STEP = ("self", "X", "y", "sample_weight", "warm_start", "epochs",
+                          "initial_epoch", "kwargs")
+
+
+@functools.cache
+def _scikeras_training_step() -> Any:
+    """The signature of scikeras' ``BaseWrapper._fit_keras_model`` when it is the one raygrid
+    knows (:data:`SCIKERAS_TRAINING_STEP`, extra keywords last); else None."""
+    import inspect
+
+    try:
+        from scikeras.wrappers import BaseWrapper
+    except ImportError:
+        return None
+    method = getattr(BaseWrapper, "_fit_keras_model", None)
+    if not callable(method):
+        return None
+    try:
+        signature = inspect.signature(method)
+    except (TypeError, ValueError):
+        return None
+    params = signature.parameters
+    if (tuple(params) != SCIKERAS_TRAINING_STEP
+            or params["kwargs"].kind is not inspect.Parameter.VAR_KEYWORD):
+        return None
+    return signature
+
+
+class ScikerasTrainingHook:
+    """Mixin for a scikeras wrapper (before scikeras' class in the bases): scikeras' training
+    step runs as ``self.around_training(train, call)``, where ``train()`` runs scikeras' own
+    step and ``call`` holds its arguments by name (``warm_start``, ``initial_epoch``, ...).
+    Only through :func:`scikeras_training_hooks`, which checks the step is the one known here."""
+
+    def _fit_keras_model(self, *args: Any, **kwargs: Any) -> Any:
+        call = _scikeras_training_step().bind(self, *args, **kwargs).arguments
+        step = super()._fit_keras_model  # type: ignore[misc]
+        return self.around_training(lambda: step(*args, **kwargs), call)  # type: ignore[attr-defined]
+
+
+def scikeras_training_hooks() -> tuple[type, ...]:
+    """``(ScikerasTrainingHook,)`` for a scikeras wrapper's bases, or ``()`` when this scikeras'
+    ``BaseWrapper._fit_keras_model`` is missing or takes other parameters: raygrid then
+    overrides nothing and the wrapper trains exactly as scikeras does (its caller warns that
+    what the hook adds, e.g. ``steps_per_execution``, is not applied)."""
+    return (ScikerasTrainingHook,) if _scikeras_training_step() is not None else ()
+
+
+@functools.cache
+def _tf_determinism_config() -> Any:
+    """TensorFlow's internal ``tensorflow.python.framework.config`` (the module scikeras' seeding
+    uses) when it still has ``is_op_determinism_enabled`` and ``disable_op_determinism``; else
+    None. Call only once TensorFlow is imported."""
+    try:
+        from tensorflow.python.framework import config
+    except ImportError:
+        return None
+    names = ("is_op_determinism_enabled", "disable_op_determinism")
+    return config if all(callable(getattr(config, n, None)) for n in names) else None
+
+
+def tf_op_determinism_enabled() -> bool | None:
+    """Whether TensorFlow's op determinism is on; None when this TensorFlow no longer says."""
+    config = _tf_determinism_config()
+    return None if config is None else bool(config.is_op_determinism_enabled())
+
+
+def tf_disable_op_determinism() -> None:
+    """Turn TensorFlow's op determinism off (if on). When this TensorFlow's switch moved, leave
+    it and warn once: later unseeded fits in the process may then fail."""
+    config = _tf_determinism_config()
+    if config is None:
+        _warn_once("tf-determinism", (
+            "raygrid: this TensorFlow's op-determinism switch (tensorflow.python.framework.config)"
+            " is not the one raygrid knows, so determinism turned on by a seeded scikeras fit stays"
+            " on: later unseeded fits in this process may fail with 'Random ops require a seed'."
+            " Seed every fit (random_state) to avoid it."))
+        return
+    if config.is_op_determinism_enabled():
+        config.disable_op_determinism()
+
+
+@functools.cache
+def _scorers_say_sample_weight() -> bool:
+    """Whether this scikit-learn's scorers still answer the private ``_accept_sample_weight()``
+    (what scikit-learn's own searches ask with metadata routing off)."""
+    from sklearn.metrics import get_scorer
+
+    accept = getattr(get_scorer("accuracy"), "_accept_sample_weight", None)
+    try:
+        return callable(accept) and accept() is True
+    except Exception:  # noqa: BLE001 - any change in it: do not rely on it
+        return False
+
+
+def scorer_accepts_sample_weight(scorer: Any) -> bool | None:
+    """scikit-learn's own answer (metadata routing off) to whether its ``scorer`` takes
+    ``sample_weight``; None for a scorer that is not scikit-learn's (a plain callable).
+
+    When this scikit-learn's scorers no longer answer, every scikit-learn scorer counts as not
+    taking it (the search's test scores are unweighted), with a warning once."""
+    accept = getattr(scorer, "_accept_sample_weight", None)
+    if not type(scorer).__module__.startswith("sklearn.") and not callable(accept):
+        return None
+    if not _scorers_say_sample_weight() or not callable(accept):
+        _warn_once("scorer-sample-weight", (
+            "raygrid: this scikit-learn's scorers do not say whether they accept sample_weight "
+            "(a private API raygrid uses moved): the search's test scores are not weighted."))
+        return False
+    return bool(accept())

@@ -25,7 +25,8 @@ from sklearn.base import clone
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import minmax_scale
-from raygrid import GridSearchCV, fused
+from raygrid import GridSearchCV
+from raygrid.engine import fused
 from raygrid.engine.fitting import Payload
 from raygrid.keras import seed_classifier
 from raygrid.engine.plan import Trial

@@ -9,6 +9,8 @@ from typing import Any, Callable, Mapping
 
 from sklearn.metrics import check_scoring, get_scorer, get_scorer_names
 
+from raygrid._compat import scorer_accepts_sample_weight
+
 
 @dataclass
 class Scoring:
@@ -71,12 +73,11 @@ def resolve_scoring(estimator: Any, scoring: Any, refit: Any = True,
     return Scoring(scorer, metrics, scorers, True)
 
 
-def _accepts_sample_weight(scorer: Any) -> bool:
-    # scikit-learn's own test when metadata routing is off (a private method of its scorers);
-    # for a plain callable, whether its signature names sample_weight.
-    accept = getattr(scorer, "_accept_sample_weight", None)
-    if callable(accept):
-        return bool(accept())
+def _accepts_sample_weight(scorer: Any, known: bool | None) -> bool:
+    # scikit-learn's own answer for its scorers (``known``); for a plain callable, whether its
+    # signature names sample_weight.
+    if known is not None:
+        return known
     try:
         return "sample_weight" in inspect.signature(scorer).parameters
     except (TypeError, ValueError):
@@ -96,16 +97,17 @@ def search_score_params(scoring: Scoring, fit_params: Mapping[str, Any], owner: 
         named = list(scoring.scorers.items())
     else:
         named = [(None, scoring.scorer)]
+    known = [scorer_accepts_sample_weight(scorer) for _, scorer in named]
     accepted = []
-    for name, scorer in named:
-        accepted.append(_accepts_sample_weight(scorer))
+    for (name, scorer), answer in zip(named, known):
+        accepted.append(_accepts_sample_weight(scorer, answer))
         if not accepted[-1]:
             label = scorer if name is None else f"{name}={scorer}"
             warnings.warn(
                 f"The scoring {label} does not support sample_weight, which may lead to "
                 f"statistically incorrect results when fitting {owner} with sample_weight. "
             )
-    if scoring.multimetric and not all(hasattr(s, "_accept_sample_weight") for _, s in named):
+    if scoring.multimetric and any(answer is None for answer in known):
         # scikit-learn fails here (a plain callable in a scoring dict); raygrid scores unweighted.
         return {}
     return {"sample_weight": weight} if any(accepted) else {}
