@@ -9,6 +9,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from raygrid._compat import (keras_compile_built, keras_compile_config, keras_flat_layers,
+                             keras_initializer_seeded, scikeras_compile, scikeras_compile_kwargs)
 from raygrid.engine.fitting import Payload, take
 from raygrid.engine.fused.plan import Lane, NotFusable, fingerprint
 
@@ -22,10 +24,14 @@ class Unfusable:
 
 
 def _flat_layers(model: Any) -> list:
-    flatten = getattr(model, "_flatten_layers", None)
-    if flatten is not None:
-        return [layer for layer in flatten(include_self=False, recursive=True)]
-    return list(getattr(model, "layers", []))
+    layers = keras_flat_layers(model)
+    if layers is None:
+        raise NotFusable(_moved("Keras", "Layer._flatten_layers", "a model's nested layers"))
+    return layers
+
+
+def _moved(library: str, name: str, what: str) -> str:
+    return f"this {library} has no {name} as raygrid knows it (the fused engine reads {what} there)"
 
 
 def _activation_slots(model: Any) -> list[tuple[Any, str]]:
@@ -122,7 +128,9 @@ class Member:
         self._set_optimizer(model.optimizer)
         loss = getattr(model, "loss", None)
         self._check_loss(loss)
-        compiled = getattr(getattr(model, "_compile_config", None), "config", None) or {}
+        compiled = keras_compile_config(model)
+        if compiled is None:
+            raise NotFusable(_moved("Keras", "Model._compile_config", "the loss weights"))
         self.loss_key = json.dumps(_plain([loss, compiled.get("loss_weights")]), sort_keys=True,
                                    default=repr)
         slots = _activation_slots(model)
@@ -152,17 +160,22 @@ class Member:
                 self.init_recipe.append(("value", np.asarray(var.value), None))
                 continue
             seed = getattr(init, "seed", None)
-            draw = position.get(seed) if isinstance(seed, int) and getattr(
-                init, "_init_seed", None) is None else None
+            draw = None
+            if isinstance(seed, int):
+                seeded = keras_initializer_seeded(init)
+                if seeded is None:
+                    raise NotFusable(_moved("Keras", "RandomInitializer._init_seed",
+                                            "whether an initializer was seeded by the user"))
+                draw = None if seeded else position.get(seed)
             self.init_recipe.append(("init", init, draw))
         self.metrics_values = [np.asarray(v.value) for v in model.metrics_variables]
         # Keras' fit peeks at one batch to build a freshly compiled model's loss and metrics
         # (drawing one shuffling permutation that no epoch uses) when any part is unbuilt.
-        self.fit_peeks = (
-            not all(layer.built for layer in _flat_layers(model))
-            or not getattr(getattr(model, "_compile_loss", None), "built", True)
-            or not getattr(getattr(model, "_compile_metrics", None), "built", True)
-        )
+        compile_built = keras_compile_built(model)
+        if compile_built is None:
+            raise NotFusable(_moved("Keras", "Model._compile_loss or Model._compile_metrics",
+                                    "whether fit builds the loss on a first batch"))
+        self.fit_peeks = not all(layer.built for layer in _flat_layers(model)) or not compile_built
 
     def _set_optimizer(self, opt: Any) -> None:
         import keras
@@ -189,7 +202,11 @@ class Member:
         from sklearn.base import clone
 
         est = clone(payload.estimator).set_params(**clone(dict(params), safe=False))
-        opt = est._get_compile_kwargs()["optimizer"]  # what _ensure_compiled_model compiles
+        compile_kwargs = scikeras_compile_kwargs(est)  # what scikeras_compile compiles
+        if compile_kwargs is None:
+            raise NotFusable(_moved("scikeras", "BaseWrapper._get_compile_kwargs",
+                                    "the optimizer of a candidate"))
+        opt = compile_kwargs["optimizer"]
         if isinstance(opt, type):
             opt = opt()
         member = copy.copy(self)
@@ -265,7 +282,9 @@ def build_member(payload: Payload, params: Mapping[str, Any]) -> Member:
         warnings.simplefilter("ignore")
         est.initialize(X0, y0)
         compiled_by_build = bool(getattr(est.model_, "compiled", False))
-        est._ensure_compiled_model()  # scikeras compiles in fit; the same call, without fitting
+        if not scikeras_compile(est):  # scikeras compiles in fit; the same call, without fitting
+            raise NotFusable(_moved("scikeras", "BaseWrapper._ensure_compiled_model",
+                                    "how a model is compiled"))
     # Each fold's target encoder, fitted as scikeras fits it; the folds must agree on its metadata
     # (the model built for the first fold must be the model of every fold).
     encoders = []

@@ -6,7 +6,10 @@ import contextlib
 import os
 import sys
 import threading
+import warnings
 from typing import Iterator
+
+from raygrid._compat import keras_forget_missing_tensorflow
 
 
 def configure_compilation_cache() -> str | None:
@@ -64,7 +67,9 @@ def without_tensorflow() -> Iterator[None]:
                 if _tf_depth == 0:
                     if "tensorflow" in sys.modules and sys.modules["tensorflow"] is None:
                         del sys.modules["tensorflow"]
-                    lazy = sys.modules.get("keras.src.utils.module_utils")
-                    tf_lazy = getattr(lazy, "tensorflow", None)
-                    if getattr(tf_lazy, "_available", None) is False:
-                        tf_lazy._available = None  # let Keras look again, outside the engine
+                    if not keras_forget_missing_tensorflow():  # Keras may look again
+                        warnings.warn(
+                            "raygrid: this Keras' lazy TensorFlow module is not the one raygrid "
+                            "knows; if Keras looked for TensorFlow while the fused engine ran, "
+                            "it may take TensorFlow as missing in this process.",
+                            RuntimeWarning, stacklevel=3)

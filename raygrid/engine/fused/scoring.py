@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from raygrid._compat import sklearn_scorer_parts
 from raygrid.engine.fitting import FitResult, Payload, split_fit_params, take
 from raygrid.engine.fused.members import validated_y
 
@@ -74,15 +75,15 @@ def _is_accuracy(payload: Payload, estimator: Any) -> bool:
         import scikeras.wrappers as w
         from sklearn.metrics import accuracy_score
 
-        if type(scorer).__name__ == "_PassthroughScorer":
+        parts = sklearn_scorer_parts(scorer)
+        if parts is None:
+            return False
+        if parts["passthrough"]:
             score_params = [k for k in estimator.get_params() if k.startswith("score__")]
             return (type(estimator).scorer is w.KerasClassifier.scorer and not score_params
                     and getattr(type(estimator), "score", None) is w.BaseWrapper.score)
-        return (type(scorer).__name__ == "_Scorer"
-                and getattr(scorer, "_score_func", None) is accuracy_score
-                and not getattr(scorer, "_kwargs", {"?": 1})
-                and getattr(scorer, "_sign", None) == 1
-                and getattr(scorer, "_response_method", None) == "predict")
+        return (parts["score_func"] is accuracy_score and not parts["kwargs"]
+                and parts["sign"] == 1 and parts["response_method"] == "predict")
     except Exception:  # noqa: BLE001 - anything unexpected: the scorer itself is called
         return False
 
