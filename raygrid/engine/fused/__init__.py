@@ -51,13 +51,23 @@ rows that the standard engine then runs, with one warning line saying why. With 
 backend units run in this process, when its Keras backend is JAX. JAX's persistent compilation
 cache (``~/.cache/raygrid/jax``, or ``RAYGRID_JAX_CACHE``; ``RAYGRID_JAX_CACHE=0`` turns it off)
 makes a repeated search skip XLA compilation.
+
+The modules, in the order data flows through them: ``plan`` (the driver's plan, without Keras:
+lanes, seeds, units, and why the rest cannot fuse), ``executor`` (``FusedExecutor``: units to
+the inner executor, fallback rows back to the standard engine), ``unit`` (what one task runs),
+``grouping`` (lanes grouped into programs by the structure of their built models), ``members``
+(the Keras model of one build key), ``group`` (one group prepared, compiled, trained, scored),
+``program`` (the vmapped training segment, activation switches), ``scoring`` (vectorised
+accuracy, or the search's scorer through a stand-in estimator) and ``runtime`` (TensorFlow kept
+out, JAX's compilation cache). Private names of Keras, scikeras and scikit-learn are reached
+through ``raygrid._compat``; where one moved, those fits run on the standard engine.
 """
 from __future__ import annotations
 
 from raygrid.engine.executors.base import Unit, gpu_share
 from raygrid.engine.fused.executor import ENGINES, FusedExecutor, last_stats, wrap
 from raygrid.engine.fused.group import GroupRun, run_group
-from raygrid.engine.fused.groups import FusionPlan, plan_fusion
+from raygrid.engine.fused.grouping import FusionPlan, plan_fusion
 from raygrid.engine.fused.plan import (Assignment, GroupSpec, Lane, NotFusable, assign,
                                        final_step_view)
 from raygrid.engine.fused.runtime import configure_compilation_cache

@@ -9,7 +9,7 @@ import numpy as np
 
 from raygrid.engine.fitting import FitResult, Payload, location
 from raygrid.engine.fused.group import run_group
-from raygrid.engine.fused.groups import plan_fusion
+from raygrid.engine.fused.grouping import plan_fusion
 from raygrid.engine.fused.plan import NotFusable, final_step_view, fingerprint
 from raygrid.engine.fused.runtime import configure_compilation_cache, without_tensorflow
 from raygrid.engine.plan import Trial
