@@ -182,3 +182,111 @@ def scorer_accepts_sample_weight(scorer: Any) -> bool | None:
             "(a private API raygrid uses moved): the search's test scores are not weighted."))
         return False
     return bool(accept())
+
+
+# -- Keras models and scikeras wrappers, for the fused engine ----------------------------------
+# Each probe returns what the fused engine needs, or None (False) where this version of the
+# library moved it; the engine then leaves those fits to the standard engine with the reason
+# (raygrid.engine.fused), or scores them without the shortcut, or warns.
+def keras_forget_missing_tensorflow() -> bool:
+    """Let Keras look for TensorFlow again once the fused engine stops keeping it out.
+
+    Keras' lazy ``tensorflow`` module remembers a failed import in its private ``_available``;
+    that answer is reset when it is "no". False when Keras is imported but its lazy module is
+    not where raygrid knows it (a remembered "no" would then stay).
+    """
+    import sys
+
+    if "keras" not in sys.modules:
+        return True  # Keras never asked
+    lazy = getattr(sys.modules.get("keras.src.utils.module_utils"), "tensorflow", None)
+    if lazy is None or not hasattr(lazy, "_available"):
+        return False
+    if lazy._available is False:
+        lazy._available = None
+    return True
+
+
+def keras_flat_layers(model: Any) -> list | None:
+    """Every layer inside ``model``, nested ones too, in Keras' own order (the private
+    ``Layer._flatten_layers``), or None if it moved."""
+    flatten = getattr(model, "_flatten_layers", None)
+    if flatten is None:
+        return None
+    try:
+        return list(flatten(include_self=False, recursive=True))
+    except TypeError:  # its signature changed
+        return None
+
+
+def keras_compile_config(model: Any) -> dict | None:
+    """The arguments ``model.compile`` was called with (the private ``Model._compile_config``,
+    which ``get_compile_config`` serialises), or None if it moved."""
+    config = getattr(getattr(model, "_compile_config", None), "config", None)
+    return config if isinstance(config, dict) else None
+
+
+def keras_compile_built(model: Any) -> bool | None:
+    """Whether the loss and metrics that ``model.compile`` set up are built (the private
+    ``Model._compile_loss`` and ``_compile_metrics``; Keras' ``fit`` builds them on one batch
+    first when not), or None if they moved."""
+    if not (hasattr(model, "_compile_loss") and hasattr(model, "_compile_metrics")):
+        return None
+    return bool(getattr(model._compile_loss, "built", True)
+                and getattr(model._compile_metrics, "built", True))
+
+
+@functools.cache
+def _keras_keeps_init_seed() -> bool:
+    try:
+        import keras
+
+        return getattr(keras.initializers.RandomUniform(seed=7), "_init_seed", None) == 7
+    except Exception:  # noqa: BLE001 - any change: unknown
+        return False
+
+
+def keras_initializer_seeded(initializer: Any) -> bool | None:
+    """Whether the user gave ``initializer`` its own seed (the private ``_init_seed`` of Keras'
+    random initializers; otherwise Keras drew one as the layer was created), or None if Keras no
+    longer keeps it there."""
+    if not _keras_keeps_init_seed():
+        return None
+    return getattr(initializer, "_init_seed", None) is not None
+
+
+def sklearn_scorer_parts(scorer: Any) -> dict | None:
+    """What a scikit-learn scorer computes, from its private classes and fields:
+    ``{"passthrough": True}`` for the estimator's own ``score`` (``_PassthroughScorer``), else
+    ``score_func``, ``kwargs``, ``sign`` and ``response_method`` of a ``_Scorer``; None for any
+    other scorer or where scikit-learn changed them."""
+    kind = type(scorer).__name__
+    if kind == "_PassthroughScorer":
+        return {"passthrough": True}
+    if kind != "_Scorer":
+        return None
+    try:
+        return {"passthrough": False, "score_func": scorer._score_func, "kwargs": scorer._kwargs,
+                "sign": scorer._sign, "response_method": scorer._response_method}
+    except AttributeError:
+        return None
+
+
+def scikeras_compile_kwargs(estimator: Any) -> dict | None:
+    """The keyword arguments scikeras passes to ``model.compile`` for ``estimator``'s
+    parameters (its private ``BaseWrapper._get_compile_kwargs``), or None if it moved."""
+    method = getattr(estimator, "_get_compile_kwargs", None)
+    if method is None:
+        return None
+    kwargs = method()
+    return kwargs if isinstance(kwargs, dict) else None
+
+
+def scikeras_compile(estimator: Any) -> bool:
+    """Compile ``estimator.model_`` as scikeras' ``fit`` does, without fitting (its private
+    ``BaseWrapper._ensure_compiled_model``); False if that moved (nothing is done)."""
+    method = getattr(estimator, "_ensure_compiled_model", None)
+    if method is None:
+        return False
+    method()
+    return True

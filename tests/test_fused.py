@@ -103,7 +103,7 @@ est = seed_classifier(model__activation="tanh", optimizer="adam", batch_size=10,
 payload = payload_for(est)
 plan = fused.plan_fusion(payload, [Trial(0, 1, {}, 7)])
 spec = plan.groups[0]
-run = fused._GroupRun(payload, spec, plan.members)
+run = fused.GroupRun(payload, spec, plan.members)
 init = run.weights()[0]
 run.train_to(1)
 member = plan.members[spec.lanes[0].build_key]
@@ -119,7 +119,7 @@ trials = [Trial(0, 0, {"model__activation": "tanh", "optimizer": "adam"}, 1),
 plan = fused.plan_fusion(payload, trials)
 out["lanes_groups"] = len(plan.groups)
 spec = plan.groups[0]
-run = fused._GroupRun(payload, spec, plan.members)
+run = fused.GroupRun(payload, spec, plan.members)
 inits = run.weights()
 run.train_to(1)
 out["lanes_switches"] = len(run.switches)
@@ -138,7 +138,7 @@ est = seed_classifier(model__activation="relu", optimizer="rmsprop", batch_size=
 payload = payload_for(est)
 plan = fused.plan_fusion(payload, [Trial(0, f, {}, 100 + f) for f in range(3)])
 spec = plan.groups[0]
-run = fused._GroupRun(payload, spec, plan.members)
+run = fused.GroupRun(payload, spec, plan.members)
 run.train_to(2)
 diffs = []
 for lane, got in zip(spec.lanes, run.weights()):
@@ -388,7 +388,7 @@ def test_unit_that_cannot_train_fused_falls_back_with_its_reason(pima_csv):
         rows = fused.run_unit(payload, trials)
         assert [r.engine for r in rows] == [fused.FALLBACK] * 2
         assert all("Keras backend of the worker is" in r.error for r in rows)
-    rows = fused._unit_failed(trials, RuntimeError("worker died"))
+    rows = fused.unit_failed(trials, RuntimeError("worker died"))
     assert [r.engine for r in rows] == [fused.FALLBACK] * 2
     assert "its task failed (RuntimeError: worker died)" in rows[0].error
     # The executor warns once with the reasons and runs the fits on the standard engine.
@@ -398,7 +398,7 @@ def test_unit_that_cannot_train_fused_falls_back_with_its_reason(pima_csv):
         def run(self, shared, work):
             for item in work:
                 if isinstance(item, fused.Unit):
-                    yield from fused._unit_failed(item.trials, RuntimeError("no JAX here"))
+                    yield from fused.unit_failed(item.trials, RuntimeError("no JAX here"))
                 else:
                     yield from super().run(shared, [item])
 

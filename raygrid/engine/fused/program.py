@@ -1,0 +1,181 @@
+"""The program: one vmapped, jitted training segment per group, with activations switched per
+lane (and the check that a switched model computes each variant's own)."""
+from __future__ import annotations
+
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from raygrid.engine.fused.members import Member
+
+trace_lock = threading.RLock()  # Keras models are mutated while tracing: one trace at a time
+
+
+class Switch:
+    """An activation chosen per lane by an integer code (a select under vmap)."""
+
+    def __init__(self, fns: Sequence[Any]):
+        self.fns = list(fns)
+        self.code: Any = 0
+
+    def __call__(self, x):
+        from jax import lax
+
+        if len(self.fns) == 1:
+            return self.fns[0](x)
+        return lax.switch(self.code, self.fns, x)
+
+
+class Installed:
+    """Swap the template's named activations for switches while tracing."""
+
+    def __init__(self, layers: Sequence[Any], switches: Sequence[Switch]):
+        self.layers, self.switches = list(layers), list(switches)
+        self.saved: list = []
+
+    def __enter__(self):
+        self.saved = [layer.activation for layer in self.layers]
+        for layer, sw in zip(self.layers, self.switches):
+            layer.activation = sw
+        return self
+
+    def __exit__(self, *exc):
+        for layer, fn in zip(self.layers, self.saved):
+            layer.activation = fn
+        for sw in self.switches:
+            sw.code = 0
+
+
+def segment_fn(template, metric_values, template_opt_values, optimizers, switches,
+                batch: int, steps: int, n_max: int, shuffle: bool):
+    """The function ``(state, lanes, n_epochs, X, Y) -> (state, predictions)`` to jit."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    multi_opt = len(optimizers) > 1
+    span = steps * batch
+
+    def set_codes(codes):
+        for j, sw in enumerate(switches):
+            sw.code = codes[j]
+
+    def loss_fn(tv, ntv, x, y, w, codes):
+        set_codes(codes)
+        loss, aux = template.compute_loss_and_updates(
+            tv, ntv, metric_values, x, y, w, training=True, optimizer_variables=template_opt_values)
+        return loss, aux[2]
+
+    def lane_train(tv, ntv, ov, lane, n_epochs, epoch0, X, Y):
+        n, codes, ocode = lane["n"], lane["codes"], lane["ocode"]
+        Yf = Y[lane["fold"]]
+        positions = jnp.arange(span)
+
+        def epoch(e, carry):
+            if shuffle == "host":  # Keras' own order: np.random.permutation after the seed
+                order = lane["orders"][epoch0 + e]
+            elif shuffle:
+                k = jax.random.fold_in(jax.random.wrap_key_data(lane["key"]), epoch0 + e)
+                r = jax.random.uniform(k, (n_max,))
+                r = jnp.where(jnp.arange(n_max) < n, r, 2.0)
+                order = lane["idx"][jnp.argsort(r)]
+            else:
+                order = lane["idx"]
+            rows = jnp.pad(order, (0, span - n_max)).reshape(steps, batch)
+            valid = (positions < n).reshape(steps, batch)
+
+            def step(carry, xs):
+                tv, ntv, ov = carry
+                r_, m_ = xs
+                count = m_.sum()
+                # Keras averages the loss over the rows of a batch; padding rows weigh 0 and the
+                # real rows of a short last batch weigh batch/count, which gives the same mean.
+                w = m_.astype("float32") * (batch / jnp.maximum(count, 1).astype("float32"))
+                (_, ntv_new), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                    tv, ntv, X[r_], Yf[r_], w, codes)
+                tv_new, ov_new = tv, []
+                for v, opt in enumerate(optimizers):
+                    tv_v, ov_v = opt.stateless_apply(ov[v], grads, tv)
+                    if multi_opt:
+                        mine = ocode == v
+                        tv_new = [jnp.where(mine, a, b) for a, b in zip(tv_v, tv_new)]
+                        ov_new.append([jnp.where(mine, a, b) for a, b in zip(ov_v, ov[v])])
+                    else:
+                        tv_new, ov_new = tv_v, [ov_v]
+                active = count > 0  # a lane with fewer steps than the longest skips the rest
+
+                def keep(new, old):
+                    return [jnp.where(active, a, b) for a, b in zip(new, old)]
+
+                return (keep(tv_new, tv), keep(ntv_new, ntv),
+                        [keep(a, b) for a, b in zip(ov_new, ov)]), None
+
+            carry, _ = lax.scan(step, carry, (rows, valid))
+            return carry
+
+        return lax.fori_loop(0, n_epochs, epoch, (tv, ntv, ov))
+
+    def predict(tv, ntv, codes, X):
+        set_codes(codes)
+        out, _ = template.stateless_call(tv, ntv, X, training=False)
+        return out
+
+    def segment(state, lanes, n_epochs, X, Y):
+        tv, ntv, ov, epoch0 = state
+        tv, ntv, ov = jax.vmap(lane_train, in_axes=(0, 0, 0, 0, None, None, None, None))(
+            tv, ntv, ov, lanes, n_epochs, epoch0, X, Y)
+        preds = jax.vmap(predict, in_axes=(0, 0, 0, None))(tv, ntv, lanes["codes"], X)
+        return (tv, ntv, ov, epoch0 + n_epochs), preds
+
+    return segment
+
+
+def switch_works(lane_members: Sequence[Member], variants) -> bool:
+    """Check on a few rows that the switched template computes each variant's own model."""
+    import jax.numpy as jnp
+
+    template = lane_members[0]
+    reps = {m.activations: m for m in lane_members}
+    n_in = template.model.inputs[0].shape[1:] if getattr(template.model, "inputs", None) else None
+    if n_in is None or any(d is None for d in n_in):
+        return False
+    x = np.random.default_rng(0).normal(size=(4, *n_in)).astype(np.float32)
+    branches = activation_branches(lane_members)
+    switches = [Switch(fns) for fns in branches]
+    with trace_lock:
+        try:
+            for variant, m in reps.items():
+                tv = [v.value for v in m.model.trainable_variables]
+                ntv = [v.value for v in m.model.non_trainable_variables]
+                want, _ = m.model.stateless_call(tv, ntv, jnp.asarray(x), training=False)
+                with Installed(template.slot_layers, switches):
+                    for j, sw in enumerate(switches):
+                        sw.code = _codes_of(variant, j, lane_members)
+                    got, _ = template.model.stateless_call(tv, ntv, jnp.asarray(x), training=False)
+                if not np.allclose(np.asarray(want), np.asarray(got), rtol=1e-5, atol=1e-6):
+                    return False
+        except Exception:  # noqa: BLE001 - anything unexpected: do not switch
+            return False
+    return True
+
+
+def branch_names(lane_members: Sequence[Member]) -> list[list[str]]:
+    n_slots = len(lane_members[0].activations)
+    return [sorted({m.activations[j] for m in lane_members}) for j in range(n_slots)]
+
+
+def activation_branches(lane_members: Sequence[Member]) -> list[list[Any]]:
+    names = branch_names(lane_members)
+    out = []
+    for j, slot_names in enumerate(names):
+        fns = []
+        for name in slot_names:
+            m = next(m for m in lane_members if m.activations[j] == name)
+            fns.append(m.activation_fns[j])
+        out.append(fns)
+    return out
+
+
+def _codes_of(variant: tuple[str, ...], j: int, lane_members: Sequence[Member]) -> int:
+    return branch_names(lane_members)[j].index(variant[j])
