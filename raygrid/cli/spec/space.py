@@ -137,20 +137,16 @@ def _sample(values: Any) -> Any:
 
 
 def map_space(space: Any, search: SearchSpec, estimator: Any, pipeline: Any,
-               problems: list[Problem]) -> Any:
+              problems: list[Problem]) -> Any:
     """Rename the space's keys to what the searched model takes; report unknown names."""
-    target = pipeline if pipeline is not None else estimator
     if isinstance(space, list):
-        base = "search.grid"
-        mapped = [_map_keys(g, f"{base}.{i}", estimator, pipeline, target, problems)
-                  for i, g in enumerate(space)]
-        return mapped
+        return [_map_keys(g, f"search.grid.{i}", estimator, pipeline, problems) for i, g in enumerate(space)]
     base = "search.grid" if search.kind == "grid" else "search.distributions"
-    return _map_keys(space, base, estimator, pipeline, target, problems)
+    return _map_keys(space, base, estimator, pipeline, problems)
 
 
-def _map_keys(space: dict, base: str, estimator: Any, pipeline: Any, target: Any,
-              problems: list[Problem]) -> dict:
+def _map_keys(space: dict, base: str, estimator: Any, pipeline: Any, problems: list[Problem]) -> dict:
+    """One grid's (or the distributions') keys as the estimator, or the pipeline around it, takes them."""
     out = {}
     for name, values in space.items():
         sample = _sample(values)
