@@ -56,7 +56,7 @@ def print_results(summary, best: dict, out_dir: Path | None, top: int, console=N
     """The ranked table of the ``top`` candidates, the best configuration and where the report is."""
     from rich.table import Table
 
-    from raygrid.outputs.report import rich_table, terminal_text as t
+    from raygrid.outputs.terminal import rich_table, terminal_text as t
 
     console = console or _console()
     metric, scoring = best.get("metric") or "score", best.get("scoring")

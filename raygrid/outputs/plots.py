@@ -8,24 +8,23 @@ backend of a running notebook, and nothing needs closing afterwards.
 Every plotting function takes ``path``: given, the PNG is written there and its ``Path`` returned;
 ``None`` returns the ``Figure`` (handy in a notebook).
 
-Hyperparameter values are shown as strings: ``None`` (and a missing value, NaN, which is what
-pandas makes of ``None`` in a numeric column) as ``"None"``, floats in ``%g`` form, strings as
-they are, anything else (tuples, estimators) by its ``repr``, shortened for the axes. A
-hyperparameter that a candidate does not set at all (a list of grids where it belongs to
-another sub-grid, e.g. ``degree`` outside the ``poly`` kernel's) is ``"(not set)"``, read from
-the frame's ``params`` column, so it is never confused with a real ``None``.
+What the plots read from the frames (varied hyperparameters, value labels, metrics, fit status,
+fits per node) is frames.py; the names are importable from here too.
 """
 from __future__ import annotations
 
 import functools
 import math
-import numbers
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from raygrid.outputs.frames import (NOT_SET, fit_status, metric_names, node_counts, node_names,
+                                    ordered_labels, param_columns, param_influence, param_labels, score_column,
+                                    short_name, value_label)
 
 __all__ = [
     "param_columns",
@@ -49,149 +48,9 @@ __all__ = [
 PLOT_NAMES = ("violin_per_param", "heatmap_top_two", "score_vs_fit_time", "fits_per_node")
 
 _INSTALL_HINT = 'plotting needs matplotlib and seaborn: pip install "raygrid[plots]"'
-_LABEL_MAX = 32
 _DPI = 150
-#: The label of a hyperparameter a candidate does not set (it belongs to another sub-grid).
-NOT_SET = "(not set)"
 #: Fewer points than this in any group of a subplot: a box and the points, not a violin.
 _VIOLIN_MIN_POINTS = 4
-
-
-# ----------------------------------------------------------------------------- values and columns
-def is_missing(value: Any) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    return isinstance(value, float) and math.isnan(value)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
-def value_label(value: Any, max_len: int | None = _LABEL_MAX) -> str:
-    """How a hyperparameter value is shown on axes and in tables (shortened to ``max_len``
-    characters with an ellipsis; ``None`` keeps it whole)."""
-    if is_missing(value):
-        return "None"
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, (bool, np.bool_)):
-        text = str(bool(value))
-    elif isinstance(value, numbers.Integral):
-        text = str(int(value))
-    elif isinstance(value, numbers.Real):
-        text = format(float(value), "g")
-    else:
-        text = repr(value)
-    return text if max_len is None or len(text) <= max_len else text[: max_len - 1] + "…"
-
-
-def _key(value: Any) -> Any:
-    """A hashable stand-in for a value: the value itself when hashable, else its repr."""
-    if is_missing(value):
-        return ("<missing>",)
-    try:
-        hash(value)
-    except TypeError:
-        return ("<repr>", repr(value))
-    return value
-
-
-def param_columns(frame: pd.DataFrame) -> list[str]:
-    """The varied hyperparameters: ``param_*`` columns with more than one distinct value.
-
-    Works on the results frame and the summary alike; the ``params`` dict column is not one of
-    them. Unhashable values (lists, dicts) are compared by their ``repr``; ``None`` and NaN count as
-    one value.
-    """
-    out = []
-    for col in frame.columns:
-        if not isinstance(col, str) or not col.startswith("param_"):
-            continue
-        if len({_key(v) for v in frame[col].tolist()}) > 1:
-            out.append(col)
-    return out
-
-
-def param_labels(frame: pd.DataFrame, pcol: str, max_len: int | None = _LABEL_MAX) -> pd.Series:
-    """Each row's label for ``pcol``: :func:`value_label`, or :data:`NOT_SET` where the row's
-    ``params`` dict (when the frame has one) does not hold the hyperparameter."""
-    name = pcol[len("param_"):] if pcol.startswith("param_") else pcol
-    labels = frame[pcol].map(lambda v: value_label(v, max_len))
-    if "params" in frame.columns:
-        unset = frame["params"].map(lambda p: isinstance(p, dict) and name not in p).astype(bool)
-        labels = labels.where(~unset, NOT_SET)
-    return labels
-
-
-def _ordered_labels(frame: pd.DataFrame, pcol: str) -> list[str]:
-    """Distinct labels in a natural order: numbers ascending, then other values by label, None,
-    then "(not set)"."""
-    seen: dict[str, Any] = {}
-    for label, v in zip(param_labels(frame, pcol).tolist(), frame[pcol].tolist()):
-        seen.setdefault(label, v)
-
-    def sort_key(item):
-        label, v = item
-        if label == NOT_SET:
-            return (3, 0.0, "")
-        if is_missing(v):
-            return (2, 0.0, "")
-        if _is_number(v):
-            return (0, float(v), label)
-        return (1, 0.0, label)
-
-    return [label for label, _ in sorted(seen.items(), key=sort_key)]
-
-
-def _short(col: str) -> str:
-    return col[len("param_"):] if col.startswith("param_") else col
-
-
-def metric_names(frame: pd.DataFrame) -> list[str]:
-    """The metrics of a summary, from its ``mean_test_<metric>`` columns, in column order."""
-    return [c[len("mean_test_"):] for c in frame.columns if isinstance(c, str) and c.startswith("mean_test_")]
-
-
-def score_column(summary: pd.DataFrame, metric: str | None) -> tuple[str, str]:
-    """Resolve a metric name against the summary: ``(metric, "mean_test_<metric>")``.
-
-    Accepts ``"accuracy"``, ``"test_accuracy"`` or ``"mean_test_accuracy"``; ``None`` picks the
-    first ``mean_test_*`` column. Raises ``KeyError`` naming the metrics present.
-    """
-    names = metric_names(summary)
-    if metric is None:
-        if not names:
-            raise KeyError("the summary has no mean_test_* column")
-        metric = names[0]
-    for prefix in ("mean_test_", "test_"):
-        if metric.startswith(prefix) and metric[len(prefix):] in names:
-            metric = metric[len(prefix):]
-    if metric not in names:
-        raise KeyError(f"no column mean_test_{metric} in the summary; metrics present: {names}")
-    return metric, f"mean_test_{metric}"
-
-
-def param_influence(summary: pd.DataFrame, metric: str | None = "score") -> pd.Series:
-    """How much of the spread of the candidates' mean test score each varied hyperparameter explains.
-
-    For each varied ``param_*`` column this is the one-way ANOVA effect size, eta squared: the
-    between-value sum of squares of ``mean_test_<metric>`` divided by its total sum of squares over
-    the candidates that scored (0 = the value does not matter, 1 = it alone decides the score).
-    Returned sorted, most influential first, indexed by the column names.
-    """
-    _, col = score_column(summary, metric)
-    scores = pd.to_numeric(summary[col], errors="coerce")
-    ok = scores.notna()
-    y = scores[ok].to_numpy(dtype=float)
-    total = float(((y - y.mean()) ** 2).sum()) if len(y) else 0.0
-    out = {}
-    for pcol in param_columns(summary):
-        labels = param_labels(summary, pcol)[ok]
-        groups = pd.Series(y, index=labels.index).groupby(labels.to_numpy())
-        between = float((groups.count() * (groups.mean() - y.mean()) ** 2).sum()) if len(y) else 0.0
-        out[pcol] = between / total if total > 0 else 0.0
-    return pd.Series(out, dtype=float, name="eta_squared").sort_values(ascending=False, kind="stable")
 
 
 # ----------------------------------------------------------------------------- drawing helpers
@@ -281,7 +140,7 @@ def violin_per_param(summary: pd.DataFrame, metric: str | None = "score", path=N
     fig, sns = _new_figure(4.6 * ncols, 3.9 * nrows + 0.5)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
     for ax, pcol in zip(axes, params):
-        order = _ordered_labels(summary, pcol)
+        order = ordered_labels(summary, pcol)
         frame = pd.DataFrame({"value": param_labels(data, pcol).to_numpy(), "score": data[col].to_numpy()})
         # ``order`` lists every value, so one whose candidates all failed keeps an empty slot.
         smallest = frame.groupby("value").size().min() if len(frame) else 0
@@ -293,8 +152,8 @@ def violin_per_param(summary: pd.DataFrame, metric: str | None = "score", path=N
                         linewidth=1, showfliers=False, width=0.5)
         sns.stripplot(data=frame, x="value", y="score", order=order, ax=ax, size=3,
                       color="#08306b", alpha=0.6, jitter=0.15)
-        ax.set_title(_wrap(f"{_short(pcol)}  (η² = {influence[pcol]:.2f})", 4.6))
-        ax.set_xlabel(_short(pcol))
+        ax.set_title(_wrap(f"{short_name(pcol)}  (η² = {influence[pcol]:.2f})", 4.6))
+        ax.set_xlabel(short_name(pcol))
         ax.set_ylabel(f"mean test {metric}")
         ax.grid(axis="y", alpha=0.3)
         _rotate(ax, order)
@@ -362,7 +221,7 @@ def _cell_means(summary, results, col, metric, p1, p2) -> pd.DataFrame:
     table = table[(table[p1] != NOT_SET) & (table[p2] != NOT_SET)]
     means = table.groupby([p1, p2])["score"].mean().unstack(p2)
     both = summary[set_together(summary, p1, p2)]
-    rows, cols = _ordered_labels(both, p1), _ordered_labels(both, p2)
+    rows, cols = ordered_labels(both, p1), ordered_labels(both, p2)
     return means.reindex(index=rows, columns=cols).astype(float)
 
 
@@ -389,9 +248,9 @@ def heatmap_top_two(summary: pd.DataFrame, results: pd.DataFrame | None = None,
     ax = fig.add_subplot()
     sns.heatmap(means, ax=ax, annot=True, fmt=".3f", cmap="viridis", linewidths=0.5,
                 cbar_kws={"label": f"mean test {metric}"})
-    ax.set_xlabel(f"{_short(p2)} (η² = {influence[p2]:.2f})")
-    ax.set_ylabel(f"{_short(p1)} (η² = {influence[p1]:.2f})")
-    ax.set_title(_wrap(f"mean test {metric}: {_short(p1)} × {_short(p2)}", fig_width - 1.5) + "\n"
+    ax.set_xlabel(f"{short_name(p2)} (η² = {influence[p2]:.2f})")
+    ax.set_ylabel(f"{short_name(p1)} (η² = {influence[p1]:.2f})")
+    ax.set_title(_wrap(f"mean test {metric}: {short_name(p1)} × {short_name(p2)}", fig_width - 1.5) + "\n"
                  + _wrap("(averaged over the other hyperparameters)", fig_width - 1.5))
     ax.tick_params(axis="y", labelrotation=0)
     _rotate(ax, list(means.columns))
@@ -418,10 +277,10 @@ def score_vs_fit_time(summary: pd.DataFrame, metric: str | None = "score", path=
     x = pd.to_numeric(data["mean_fit_time"]).to_numpy(dtype=float)
     y = data[col].to_numpy(dtype=float)
     if hue is not None:
-        order = _ordered_labels(summary, hue)
+        order = ordered_labels(summary, hue)
         sns.scatterplot(x=x, y=y, hue=param_labels(data, hue).to_numpy(), hue_order=order,
                         ax=ax, s=40, alpha=0.8)
-        ax.legend(title=_short(hue), fontsize="small", title_fontsize="small")
+        ax.legend(title=short_name(hue), fontsize="small", title_fontsize="small")
     else:
         ax.scatter(x, y, s=40, alpha=0.8)
     if len(data):
@@ -447,48 +306,6 @@ def _node_label(node: Any) -> str:
     return text if len(text) <= 14 else text[:12] + "…"
 
 
-def fit_status(results: pd.DataFrame) -> pd.Series:
-    """Each fit's status: ``"failed"`` (error text or a system failure), else ``"from cache"`` when
-    it was read from the store, else ``"succeeded"``."""
-    failed = pd.Series(False, index=results.index)
-    if "error" in results.columns:
-        failed |= results["error"].map(lambda v: not is_missing(v) and str(v) != "").astype(bool)
-    if "system_failure" in results.columns:
-        failed |= results["system_failure"].fillna(False).astype(bool)
-    cached = pd.Series(False, index=results.index)
-    if "cached" in results.columns:
-        cached |= results["cached"].fillna(False).astype(bool)
-    status = pd.Series("succeeded", index=results.index, dtype=object)
-    status[cached] = "from cache"
-    status[failed] = "failed"
-    return status
-
-
-def node_counts(results: pd.DataFrame) -> pd.DataFrame:
-    """Fits per node, busiest first: ``fits``, ``failed``, ``cached`` (read from the store, failed
-    or not), ``fit_time`` (sum, s) and, with a ``pid`` column, ``workers`` (distinct pids)."""
-    if "node" not in results.columns:
-        raise ValueError("the results frame has no node column")
-    nodes = results["node"].map(lambda v: "unknown" if is_missing(v) else str(v)).to_numpy()
-    cached = results["cached"].fillna(False).astype(bool) if "cached" in results.columns else False
-    fit_time = results["fit_time"] if "fit_time" in results.columns else np.nan
-    frame = pd.DataFrame({
-        "failed": (fit_status(results) == "failed").to_numpy(),
-        "cached": pd.Series(cached, index=results.index).to_numpy(),
-        "fit_time": pd.to_numeric(pd.Series(fit_time, index=results.index), errors="coerce").to_numpy(),
-    }, index=pd.Index(nodes, name="node"))
-    grouped = frame.groupby(level="node", sort=False)
-    out = pd.DataFrame({
-        "fits": grouped.size(),
-        "failed": grouped["failed"].sum().astype(int),
-        "cached": grouped["cached"].sum().astype(int),
-        "fit_time": grouped["fit_time"].sum(min_count=1),
-    })
-    if "pid" in results.columns:
-        out["workers"] = pd.Series(results["pid"].to_numpy(), index=frame.index).groupby(level="node").nunique()
-    return out.sort_values("fits", ascending=False, kind="stable")
-
-
 @_styled
 def fits_per_node(results: pd.DataFrame, path=None):
     """Bar chart of the number of fits each node ran, stacked by :func:`fit_status`
@@ -497,7 +314,7 @@ def fits_per_node(results: pd.DataFrame, path=None):
     Long Ray node ids are shortened to their first 12 characters.
     """
     counts = node_counts(results)
-    nodes = results["node"].map(lambda v: "unknown" if is_missing(v) else str(v)).to_numpy()
+    nodes = node_names(results)
     stacks = pd.crosstab(nodes, fit_status(results).to_numpy()).reindex(counts.index, fill_value=0)
     labels = [_node_label(n) for n in counts.index]
     fig, _ = _new_figure(max(5.0, 1.0 * len(counts) + 3.0), 4.5)
