@@ -178,6 +178,8 @@ def test_bad_error_score(error_score, loud, tmp_path):
     with pytest.raises(ValueError, match="error_score must be 'raise' or a number"):
         raygrid.GridSearchCV(loud, {"parameter": [1]}, error_score=error_score,
                              backend="serial").fit(X, Y)
+    with pytest.raises(ValueError, match="error_score must be 'raise' or a number"):
+        raygrid.cross_validate(loud, X, Y, error_score=error_score, backend="serial")
     assert _no_fit_ran(tmp_path)
 
 

@@ -24,6 +24,7 @@ from sklearn.tree import DecisionTreeClassifier
 from threadpoolctl import threadpool_limits
 
 import raygrid
+from raygrid.cli.status import status
 from raygrid.search.halving import halving_schedule
 from parity_helpers import assert_cv_results_equal
 
@@ -134,6 +135,9 @@ def test_store_keeps_each_rung_apart_and_resumes(tmp_path):
                                         backend="serial", storage=tmp_path, **kw).fit(X, Y)
     assert_same_search(first, theirs)
     assert not first.results_["cached"].any()
+    # The store counts the cv's folds, not one per rung's split set.
+    assert {(s["kind"], s["n_splits"]) for s in status(tmp_path)["searches"]} == {
+        ("HalvingGridSearchCV", 3)}
     again = raygrid.HalvingGridSearchCV(DecisionTreeClassifier(random_state=0), TREE_GRID,
                                         backend="serial", storage=tmp_path, **kw).fit(X, Y)
     assert again.results_["cached"].all()

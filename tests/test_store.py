@@ -333,6 +333,8 @@ def test_cross_validate_and_randomized_search_use_the_store(tmp_path):
     cross_validate(est, X, y, cv=3, backend="serial", storage=str(tmp_path / "store"),
                    return_estimator=True)  # models are not stored: these fits run
     assert len(fits_logged(tmp_path / "log")) == 6
+    assert {(s["kind"], s["n_splits"]) for s in status(tmp_path / "store")["searches"]} == {
+        ("cross_validate", 3)}
 
     make = lambda: RandomizedSearchCV(CountingClassifier(log=str(tmp_path / "rlog")),  # noqa: E731
                                       {"a": list(range(50))}, n_iter=4, cv=2, random_state=0,

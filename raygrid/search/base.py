@@ -1,4 +1,5 @@
-"""GridSearchCV and RandomizedSearchCV with scikit-learn's interface, every fit a Ray task."""
+"""BaseSearch: the fit steps every search class shares (prepare, run, finish), with
+scikit-learn's interface; GridSearchCV and RandomizedSearchCV are in raygrid.search.grid."""
 from __future__ import annotations
 
 import contextlib
@@ -15,17 +16,16 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from raygrid._compat import CallbackSupportMixin, search_visual_block, with_callbacks
-from raygrid.search.callbacks import SearchCallbacks
-from raygrid.engine.executors import BACKENDS, choose_backend, get_executor
 from raygrid.engine.fitting import FitResult, Payload
-from raygrid.keras import uses_keras, with_stock_tags_fixed
-from raygrid.engine.plan import build_trials, fit_seed, params_key, split_data
-from raygrid.outputs.progress import SearchProgress
-from raygrid.search.routing import check_score_params, route_search, routing_enabled, search_router
-from raygrid.outputs.results import (cv_results, metrics_seen, results_frame, summary_frame,
-                             warn_or_raise_about_failures)
-from raygrid.engine.runner import closing_store, execute, reuse, share
+from raygrid.engine.plan import build_trials, fit_seed, params_key
+from raygrid.engine.runner import closing_store
 from raygrid.engine.scoring import Scoring, check_refit, resolve_scoring, search_score_params
+from raygrid.outputs.progress import SearchProgress
+from raygrid.outputs.results import (cv_results, metrics_seen, results_frame, summary_frame,
+                                     warn_or_raise_about_failures)
+from raygrid.search.callbacks import SearchCallbacks
+from raygrid.search.prepare import RunOptions, SearchRun, prepare_run, run_trials
+from raygrid.search.routing import check_score_params, route_search, routing_enabled, search_router
 
 
 def validate_candidates(estimator: Any, candidates: Sequence[Mapping[str, Any]], what: str) -> None:
@@ -49,38 +49,6 @@ def validate_candidates(estimator: Any, candidates: Sequence[Mapping[str, Any]],
                     f"Invalid parameter {key!r} in {what} for estimator "
                     f"{type(estimator).__name__}. Valid parameters are: {valid}."
                 ) from None
-
-
-@dataclasses.dataclass
-class SearchRun:
-    """One ``fit`` of a search: what ``_prepare`` decides, ``_run`` fills and ``_finish`` reads."""
-
-    X: Any
-    y: Any
-    fit_params: dict
-    n_splits: int
-    table: list  # every split set's (train, test) pairs, one set after another
-    set_starts: list[int]  # where each split set starts in ``table``
-    scoring: Scoring
-    payload: Payload
-    executor: Any
-    store: Any
-    callbacks: SearchCallbacks
-    progress: SearchProgress
-    seed_state: int | None
-    candidates: list[dict] = dataclasses.field(default_factory=list)
-    first_split: list[int] = dataclasses.field(default_factory=list)  # per candidate
-    extra: dict[str, list] = dataclasses.field(default_factory=dict)  # more cv_results_ keys
-    results: dict = dataclasses.field(default_factory=dict)  # by (candidate, index in table)
-    shared: Any = None  # the executor's handle on the payload, once shared
-    notes: dict = dataclasses.field(default_factory=dict)  # what a _run leaves for _finish_frames
-
-    def by_fold(self) -> dict:
-        """``results`` keyed by (candidate, fold of the cv), as aggregation wants them."""
-        if not any(self.first_split):
-            return self.results
-        return {(c, i - self.first_split[c]): dataclasses.replace(r, fold=i - self.first_split[c])
-                for (c, i), r in self.results.items()}
 
 
 def _search_estimator_has(attr: str):
@@ -167,10 +135,6 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
             return best_index
         return results[f"rank_test_{refit_metric}"].argmin()
 
-    def _fit_seed_state(self) -> int | None:
-        rs = getattr(self, "random_state", None)
-        return int(rs) if isinstance(rs, numbers.Integral) else None
-
     #: Whether each ``evaluate_candidates`` call is a task of its own for callbacks (a rung).
     _rungs = False
 
@@ -197,52 +161,25 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
         return self
 
     def _prepare(self, X, y, params) -> SearchRun:
-        """Everything decided before any fit: inputs checked, scoring, routed parameters, the
-        splits (computed once), the payload the workers share, the executor and the store."""
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.error_score != "raise" and not isinstance(self.error_score, numbers.Number):
-            raise ValueError(f"error_score must be 'raise' or a number, got {self.error_score!r}")
-        estimator = with_stock_tags_fixed(self.estimator)
-        scoring = resolve_scoring(estimator, self.scoring, self.refit, self.error_score)
-        routed = route_search(self, params)
-        fit_params = routed.fit  # what the estimator's fit gets, in every fold and in the refit
-        X, y, splits = split_data(estimator, X, y, routed.split.get("groups"), self.cv,
-                                  routed.split)
-        n_splits = len(splits)
-        # Every split set the search may use, one after another: a trial's ``fold`` indexes this
-        # table (the cv's own splits alone unless a subclass adds sets, see ``_split_sets``).
-        split_sets = self._split_sets(X, y, routed.split, splits)
-        if any(len(s) != n_splits for s in split_sets):
-            raise ValueError(f"every split set must have the cv's {n_splits} folds")
-        table = [pair for split_set in split_sets for pair in split_set]
-        payload = Payload(
-            estimator=estimator, X=X, y=y, splits=table, scorer=scoring.scorer,
-            metrics=scoring.metrics, fit_params=fit_params,
-            score_params=(routed.score if routing_enabled()
-                          else search_score_params(scoring, fit_params, self)),
-            return_train_score=self.return_train_score, error_score=self.error_score,
-            keras=uses_keras(estimator),
-            pairwise=bool(getattr(get_tags(estimator).input_tags, "pairwise", False)),
-        )
-        engine = getattr(self, "engine", "standard")
-        backend = choose_backend(self.backend, address=self.address, keras=payload.keras)
-        executor = get_executor(backend, **self._executor_options())
-        if engine != "standard":  # Keras models: fusable trials train together on JAX workers
-            from raygrid.engine.fused import wrap
+        """Everything decided before any fit (see :func:`raygrid.search.prepare.prepare_run`),
+        then the search's callbacks and progress."""
+        def route(estimator, scoring):
+            routed = route_search(self, params)
+            if not routing_enabled():  # scikit-learn's rule: sample_weight to the scorers
+                routed.score = search_score_params(scoring, routed.fit, self)
+            return routed
 
-            executor = wrap(executor, engine, payload)
-        store = self._open_store(payload, table)
-        callbacks = SearchCallbacks(self, X, y, fit_params)
-        callbacks.begin()
-        progress = SearchProgress(0, n_splits, _progress_metric(scoring, self.refit), self.verbose,
-                                  title=type(self).__name__)
-        return SearchRun(
-            X=X, y=y, fit_params=fit_params, n_splits=n_splits, table=table,
-            set_starts=np.cumsum([0] + [len(s) for s in split_sets[:-1]]).tolist(),
-            scoring=scoring, payload=payload, executor=executor, store=store,
-            callbacks=callbacks, progress=progress, seed_state=self._fit_seed_state(),
+        run = prepare_run(
+            self.estimator, X, y, cv=self.cv, scoring=self.scoring, refit=self.refit,
+            error_score=self.error_score, route=route, options=self._run_options(),
+            kind=type(self).__name__, return_train_score=self.return_train_score,
+            random_state=getattr(self, "random_state", None), split_sets=self._split_sets,
         )
+        run.callbacks = SearchCallbacks(self, run.X, run.y, run.fit_params)
+        run.callbacks.begin()
+        run.progress = SearchProgress(0, run.n_splits, _progress_metric(run.scoring, self.refit),
+                                      self.verbose, title=type(self).__name__)
+        return run
 
     def _run(self, run: SearchRun) -> None:
         """Candidates to fit results: ``_run_search`` calls ``evaluate_candidates``."""
@@ -278,20 +215,8 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
                 trials = [dataclasses.replace(t, callback_ctx=contexts[(t.candidate, t.fold)][0])
                           for t in trials]
                 on_result = functools.partial(run.callbacks.evaluated, contexts)
-            self._execute(run, trials, on_result)
+            run_trials(run, trials, on_result)
         return self._cv_results(run, run.scoring, warn=False)
-
-    @staticmethod
-    def _execute(run: SearchRun, trials: Sequence, on_result=None) -> None:
-        """Stored results first (resume, cache), the rest through the executor seam."""
-        if hasattr(run.executor, "assign"):  # the fused engine's seeds and engine, before the store
-            trials = run.executor.assign(trials)
-        todo = reuse(run.store, trials, run.results, run.progress, on_result)
-        if todo:
-            if run.shared is None:
-                run.shared = share(run.executor, run.payload, run.progress)
-            execute(run.executor, run.shared, run.payload, todo, run.results, run.progress,
-                    store=run.store, on_result=on_result)
 
     def _cv_results(self, run: SearchRun, scoring: Scoring, warn: bool) -> dict:
         cv = self._aggregate(run.candidates, run.n_splits, run.by_fold(), scoring, warn=warn)
@@ -355,24 +280,12 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
     def _space_name(self) -> str:
         return "param_grid"
 
-    def _open_store(self, payload: Payload, splits):
-        """The fit store of ``storage`` (None without one): resume and cache, see store.py."""
-        if self.storage is None:
-            return None
-        from raygrid.engine.store import open_session
-
-        return open_session(
-            self.storage, cache=self.cache, estimator=payload.estimator, X=payload.X, y=payload.y,
-            splits=splits, fit_params=payload.fit_params, scoring=self.scoring,
-            error_score=self.error_score, return_train_score=self.return_train_score,
-            keras=payload.keras, kind=type(self).__name__,
-        )
-
-    def _executor_options(self) -> dict:
-        if self.backend == "serial":
-            return dict(max_retries=self.max_retries, n_jobs=self.n_jobs)  # checked, not used
-        return dict(address=self.address, ray_remote_args=self.ray_remote_args,
-                    max_retries=self.max_retries, n_jobs=self.n_jobs)
+    def _run_options(self) -> RunOptions:
+        """Where and how the fits run and where they are kept (the raygrid keywords)."""
+        return RunOptions(backend=self.backend, address=self.address,
+                          ray_remote_args=self.ray_remote_args, max_retries=self.max_retries,
+                          n_jobs=self.n_jobs, engine=getattr(self, "engine", "standard"),
+                          storage=self.storage, cache=self.cache)
 
     def _aggregate(self, candidates, n_splits, results, scoring: Scoring, warn: bool) -> dict:
         import warnings

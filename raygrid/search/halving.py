@@ -278,13 +278,6 @@ class BaseSuccessiveHalving(BaseSearch):
         # All NaN: no way to choose, so the first one (as scikit-learn).
         return last[0 if np.isnan(scores).all() else np.nanargmax(scores)]
 
-    def _open_store(self, payload, splits):
-        session = super()._open_store(payload, splits)
-        if session is not None and self.resource == "n_samples":
-            # The rungs' split sets are all in `splits`; the store's summary counts cv folds.
-            session.n_splits = len(splits) // max(1, len(self._plan[1]["n_resources"]))
-        return session
-
     # -- fit -------------------------------------------------------------------------------------
     def fit(self, X, y=None, **params):
         """Run the rungs (each rung's fits in parallel), then refit the best of the last rung.

@@ -11,9 +11,9 @@ from sklearn.base import clone, is_classifier
 from sklearn.model_selection import ParameterGrid, ParameterSampler
 
 from raygrid.engine.executors.worker_env import keras_env
-from raygrid.engine.fitting import Payload
 from raygrid.engine.runner import reraise
-from raygrid.search.base import BaseSearch, SearchRun, validate_candidates
+from raygrid.search.base import BaseSearch, validate_candidates
+from raygrid.search.prepare import RunOptions, SearchRun
 from raygrid.search.tune.experiment import collect, history_frame, run_experiment
 from raygrid.search.tune.spaces import (SEARCH_OPTIMIZATIONS, check_bayesian, grid_values,
                                  make_searcher, sampler_dists, tune_domain)
@@ -107,9 +107,12 @@ class TuneBaseSearch(BaseSearch):
             raise ValueError(f"storage={str(self.storage)!r} is a file, not a directory")
         return super()._prepare(X, y, params)
 
-    def _open_store(self, payload: Payload, splits):
-        """None: Tune keeps its experiment under ``storage`` itself (see ``_experiment_name``)."""
-        return None
+    def _run_options(self) -> RunOptions:
+        """No fit store: Tune keeps its experiment under ``storage`` itself (see
+        ``_experiment_name``)."""
+        return RunOptions(backend=self.backend, address=self.address,
+                          ray_remote_args=self.ray_remote_args, max_retries=self.max_retries,
+                          n_jobs=self.n_jobs)
 
     def _run(self, run: SearchRun) -> None:
         """One Tune trial per candidate (or per group sharing epochs) trains every fold; their
