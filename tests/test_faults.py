@@ -275,10 +275,15 @@ log = sys.argv[1]
 """ + CLUSTER_SETUP + """grid = {"a": list(range(6))}
 removed = []
 
+def half_done():
+    # The candidates with one of their two folds logged: trials in flight.
+    seen = [fit[0] for fit in fits_logged(log)]
+    return {a for a in seen if seen.count(a) == 1}
+
 def remove_one():
-    # Two one-CPU nodes, two trials at a time, each two folds of 1 s: once a fold has finished,
-    # both nodes are inside a trial; remove one of them.
-    while len(fits_logged(log)) < 1:
+    # Two one-CPU nodes, one trial on each, each two folds of 1 s: once two trials have each
+    # logged a fold, both nodes are inside a trial with a finished fold; remove one of them.
+    while len(half_done()) < 2:
         time.sleep(0.02)
     cluster.remove_node(workers[0], allow_graceful=False)
     removed.append(len(fits_logged(log)))
