@@ -58,16 +58,22 @@ def root_callback_context(estimator: Any, max_subtasks: int) -> Any:
     return init(max_subtasks=max_subtasks)
 
 
+# -- warnings about other libraries' versions, each once per process ---------------------------
+_warned: set[str] = set()
+
+
+def warn_once(key: str, message: str, category: type[Warning] = RuntimeWarning,
+              stacklevel: int = 1) -> None:
+    """``warnings.warn(message, category, stacklevel)`` from the caller, the first time ``key``
+    is seen in this process only (a fallback or fix that applies to every later fit too)."""
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, category, stacklevel=stacklevel + 1)
+
+
 # -- scikeras wrappers and scikit-learn scorers ------------------------------------------------
 # Used by raygrid/keras (scikeras' training step, TensorFlow's op-determinism switch) and
 # raygrid/engine/scoring.py (whether a scikit-learn scorer takes sample_weight).
-_keras_warned: set[str] = set()
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _keras_warned:
-        _keras_warned.add(key)
-        warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 #: The parameters of scikeras' private training step, ``BaseWrapper._fit_keras_model``
@@ -144,11 +150,11 @@ def tf_disable_op_determinism() -> None:
     it and warn once: later unseeded fits in the process may then fail."""
     config = _tf_determinism_config()
     if config is None:
-        _warn_once("tf-determinism", (
+        warn_once("tf-determinism", (
             "raygrid: this TensorFlow's op-determinism switch (tensorflow.python.framework.config)"
             " is not the one raygrid knows, so determinism turned on by a seeded scikeras fit stays"
             " on: later unseeded fits in this process may fail with 'Random ops require a seed'."
-            " Seed every fit (random_state) to avoid it."))
+            " Seed every fit (random_state) to avoid it."), stacklevel=3)
         return
     if config.is_op_determinism_enabled():
         config.disable_op_determinism()
@@ -177,9 +183,10 @@ def scorer_accepts_sample_weight(scorer: Any) -> bool | None:
     if not type(scorer).__module__.startswith("sklearn.") and not callable(accept):
         return None
     if not _scorers_say_sample_weight() or not callable(accept):
-        _warn_once("scorer-sample-weight", (
+        warn_once("scorer-sample-weight", (
             "raygrid: this scikit-learn's scorers do not say whether they accept sample_weight "
-            "(a private API raygrid uses moved): the search's test scores are not weighted."))
+            "(a private API raygrid uses moved): the search's test scores are not weighted."),
+            stacklevel=3)
         return False
     return bool(accept())
 

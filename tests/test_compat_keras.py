@@ -15,7 +15,7 @@ from raygrid.engine.scoring import resolve_scoring, search_score_params
 @pytest.fixture
 def fresh_warnings(monkeypatch):
     """Every once-per-process warning of these probes may fire again in the test."""
-    monkeypatch.setattr(_compat, "_keras_warned", set())
+    monkeypatch.setattr(_compat, "_warned", set())
 
 
 def _no_warning(func, *args):
@@ -151,7 +151,7 @@ def test_changed_training_step_trains_as_scikeras_does(base_wrapper, monkeypatch
 
     monkeypatch.setattr(base_wrapper, "_fit_keras_model", changed)
     monkeypatch.setattr(wrappers, "_classes", {})  # classes made anew, under this scikeras
-    monkeypatch.setattr(wrappers, "_hook_warned", False)
+    monkeypatch.setattr(_compat, "_warned", set())
     _compat._scikeras_training_step.cache_clear()
     classes = wrappers.make_classes()
     assert not issubclass(classes["KerasClassifier"], _compat.ScikerasTrainingHook)

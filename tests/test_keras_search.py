@@ -75,7 +75,7 @@ def test_stock_scikeras_classifier_is_treated_as_a_classifier(pima_csv, monkeypa
     import raygrid.keras as rk
 
     X, y = _pima_small(pima_csv, 120)
-    monkeypatch.setattr(rk.wrappers, "_stock_warned", False)
+    monkeypatch.setattr(raygrid._compat, "_warned", set())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for _ in range(2):

@@ -11,10 +11,9 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import warnings
 from typing import Any
 
-from raygrid._compat import scikeras_training_hooks
+from raygrid._compat import scikeras_training_hooks, warn_once
 from raygrid.keras.detect import keras_backend, keras_paths
 from raygrid.keras.hygiene import keep_op_determinism
 from raygrid.keras.pool import model_pool
@@ -33,7 +32,7 @@ AUTO_STEPS_PER_EXECUTION = 64
 
 #: Set to ``sklearn`` (or ``keep``) to leave scikeras' stock classes as scikit-learn sees them.
 STOCK_TAGS_ENV = "RAYGRID_STOCK_SCIKERAS_TAGS"
-_stock_warned = False
+
 
 def _stock_class(obj: Any) -> str | None:
     """``"KerasClassifier"``/``"KerasRegressor"`` for scikeras' own classes (not subclasses)."""
@@ -69,7 +68,6 @@ def with_stock_tags_fixed(estimator: Any) -> Any:
     per call), and warns once per process. ``RAYGRID_STOCK_SCIKERAS_TAGS=sklearn`` keeps
     scikit-learn's behaviour. Other estimators come back unchanged (never copied).
     """
-    global _stock_warned
     if os.environ.get(STOCK_TAGS_ENV, "").strip().lower() in ("sklearn", "keep"):
         return estimator
     paths = keras_paths(estimator)
@@ -88,17 +86,16 @@ def with_stock_tags_fixed(estimator: Any) -> Any:
         out = clone(estimator)
     if fixed:
         out.set_params(**fixed)
-    if not _stock_warned:
-        _stock_warned = True
-        warnings.warn(
-            "scikeras' stock KerasClassifier/KerasRegressor is not tagged as a classifier/"
-            "regressor with scikit-learn >= 1.7 (scikeras 0.13 does not implement scikit-learn's "
-            "__sklearn_tags__ for them): scikit-learn would use unstratified KFold for an integer "
-            "cv and classifier scorers such as roc_auc would return NaN. raygrid treats the model "
-            "as what it is (raygrid.keras's tag-fixed class, same parameters and training). Set "
-            f"{STOCK_TAGS_ENV}=sklearn to keep scikit-learn's behaviour.",
-            UserWarning, stacklevel=3,
-        )
+    warn_once(
+        "scikeras-stock-tags",
+        "scikeras' stock KerasClassifier/KerasRegressor is not tagged as a classifier/"
+        "regressor with scikit-learn >= 1.7 (scikeras 0.13 does not implement scikit-learn's "
+        "__sklearn_tags__ for them): scikit-learn would use unstratified KFold for an integer "
+        "cv and classifier scorers such as roc_auc would return NaN. raygrid treats the model "
+        "as what it is (raygrid.keras's tag-fixed class, same parameters and training). Set "
+        f"{STOCK_TAGS_ENV}=sklearn to keep scikit-learn's behaviour.",
+        UserWarning, stacklevel=3,
+    )
     return out
 
 
@@ -108,7 +105,6 @@ def with_stock_tags_fixed(estimator: Any) -> Any:
 # --------------------------------------------------------------------------------------
 _classes: dict[str, type] = {}
 _classes_lock = threading.RLock()
-_hook_warned = False
 
 
 def _import_scikeras_wrappers():
@@ -131,19 +127,6 @@ def _import_scikeras_wrappers():
         if block_tf and sys.modules.get("tensorflow", 0) is None:
             del sys.modules["tensorflow"]
     return wrappers
-
-
-def _warn_no_training_hook() -> None:
-    global _hook_warned
-    if not _hook_warned:
-        _hook_warned = True
-        warnings.warn(
-            "raygrid: this scikeras' training step (BaseWrapper._fit_keras_model) is not the one "
-            "raygrid knows, so raygrid leaves it alone: steps_per_execution is not applied (one "
-            "training step per call) and fit_context(reuse_models=True) builds a new model for "
-            "every fit. Fitted models are unchanged; only slower.",
-            RuntimeWarning, stacklevel=4,
-        )
 
 
 def make_classes() -> dict[str, type]:
@@ -189,7 +172,12 @@ def make_classes() -> dict[str, type]:
             def _check_training_hook(self) -> None:
                 steps = self._resolved_steps_per_execution()  # a bad value fails here
                 if not hooks and (steps != 1 or model_pool.active()):
-                    _warn_no_training_hook()
+                    warn_once("scikeras-training-step", (
+                        "raygrid: this scikeras' training step (BaseWrapper._fit_keras_model) "
+                        "is not the one raygrid knows, so raygrid leaves it alone: "
+                        "steps_per_execution is not applied (one training step per call) and "
+                        "fit_context(reuse_models=True) builds a new model for every fit. Fitted "
+                        "models are unchanged; only slower."), stacklevel=3)
 
             def fit(self, X, y, *args, **kwargs):
                 self._check_training_hook()
