@@ -309,18 +309,25 @@ def test_a_changed_fit_with_the_same_class_name_and_parameters_reuses_nothing(tm
     assert (second.cv_results_["mean_test_score"] == first.cv_results_["mean_test_score"] + 100).all()
 
 
-def test_classes_of_installed_packages_are_known_by_version_main_ones_warn():
+def test_classes_are_known_by_version_when_installed_by_their_code_when_in_main():
     from sklearn.svm import SVC
 
     from raygrid.engine.store import class_identity
 
-    assert ("sklearn.svm._classes.SVC", ("scikit-learn", sklearn.__version__)) in class_identity(SVC)
+    assert class_identity(SVC) == ("class", "sklearn.svm._classes.SVC",
+                                   ("dist", "scikit-learn", sklearn.__version__))
+    source = ("from sklearn.base import BaseEstimator\nclass Mine(BaseEstimator):\n"
+              "    def fit(self, X, y):\n        return self\n")
+    mine = class_identity(_main_namespace(source)["Mine"])
+    assert mine[:2] == ("class", "__main__.Mine")
+    assert mine == class_identity(_main_namespace(source)["Mine"])
+    assert mine != class_identity(_main_namespace(source.replace("self\n", "None\n"))["Mine"])
+
+
+def _main_namespace(source: str) -> dict:
     namespace = {"__name__": "__main__"}
-    exec("from sklearn.base import BaseEstimator\nclass Mine(BaseEstimator):\n"
-         "    def fit(self, X, y):\n        return self\n", namespace)
-    with pytest.warns(UserWarning, match="Mine is defined in __main__"):
-        identity = class_identity(namespace["Mine"])
-    assert identity[0][0] == "__main__.Mine"
+    exec(source, namespace)
+    return namespace
 
 
 def test_cross_validate_and_randomized_search_use_the_store(tmp_path):

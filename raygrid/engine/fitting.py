@@ -17,7 +17,12 @@ import numpy as np
 from sklearn import config_context, get_config
 from sklearn.base import clone
 
+from raygrid.engine.describe import code_identity
 from raygrid.engine.plan import Trial
+
+
+#: This process, as payloads name the driver's (a forked child runs the driver's code too).
+PROCESS = os.urandom(8).hex()
 
 
 @dataclass
@@ -41,6 +46,8 @@ class Payload:
     # scikit-learn's global configuration on the driver (sklearn.get_config()), in force on the
     # workers during every fit, as joblib's workers get it in scikit-learn.
     sklearn_config: Mapping[str, Any] = field(default_factory=get_config)
+    # The driver's process: fits run in any other report the identity of the code they ran.
+    driver: str = field(default_factory=lambda: PROCESS)
 
 
 @dataclass
@@ -64,6 +71,7 @@ class FitResult:
     cached: bool = False
     engine: str = "standard"  # "fused" when raygrid.engine.fused trained it with others in one program
     warnings: list | None = None  # distinct (category, message) pairs the fit raised
+    code: dict[str, str] | None = None  # identity of the user code a worker ran (code_identity)
 
     def reissue_warnings(self) -> None:
         """Raise the fit's warnings again where this is called (the driver, for Ray fits)."""
@@ -270,6 +278,8 @@ def fit_and_score(payload: Payload, trial: Trial, where: tuple[str, int] | None 
         try:
             # A value the estimator rejects is this fit's error, not its batch's.
             estimator = clone(payload.estimator).set_params(**clone(dict(trial.params), safe=False))
+            if payload.driver != PROCESS:
+                result.code = code_identity(estimator, cache=True)
             with _fit_context(payload, estimator, trial.seed):
                 with _propagated(trial.callback_ctx, estimator):
                     estimator.fit(X_train, y_train, **fit_params)

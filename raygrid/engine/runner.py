@@ -110,9 +110,11 @@ def execute(
     progress: SearchProgress,
     store: Any = None,
     on_result: Callable[[FitResult], None] | None = None,
+    check: Callable[[FitResult, Any], None] | None = None,
 ) -> None:
     """Run ``trials``, adding each result to ``results`` (and ``store``) the moment it arrives;
-    ``on_result`` is called with it once it is recorded.
+    ``on_result`` is called with it once it is recorded; ``check(result, params)``, before
+    (it raises for a result that must not be kept, e.g. :class:`~raygrid.engine.codecheck.CodeCheck`).
 
     With ``error_score="raise"`` the first failed fit stops the search (no new fit starts; the
     executor drops those in flight) and its original exception is raised; every fit finished
@@ -123,6 +125,8 @@ def execute(
     params = {(t.candidate, t.fold): t.params for t in trials}
 
     def take(result: FitResult) -> None:
+        if check is not None:
+            check(result, params.get((result.candidate, result.fold), {}))
         current[:] = [result]
         results[(result.candidate, result.fold)] = result
         if store is not None:

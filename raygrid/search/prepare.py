@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from sklearn.utils import get_tags
 
+from raygrid.engine.codecheck import CodeCheck
 from raygrid.engine.executors import BACKENDS, choose_backend, get_executor
 from raygrid.engine.fitting import Payload
 from raygrid.engine.plan import split_data
@@ -167,4 +168,4 @@ def run_trials(run: SearchRun, trials: Sequence, on_result=None) -> None:
         if run.shared is None:
             run.shared = share(run.executor, run.payload, run.progress)
         execute(run.executor, run.shared, run.payload, todo, run.results, run.progress,
-                store=run.store, on_result=on_result)
+                store=run.store, on_result=on_result, check=CodeCheck(run.payload.estimator))

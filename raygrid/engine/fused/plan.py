@@ -3,12 +3,14 @@ differing only in epochs share one), with which seed, in which unit; and why the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from raygrid.engine.describe import Describer, digest
 from raygrid.engine.fitting import Payload, take
 from raygrid.engine.plan import Trial
 
@@ -62,10 +64,10 @@ class GroupSpec:
         return [t for lane in self.lanes for t in lane.all_trials()]
 
 
-def fingerprint(obj: Any) -> str:
-    import joblib
-
-    return joblib.hash(obj)
+def fingerprint(obj: Any, describer: Describer | None = None) -> str:
+    """The identity the fit store uses too: user code (a model function in ``__main__`` or a
+    notebook) by value, installed code by version."""
+    return digest(obj, describer=describer)
 
 
 def _effective_params(base: Mapping[str, Any], params: Mapping[str, Any]) -> dict:
@@ -209,19 +211,19 @@ def plan_lanes(payload: Payload, trials: Sequence[Trial], leave) -> tuple[dict[s
     share_models = not _build_fn_takes(est, "params", "compile_kwargs")
     lanes: dict[str, Lane] = {}
     lane_opts: dict[str, tuple[int, bool]] = {}
+    key = functools.partial(fingerprint, describer=Describer())  # user code described once
     for trial in trials:
         eff = _effective_params(base, trial.params)
         n_train = len(payload.splits[trial.fold][0])
         try:
             epochs, batch, shuffle = _trial_options(eff, n_train)
             free = _LANE_FREE if not takes_all else frozenset({"verbose", "fit__verbose"})
-            lane_key = fingerprint((trial.fold,
-                                    sorted((k, v) for k, v in eff.items() if k not in free)))
+            lane_key = key((trial.fold, sorted((k, v) for k, v in eff.items() if k not in free)))
             build_skip = _FIT_ONLY if not takes_all else frozenset({"verbose", "fit__verbose",
                                                                     "random_state"})
-            build_key = fingerprint(sorted((k, v) for k, v in eff.items() if k not in build_skip))
-            model_key = fingerprint(sorted((k, v) for k, v in eff.items() if k not in build_skip
-                                     and not _optimizer_param(k))) if share_models else None
+            build_key = key(sorted((k, v) for k, v in eff.items() if k not in build_skip))
+            model_key = key(sorted((k, v) for k, v in eff.items() if k not in build_skip
+                             and not _optimizer_param(k))) if share_models else None
         except NotFusable as exc:
             leave([trial], str(exc))
             continue

@@ -4,8 +4,8 @@ Every finished fit is written the moment its result reaches the driver and commi
 each is keyed by a fingerprint of everything that decides its result. Rerunning a search with the
 same ``storage`` runs only the fits whose fingerprint has no usable row.
 
-- ``identity``: what identifies a fit (canonical values, class identity, library versions,
-  :class:`Fingerprinter`);
+- ``identity``: what identifies a fit (library versions, :class:`Fingerprinter`, over
+  :mod:`raygrid.engine.describe`'s descriptions of values and code);
 - ``schema``: the SQLite file: schema, creation, validation, read-only opening;
 - ``fitstore``: :class:`FitStore`, the store object (write, look up, summarise);
 - ``summary``: :class:`StoreSummary`, what :meth:`FitStore.summary` returns;
