@@ -180,6 +180,28 @@ def memory_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def user_seed_table(result: dict) -> str:
+    """``benchmarks.bench_user_seed``: the seed grid as users write it, raygrid and scikit-learn."""
+    ours, theirs, scores = result["raygrid"], result["sklearn"], result["scores"]
+    fused = ours["engines"].get("fused", 0)
+    lines = [f"**user_seed_{result['subset']}** ({result['n_fits']} fits, {result['machine']['cpus']} "
+             "CPUs; the model function in the user's script, stock scikeras, TensorFlow on the "
+             "driver, default arguments)", "",
+             "| search | process wall (s) | fit (s) | fits trained fused | best score | wall ÷ raygrid's |",
+             "|---|---|---|---|---|---|",
+             f"| raygrid `GridSearchCV(model, grid, cv=3)` | {_value(ours['wall_s'])} | "
+             f"{_value(ours['fit_s'])} | {fused} of {result['n_fits']} | "
+             f"{ours['best_score']:.4f} | 1× |",
+             f"| scikit-learn `GridSearchCV(model, grid, cv=3, n_jobs={result['sklearn_n_jobs']})` | "
+             f"{_value(theirs['wall_s'])} | {_value(theirs['fit_s'])} | | "
+             f"{theirs['best_score']:.4f} | {result['speedup_wall']:.3g}× |", "",
+             f"Candidate mean accuracies, raygrid against scikit-learn: {scores['mean_abs_diff']} "
+             f"apart on average, {scores['share_within_0.03']:.0%} of candidates within 0.03 "
+             f"(largest gap {scores['max_abs_diff']}); the two searches' fits start from "
+             "different random weights."]
+    return "\n".join(lines)
+
+
 def tables() -> str:
     """Every saved benchmark as one table, in file-name order."""
     parts = []
@@ -195,6 +217,8 @@ def tables() -> str:
             parts.append(fused_table(result))
         elif result.get("benchmark") == "memory":
             parts.append(memory_table(result))
+        elif result.get("benchmark") == "user_seed":
+            parts.append(user_seed_table(result))
     return "\n\n".join(parts)
 
 
@@ -217,7 +241,7 @@ def main(argv=None) -> None:
     mode.add_argument("--full", action="store_true")
     mode.add_argument("--tables", action="store_true")
     args = ap.parse_args(argv)
-    from benchmarks import bench_dispatch, bench_scaling, bench_seed
+    from benchmarks import bench_dispatch, bench_scaling, bench_seed, bench_user_seed
     from benchmarks.common import save
 
     if not args.tables:
@@ -227,8 +251,10 @@ def main(argv=None) -> None:
             save_run(bench_dispatch.run(20000))
             save_run(bench_seed.run("full", save_as="seed_full"))
             save_run(bench_scaling.run())
+            bench_user_seed.main(["--subset", "full"])
         else:
             save_run(bench_seed.run("quick"))
+            bench_user_seed.main(["--subset", "quick"])
     write_tables()
     print(tables())
 

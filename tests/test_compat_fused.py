@@ -139,7 +139,7 @@ def search(grid, engine="fused"):
     return {"scores": r["test_score"].tolist(), "engines": r["engine"].tolist(),
             "errors": int(r["error"].notna().sum()),
             "vectorised": [st["vectorised_scoring"] for st in stats],
-            "warnings": [str(w.message) for w in caught if "fused engine left" in str(w.message)]}
+            "warnings": [str(w.message) for w in caught if "on the fused engine" in str(w.message)]}
 
 
 ACTS = {"model__activation": ["tanh", "relu"]}

@@ -404,8 +404,9 @@ def test_unit_that_cannot_train_fused_falls_back_with_its_reason(pima_csv):
 
     ex = fused.FusedExecutor(Failing(), "auto", payload)
     ex._units.update({(0, 0): "u", (1, 0): "u"})
-    with pytest.warns(UserWarning, match=r"left 2 fits to the standard engine \(2 fits: its task "
-                                         r"failed \(RuntimeError: no JAX here\)\)"):
+    with pytest.warns(UserWarning, match=r"could not train 2 fits on the fused engine; they ran one "
+                                         r"by one on the standard engine: 2 because its task "
+                                         r"failed \(RuntimeError: no JAX here\)"):
         out = list(ex.run(ex.share(payload), trials))
     assert sorted(r.engine for r in out) == ["standard", "standard"]
     assert all(r.error is None for r in out)

@@ -215,16 +215,19 @@ def test_a_worker_that_ran_other_code_is_an_error_not_a_result():
 
 # -- the scenarios, as a user runs them ----------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("where", ["script", "module"])
-def test_an_edited_helper_reuses_no_fit(tmp_path, where):
-    """The estimator's predict calls a helper; only the helper is edited between two runs."""
+@pytest.mark.parametrize("where,backend", [("script", "auto"), ("module", "auto"),
+                                           ("script", "ray")])
+def test_an_edited_helper_reuses_no_fit(tmp_path, where, backend):
+    """The estimator's predict calls a helper; only the helper is edited between two runs (on
+    Ray, the workers get the script's class by value and report the code they ran)."""
     script = tmp_path / "search.py"
+    search = SEARCH.replace("**KW", f"backend={backend!r}")
     if where == "script":
-        script.write_text(ESTIMATOR + SEARCH.replace("**KW", ""))
+        script.write_text(ESTIMATOR + search)
         edited = script
     else:
         (tmp_path / "my_estimators.py").write_text(ESTIMATOR)
-        script.write_text("from my_estimators import Thresh\n" + SEARCH.replace("**KW", ""))
+        script.write_text("from my_estimators import Thresh\n" + search)
         edited = tmp_path / "my_estimators.py"
     store = str(tmp_path / "store")
     first = run_script(script, store)

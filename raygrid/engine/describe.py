@@ -357,7 +357,10 @@ class Describer:
                 members.append((name, tuple(self._function(f) if isinstance(f, types.FunctionType)
                                             else self._inside(f)
                                             for f in (value.fget, value.fset, value.fdel))))
-            elif not (name.startswith("__") and name.endswith("__")):
+            elif not (name.startswith("__") and name.endswith("__")) and (
+                    _plain(value) or isinstance(value, _CODE_KINDS)):
+                # (other attributes may be added by libraries as the class is used or sent:
+                # scikit-learn's metadata-request descriptors, say)
                 members.append((name, self._inside(value)))
         return ("class", bases, tuple(members))
 
@@ -411,22 +414,30 @@ def digest(*parts: Any, describer: Describer | None = None) -> str:
 _worker_cache: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
 
 
-def _code_roots(estimator: Any) -> Iterable[Any]:
-    """The classes and functions an estimator with its parameters runs: its class, its nested
-    estimators' classes, and the functions and classes among its parameters."""
-    yield type(estimator)
-    params = estimator.get_params(deep=True) if hasattr(estimator, "get_params") else {}
-    for value in params.values():
-        for item in (value if isinstance(value, (list, tuple)) else (value,)):
-            if isinstance(item, (types.FunctionType, type)):
-                yield item
-            elif isinstance(item, functools.partial):
-                yield item.func
-            elif isinstance(item, types.MethodType):
-                yield item.__func__
-                yield type(item.__self__)
-            elif hasattr(item, "get_params"):
-                yield type(item)
+def _code_roots(estimator: Any) -> list[Any]:
+    """The classes and functions an estimator runs: its class, and the functions, classes and
+    estimators among its attributes (its parameters, nested estimators' too: a Pipeline's steps),
+    read from ``vars`` (``get_params`` inspects signatures: too slow for every fit)."""
+    roots: dict[int, Any] = {}
+    stack = [(estimator, 0)]
+    while stack:
+        obj, depth = stack.pop()
+        if isinstance(obj, (types.FunctionType, type)):
+            roots[id(obj)] = obj
+        elif depth > 6 or obj is None or type(obj) in (str, int, float, bool):
+            continue
+        elif isinstance(obj, (list, tuple)):
+            stack += [(item, depth + 1) for item in obj]
+        elif isinstance(obj, dict):
+            stack += [(item, depth + 1) for item in obj.values()]
+        elif isinstance(obj, functools.partial):
+            stack += [(obj.func, depth + 1), (obj.args, depth + 1)]
+        elif isinstance(obj, types.MethodType):
+            stack += [(obj.__func__, depth + 1), (obj.__self__, depth + 1)]
+        elif hasattr(obj, "get_params") and hasattr(obj, "__dict__"):
+            roots[id(type(obj))] = type(obj)
+            stack += [(value, depth + 1) for value in vars(obj).values()]
+    return list(roots.values())
 
 
 def code_identity(estimator: Any, cache: bool = False) -> dict[str, str] | None:

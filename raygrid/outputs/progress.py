@@ -2,8 +2,9 @@
 
 On a terminal the line is redrawn in place and always fits the terminal's width (less important
 parts give way first: cached count, elapsed time, bar); while the search waits before its first
-fit (Ray starting) it says so. When stderr is not a terminal (a log file, a pipe) nothing is
-redrawn: a waiting phase and the final state are each printed once, as whole lines.
+fit (Ray starting) it says so. In a Jupyter notebook the line is one output, updated in place.
+When stderr is neither (a log file, a pipe) nothing is redrawn: a waiting phase and the final
+state are each printed once, as whole lines.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ class SearchProgress:
         self._folds: dict[int, list[float]] = defaultdict(list)
         self._start = time.monotonic()
         self._console = console or Console(stderr=True)
-        self._live: Live | None = None
+        self._live: Live | _NotebookLine | None = None
         #: Fits the executor can run at once (set once known): "running" never shows more.
         self.slots: int | None = None
         #: What the search waits for before its first fit (e.g. "starting Ray..."), else None.
@@ -55,7 +56,9 @@ class SearchProgress:
 
     def __enter__(self) -> "SearchProgress":
         self._start = time.monotonic()
-        if self.verbose >= 1 and self._console.is_terminal:
+        if self.verbose >= 1 and self._console.is_jupyter:
+            self._live = _NotebookLine(self.render())
+        elif self.verbose >= 1 and self._console.is_terminal:
             self._live = Live(self.render(), console=self._console, refresh_per_second=4,
                               transient=False)
             self._live.__enter__()
@@ -92,6 +95,17 @@ class SearchProgress:
         if self.verbose >= 1:
             print(f"Fitting {self.n_splits} folds for each of {n_candidates} candidates, "
                   f"totalling {n_candidates * self.n_splits} fits", flush=True)
+
+    def fusion(self, fused: int, total: int, reasons: Mapping[str, int]) -> None:
+        """How many of the fits about to run train fused, and why the others do not (stdout,
+        ``verbose >= 1``, before they run)."""
+        if self.verbose < 1 or not total:
+            return
+        line = f"raygrid: {fused} of {total} fits train fused"
+        if reasons:
+            line += "; one by one on the standard engine: " + "; ".join(
+                f"{n} ({why})" for why, n in reasons.items())
+        print(line, flush=True)
 
     def add(self, result: FitResult, running: int = 0, params: Mapping[str, Any] | None = None,
             ) -> None:
@@ -186,6 +200,33 @@ class SearchProgress:
         if self.failed:
             text.highlight_words([f"{self.failed} failed"], style="bold red")
         return text
+
+
+class _NotebookLine:
+    """The progress line in a Jupyter notebook: one output, updated in place (IPython's display
+    handles), at most four times a second; the last state is always shown."""
+
+    INTERVAL_S = 0.25
+
+    def __init__(self, text: Text):
+        from IPython.display import display
+
+        self._shown = 0.0
+        self._pending: Text | None = None
+        self._handle = display(text, display_id=True)
+
+    def update(self, text: Text) -> None:
+        now = time.monotonic()
+        if now - self._shown < self.INTERVAL_S:
+            self._pending = text
+            return
+        self._pending = None
+        self._shown = now
+        self._handle.update(text)
+
+    def __exit__(self, *exc) -> None:
+        if self._pending is not None:
+            self._handle.update(self._pending)
 
 
 def _bar(done: int, total: int, width: int) -> str:

@@ -162,7 +162,12 @@ def run_trials(run: SearchRun, trials: Sequence, on_result=None) -> None:
     """Stored results first (resume, cache), the rest through the executor seam, into
     ``run.results``."""
     if hasattr(run.executor, "assign"):  # the fused engine's seeds and engine, before the store
+        before = dict(run.executor.reasons)
         trials = run.executor.assign(trials)
+        if run.progress is not None:
+            run.progress.fusion(sum(t.engine == "fused" for t in trials), len(trials),
+                                {why: n - before.get(why, 0) for why, n in
+                                 run.executor.reasons.items() if n > before.get(why, 0)})
     todo = reuse(run.store, trials, run.results, run.progress, on_result)
     if todo:
         if run.shared is None:

@@ -171,6 +171,8 @@ class FusedExecutor:
 
 
 def _reasons_text(reasons: Mapping[str, int]) -> str:
+    """The one warning, in the user's terms: how many fits ran one by one, and why."""
     total = sum(reasons.values())
-    parts = "; ".join(f"{n} fits: {why}" for why, n in reasons.items())
-    return f"the fused engine left {total} fits to the standard engine ({parts})"
+    parts = "; ".join(f"{n} because {why}" for why, n in reasons.items())
+    return (f"raygrid could not train {total} fits on the fused engine; they ran one by one on "
+            f"the standard engine: {parts}")

@@ -228,7 +228,9 @@ def plan_lanes(payload: Payload, trials: Sequence[Trial], leave) -> tuple[dict[s
             leave([trial], str(exc))
             continue
         except Exception as exc:  # noqa: BLE001 - e.g. parameters that cannot be hashed
-            leave([trial], f"parameters cannot be fingerprinted ({type(exc).__name__})")
+            leave([trial], f"a parameter value cannot be identified ({type(exc).__name__}: "
+                           f"{exc}); pass values raygrid can describe (numbers, strings, "
+                           "functions, Keras objects)")
             continue
         lane = lanes.get(lane_key)
         if lane is None:
