@@ -7,7 +7,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from raygrid.engine.fitting import FitResult, Payload, location
+from sklearn.base import clone
+
+from raygrid.engine.describe import code_identity
+from raygrid.engine.fitting import PROCESS, FitResult, Payload, location
 from raygrid.engine.fused.group import run_group
 from raygrid.engine.fused.grouping import plan_fusion
 from raygrid.engine.fused.plan import NotFusable, final_step_view, fingerprint
@@ -43,6 +46,20 @@ def run_unit(payload: Payload, trials: Sequence[Trial]) -> list[FitResult]:
     identically, a program that fails) comes back as rows with ``engine="fallback"`` and the
     reason as ``error``: the driver runs those trials on the standard engine.
     """
+    from raygrid.keras import keras_backend
+
+    results = _run_unit(payload, trials)
+    if payload.driver != PROCESS:  # the identity of the code this worker ran, for the driver
+        params = {(t.candidate, t.fold): t.params for t in trials}
+        for result in results:
+            if result.engine != FALLBACK:
+                estimator = clone(payload.estimator).set_params(
+                    **clone(dict(params[(result.candidate, result.fold)]), safe=False))
+                result.code = code_identity(estimator, cache=True)
+    return results
+
+
+def _run_unit(payload: Payload, trials: Sequence[Trial]) -> list[FitResult]:
     from raygrid.keras import keras_backend
 
     with without_tensorflow():
