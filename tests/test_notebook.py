@@ -126,8 +126,10 @@ class Kernel:
                 out.append(content["ename"] + ": " + content["evalue"])
             elif kind == "status" and content["execution_state"] == "idle":
                 break
-        reply = self.kc.get_shell_msg(timeout=60)
-        return reply["content"]["status"], "".join(out)
+        while True:  # (the shell channel may still hold replies to earlier requests)
+            reply = self.kc.get_shell_msg(timeout=60)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply["content"]["status"], "".join(out)
 
     def run(self, code: str) -> str:
         status, out = self.wait(self.start(code))
