@@ -151,9 +151,9 @@ out["seeded"] = diffs
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     s = GridSearchCV(seed_classifier(epochs=1, batch_size=64, validation_split=0.25),
-                     {"validation_freq": [1, 2]}, cv=StratifiedKFold(2), backend="serial",
+                     {"fit__validation_freq": [1, 2]}, cv=StratifiedKFold(2), backend="serial",
                      engine="fused", refit=False, random_state=0).fit(X, y)
-out["mixed_engines"] = s.results_.groupby("param_validation_freq")["engine"].agg(set).apply(
+out["mixed_engines"] = s.results_.groupby("param_fit__validation_freq")["engine"].agg(set).apply(
     sorted).to_dict()
 out["mixed_errors"] = int(s.results_["error"].notna().sum())
 out["mixed_warning"] = any("validation_freq" in str(w.message) for w in caught)

@@ -98,6 +98,4 @@ def stopped_epoch(estimator: Any) -> int | None:
     if not any(_has_early_stopping(params.get(k)) for k in ("callbacks", "fit__callbacks")):
         return None
     history = getattr(estimator, "history_", None)
-    if not history or "loss" not in history:
-        return None
-    return len(history["loss"])
+    return None if history is None else len(history.get("loss", ()))

@@ -31,7 +31,8 @@ import numpy as np
 
 #: ``fit__*`` parameters the fused engine honours.
 FIT_ROUTED_OK = frozenset({"epochs", "batch_size", "shuffle", "verbose", "validation_split",
-                           "validation_batch_size", "callbacks", "validation_data"})
+                           "validation_batch_size", "callbacks", "validation_data",
+                           "validation_freq"})
 #: Parameters about training only (never the built model) that these options read.
 TRAINING_ONLY = frozenset({"callbacks", "fit__callbacks", "validation_split",
                            "fit__validation_split", "class_weight", "fit__validation_data",
@@ -156,7 +157,7 @@ def parse(eff: Mapping[str, Any], fit_params: Mapping[str, Any] | None = None) -
     for key in ("validation_steps", "initial_epoch"):
         if eff.get(key):
             raise NotFusable(f"{key} is not supported by the fused engine")
-    if eff.get("validation_freq", 1) not in (1, None):
+    if eff.get("fit__validation_freq", eff.get("validation_freq", 1)) not in (1, None):
         raise NotFusable("validation_freq other than 1 is not supported by the fused engine")
     for key, value in fit_params.items():
         if value is not None and key not in FIT_PARAMS_OK:

@@ -192,7 +192,18 @@ def segment_fn(template, metric_values, template_opt_values, optimizers, switche
                                            list(tv) + list(ntv), going)
             return tv, ntv, ov, es
 
-        return lax.fori_loop(0, n_epochs, epoch, (tv, ntv, ov, es))
+        if es is None:
+            return lax.fori_loop(0, n_epochs, epoch, (tv, ntv, ov, es))
+
+        # With EarlyStopping, the loop ends once every lane has stopped (under vmap, a lane
+        # that stopped idles, masked, until then).
+        def going_on(c):
+            return (c[0] < n_epochs) & stopping.running(c[1][3])
+
+        def one(c):
+            return c[0] + 1, epoch(c[0], c[1])
+
+        return lax.while_loop(going_on, one, (jnp.int32(0), (tv, ntv, ov, es)))[1]
 
     def predict(tv, ntv, es, settings, codes, X):
         weights = stopping.final_weights(es, settings, list(tv) + list(ntv))
