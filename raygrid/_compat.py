@@ -243,6 +243,14 @@ def keras_compile_built(model: Any) -> bool | None:
                 and getattr(model._compile_metrics, "built", True))
 
 
+def keras_metric_direction(metric: Any) -> str | None:
+    """Which way a Keras metric improves, ``"up"`` or ``"down"`` (the private ``_direction``
+    that ``EarlyStopping(mode="auto")`` reads), or None when the metric does not say (Keras then
+    refuses ``mode="auto"``) or Keras no longer keeps it there."""
+    direction = getattr(metric, "_direction", None)
+    return direction if direction in ("up", "down") else None
+
+
 @functools.cache
 def _keras_keeps_init_seed() -> bool:
     try:

@@ -150,13 +150,13 @@ out["seeded"] = diffs
 # 4. What cannot be fused runs on the standard engine in the same search.
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    s = GridSearchCV(seed_classifier(epochs=1, batch_size=64), {"validation_split": [0.0, 0.25]},
-                     cv=StratifiedKFold(2), backend="serial", engine="fused", refit=False,
-                     random_state=0).fit(X, y)
-out["mixed_engines"] = s.results_.groupby("param_validation_split")["engine"].agg(set).apply(
+    s = GridSearchCV(seed_classifier(epochs=1, batch_size=64, validation_split=0.25),
+                     {"fit__validation_freq": [1, 2]}, cv=StratifiedKFold(2), backend="serial",
+                     engine="fused", refit=False, random_state=0).fit(X, y)
+out["mixed_engines"] = s.results_.groupby("param_fit__validation_freq")["engine"].agg(set).apply(
     sorted).to_dict()
 out["mixed_errors"] = int(s.results_["error"].notna().sum())
-out["mixed_warning"] = any("validation_split" in str(w.message) for w in caught)
+out["mixed_warning"] = any("validation_freq" in str(w.message) for w in caught)
 out["mixed_scores"] = s.results_["test_score"].tolist()
 print(json.dumps({k: ({str(a): b for a, b in v.items()} if isinstance(v, dict) else v)
                   for k, v in out.items()}))
@@ -218,8 +218,8 @@ def test_fused_training_equals_keras_fit(jax_scripts):
     assert max(out["lanes"]) < 1e-5, out["lanes"]
     # Seeded and shuffled: the weights scikeras' fit reaches with random_state=seed.
     assert max(out["seeded"]) < 1e-5, out["seeded"]
-    # validation_split=0.25 cannot be fused: it runs on the standard engine, in the same search.
-    assert out["mixed_engines"] == {"0.0": ["fused"], "0.25": ["standard"]}
+    # validation_freq=2 cannot be fused: it runs on the standard engine, in the same search.
+    assert out["mixed_engines"] == {"1": ["fused"], "2": ["standard"]}
     assert out["mixed_errors"] == 0 and out["mixed_warning"]
     assert all(0.3 < s <= 1.0 for s in out["mixed_scores"])
 

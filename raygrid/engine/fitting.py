@@ -72,6 +72,9 @@ class FitResult:
     engine: str = "standard"  # "fused" when raygrid.engine.fused trained it with others in one program
     warnings: list | None = None  # distinct (category, message) pairs the fit raised
     code: dict[str, str] | None = None  # identity of the user code a worker ran (code_identity)
+    # Keras fits with EarlyStopping: the epochs the fit trained (its last epoch, counted from 1
+    # as Keras prints "Epoch k/N"); None for other fits.
+    stopped_epoch: int | None = None
 
     def reissue_warnings(self) -> None:
         """Raise the fit's warnings again where this is called (the driver, for Ray fits)."""
@@ -284,6 +287,10 @@ def fit_and_score(payload: Payload, trial: Trial, where: tuple[str, int] | None 
                 with _propagated(trial.callback_ctx, estimator):
                     estimator.fit(X_train, y_train, **fit_params)
                 result.fit_time = time.perf_counter() - start
+                if payload.keras:
+                    from raygrid.keras.detect import stopped_epoch
+
+                    result.stopped_epoch = stopped_epoch(estimator)
                 start = time.perf_counter()
                 result.test_scores = score(estimator, X_test, y_test, payload, score_test)
                 result.score_time = time.perf_counter() - start

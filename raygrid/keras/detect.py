@@ -73,3 +73,29 @@ def uses_keras(estimator: Any) -> bool:
     TensorFlow.
     """
     return bool(keras_paths(estimator))
+
+
+def _has_early_stopping(value: Any) -> bool:
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_early_stopping(v) for v in value)
+    klass = value if isinstance(value, type) else type(value)
+    return any(k.__name__ == "EarlyStopping" and k.__module__.split(".")[0] == "keras"
+               for k in klass.__mro__)
+
+
+def stopped_epoch(estimator: Any) -> int | None:
+    """For a fitted scikeras model (or a pipeline ending in one) whose fit had a Keras
+    ``EarlyStopping`` callback: the epochs the fit trained (``len(history_["loss"])``, the last
+    epoch counted from 1), else None."""
+    steps = getattr(estimator, "steps", None)
+    if isinstance(steps, list) and steps:
+        estimator = steps[-1][1]
+    if not is_scikeras_wrapper(estimator):
+        return None
+    params = estimator.get_params(deep=False)
+    if not any(_has_early_stopping(params.get(k)) for k in ("callbacks", "fit__callbacks")):
+        return None
+    history = getattr(estimator, "history_", None)
+    return None if history is None else len(history.get("loss", ()))

@@ -139,6 +139,7 @@ def results_frame(
     """One row per fit: candidate, fold, parameters, scores, times, where it ran, error text."""
     names = list(dict.fromkeys(k for p in candidates for k in p))
     rows = []
+    stops = any(r.stopped_epoch is not None for r in results.values())
     for (c, f) in sorted(results):
         r = results[(c, f)]
         row: dict[str, Any] = {"candidate": c, "fold": f}
@@ -155,11 +156,15 @@ def results_frame(
             error=r.error, system_failure=r.system_failure, node=r.node, pid=r.pid,
             seed=r.seed, cached=r.cached,
         )
+        if stops:  # Keras fits with EarlyStopping: the epoch each fit stopped at (its last)
+            row["stopped_epoch"] = r.stopped_epoch
         rows.append(row)
     frame = pd.DataFrame(rows)
     if not rows:
         return frame
     frame["seed"] = frame["seed"].astype("Int64")
+    if "stopped_epoch" in frame:
+        frame["stopped_epoch"] = frame["stopped_epoch"].astype("Int64")
     return frame
 
 

@@ -36,9 +36,20 @@ scorer on the driver side of the group, through a small stand-in estimator that 
 predictions through scikeras' own target decoding, so every metric the standard engine supports
 works and the results are ``FitResult`` rows like the standard engine's (``engine="fused"``).
 
-Whatever cannot be fused (another estimator, callbacks, validation splits, class or sample
-weights, ``return_estimator``, a grid over a pipeline's preprocessing...) runs on the standard
-executor in the same search. ``engine="auto"`` fuses only where a group has two lanes or more.
+Training options (``options``, ``lanedata``, ``stopping``): ``validation_split`` (Keras holds out
+the last rows before shuffling), ``validation_data``, ``class_weight`` and ``sample_weight``
+(rows of weight 0 dropped as scikeras drops them; each row's loss weighted, a batch's loss
+``sum(weight * loss) / rows`` as Keras reduces it) are lane values; so are
+``keras.callbacks.EarlyStopping``'s settings: the monitored loss or compiled metric is computed
+in the program after each epoch (on the validation rows for ``val_*``), each lane stops on its
+own (a per-lane mask keeps a stopped lane's weights) and keeps its best weights where
+``restore_best_weights`` asks; ``results_`` gets a ``stopped_epoch`` column, as for the
+standard engine's fits with EarlyStopping.
+
+Whatever cannot be fused (another estimator, another callback, ``validation_freq``,
+``return_estimator``, a grid over a pipeline's preprocessing...) runs on the standard executor
+in the same search, with the reason in one warning. ``engine="auto"`` fuses only where a group
+has two lanes or more.
 
 Where it runs: the driver plans lanes without building any model (``assign``); the lanes of one
 batch size and shuffling form a *unit*, which the executor runs like any other work (see
@@ -55,11 +66,13 @@ makes a repeated search skip XLA compilation.
 The modules, in the order data flows through them: ``plan`` (the driver's plan, without Keras:
 lanes, seeds, units, and why the rest cannot fuse), ``executor`` (``FusedExecutor``: units to
 the inner executor, fallback rows back to the standard engine), ``unit`` (what one task runs),
-``grouping`` (lanes grouped into programs by the structure of their built models), ``members``
-(the Keras model of one build key), ``group`` (one group prepared, compiled, trained, scored),
-``program`` (the vmapped training segment, activation switches), ``scoring`` (vectorised
-accuracy, or the search's scorer through a stand-in estimator) and ``runtime`` (TensorFlow kept
-out, JAX's compilation cache). Private names of Keras, scikeras and scikit-learn are reached
+``grouping`` (lanes grouped into programs by the structure of their built models), ``options``
+(a trial's training options, read without Keras), ``lanedata`` (each lane's rows, weights and
+monitored quantity), ``members`` (the Keras model of one build key), ``group`` (one group
+prepared, compiled, trained, scored), ``program`` (the vmapped training segment, activation
+switches), ``stopping`` (EarlyStopping as array updates), ``scoring`` (vectorised accuracy, or
+the search's scorer through a stand-in estimator) and ``runtime`` (TensorFlow kept out, JAX's
+compilation cache). Private names of Keras, scikeras and scikit-learn are reached
 through ``raygrid._compat``; where one moved, those fits run on the standard engine.
 """
 from __future__ import annotations

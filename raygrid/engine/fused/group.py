@@ -10,8 +10,11 @@ import numpy as np
 from raygrid.engine.fitting import FitResult, Payload, location, take
 from raygrid.engine.fused.members import member_for, validated_y
 from raygrid.engine.fused.plan import GroupSpec
-from raygrid.engine.fused.program import (Installed, Switch, activation_branches, branch_names,
-                                          segment_fn, switch_works, trace_lock)
+from raygrid.engine.fused.lanedata import (direction, effective, resolve_monitor, rows_of,
+                                           validation_data)
+from raygrid.engine.fused.program import (Installed, Layout, Switch, activation_branches,
+                                          branch_names, segment_fn, switch_works, trace_lock)
+from raygrid.engine.fused.stopping import initial_state, lane_settings
 from raygrid.engine.fused.runtime import configure_compilation_cache, without_tensorflow
 from raygrid.engine.fused.scoring import GroupScorer
 
@@ -32,6 +35,50 @@ def _stack(rows: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
     if not rows or not rows[0]:
         return []
     return [np.stack(col) for col in zip(*rows)]
+
+
+def _stack_dicts(rows: Sequence[dict]) -> dict:
+    out = {}
+    for key, value in rows[0].items():
+        if isinstance(value, list):
+            out[key] = [np.stack([np.asarray(r[key][j]) for r in rows]) for j in range(len(value))]
+        else:
+            out[key] = np.stack([np.asarray(r[key]) for r in rows])
+    return out
+
+
+def _lane_extras(payload: Payload, spec: GroupSpec, template, rows, n_all: int,
+                 layout: Layout) -> dict:
+    """Lane values for weights, validation rows and EarlyStopping; fills in ``layout``."""
+    out: dict = {}
+    options = [lane.options for lane in spec.lanes]
+    if any(r.train_weight is not None or r.val_weight is not None for r in rows):
+        layout.weighted = True
+        w = np.ones((len(rows), n_all), np.float32)
+        for i, r in enumerate(rows):
+            if r.train_weight is not None:
+                w[i, r.train] = r.train_weight
+            if r.val_weight is not None:
+                w[i, r.val] = r.val_weight
+        out["w"] = w
+    if rows[0].val is not None:
+        nv = [len(r.val) for r in rows]
+        layout.nv_max = max(nv)
+        size = options[0].validation_batch or spec.batch_size
+        layout.vbatch = layout.nv_max if size == -1 else min(size, layout.nv_max)
+        layout.vsteps = -(-layout.nv_max // layout.vbatch)
+        vidx = np.zeros((len(rows), layout.nv_max), np.int32)
+        for i, r in enumerate(rows):
+            vidx[i, :len(r.val)] = r.val
+        out.update(vidx=vidx, nv=np.asarray(nv, np.int32))
+    stops = [o.stopping for o in options if o is not None and o.stopping is not None]
+    if stops and len(stops) == len(options):
+        fold = spec.lanes[0].fold
+        layout.monitor = resolve_monitor(template, payload, fold, stops[0])
+        signs = [direction(template, s, layout.monitor) for s in stops]
+        layout.restore = any(s.restore_best_weights for s in stops)
+        out["stop"] = lane_settings(stops, signs)
+    return out
 
 
 def run_group(payload: Payload, spec: GroupSpec, members: dict | None = None,
@@ -56,7 +103,7 @@ def _run_group(payload: Payload, spec: GroupSpec, members: dict | None,
         for variant in variants:
             sub = GroupSpec(spec.key + "/" + "-".join(variant), spec.batch_size, spec.shuffle,
                             [lane for lane, m in zip(spec.lanes, lane_members)
-                             if m.activations == variant])
+                             if m.activations == variant], spec.shared)
             r, s = _run_program(payload, sub, members, where, time.perf_counter() - t0)
             results += r
             stats.append(s)
@@ -84,9 +131,16 @@ class GroupRun:
         model = template.model
         L = len(spec.lanes)
 
-        # Data: X once; each fold's encoded targets on its training rows.
+        # Data: X once (validation data after its rows); each fold's encoded targets on its
+        # training rows; each lane's rows and weights (options.lane_rows).
         self.X = _as_float32(check_array(payload.X, dtype=None, allow_nd=True))
         n_rows = self.X.shape[0]
+        vdata = None
+        if spec.lanes[0].options is not None and spec.lanes[0].options.validation_data:
+            vdata = validation_data(payload, effective(payload, spec.lanes[0]))
+            self.X = np.concatenate([self.X, _as_float32(vdata[0]).reshape(
+                (-1,) + self.X.shape[1:])])
+        self.rows = rows = [rows_of(payload, lane, n_rows) for lane in spec.lanes]
         folds = sorted({lane.fold for lane in spec.lanes})
         fold_pos = {f: i for i, f in enumerate(folds)}
         Y = None
@@ -95,19 +149,23 @@ class GroupRun:
             yt = _as_float32(template.encoders[f].transform(
                 validated_y(template.estimator, take(payload.y, train))))
             if Y is None:
-                Y = np.zeros((len(folds), n_rows) + yt.shape[1:], dtype=yt.dtype)
+                Y = np.zeros((len(folds), self.X.shape[0]) + yt.shape[1:], dtype=yt.dtype)
             Y[fold_pos[f], train] = yt
+            if vdata is not None:
+                Y[fold_pos[f], n_rows:] = np.asarray(vdata[1], Y.dtype).reshape(
+                    (-1,) + Y.shape[2:])
         self.Y = Y
-        n_train = [len(payload.splits[lane.fold][0]) for lane in spec.lanes]
+        n_train = [len(r.train) for r in rows]
         self.n_max = n_max = max(n_train)
         self.batch = batch = n_max if spec.batch_size == -1 else spec.batch_size
         self.steps = -(-n_max // batch)
+        layout = Layout(batch, self.steps, n_max, spec.shuffle)
+        extra = _lane_extras(payload, spec, template, rows, self.X.shape[0], layout)
 
         # Lane values: rows, initial weights, optimizer variables, switch codes, shuffling keys.
         idx = np.zeros((L, n_max), np.int32)
-        for i, lane in enumerate(spec.lanes):
-            train = payload.splits[lane.fold][0]
-            idx[i, :len(train)] = train
+        for i, r in enumerate(rows):
+            idx[i, :len(r.train)] = r.train
         opt_keys = sorted({m.opt_key for m in lane_members})
         self.optimizers = optimizers = []
         with trace_lock:
@@ -136,18 +194,18 @@ class GroupRun:
         self.lanes_arr = {
             "idx": idx, "n": np.asarray(n_train, np.int32),
             "fold": np.array([fold_pos[lane.fold] for lane in spec.lanes], np.int32),
-            "codes": codes, "ocode": ocode,
+            "codes": codes, "ocode": ocode, **extra,
         }
         # Shuffling: Keras' fit draws np.random.permutation(n) each epoch, after scikeras seeded
         # NumPy with random_state; the same orders are drawn here per lane (same seed, same
         # order), unless that table would be too large: then keys shuffle inside the program.
-        self.shuffle: Any = spec.shuffle
+        self.layout = layout
         epochs_max = max(lane.max_epochs for lane in spec.lanes)
         if spec.shuffle and L * max(epochs_max, 1) * n_max <= _HOST_ORDER_LIMIT:
-            self.shuffle = "host"
+            layout.shuffle = "host"
             orders = np.zeros((L, max(epochs_max, 1), n_max), np.int32)
             for i, lane in enumerate(spec.lanes):
-                train = payload.splits[lane.fold][0]
+                train = rows[i].train
                 rs = np.random.RandomState(lane.seed)
                 if lane_members[i].fit_peeks:
                     rs.permutation(len(train))
@@ -155,10 +213,17 @@ class GroupRun:
                     orders[i, e, :len(train)] = train[rs.permutation(len(train))]
             self.lanes_arr["orders"] = orders
         elif spec.shuffle:
+            layout.shuffle = True
             self.lanes_arr["key"] = np.asarray(jax.random.key_data(jax.vmap(jax.random.key)(
                 jnp.asarray([lane.seed for lane in spec.lanes], dtype=jnp.uint32))))
-        self.state = (_stack(tv_rows), _stack(ntv_rows), [_stack(rows) for rows in ov_rows],
-                      np.int32(0))
+        es = None
+        if layout.monitor is not None:
+            es = _stack_dicts([initial_state(t, n, layout.restore)
+                               for t, n in zip(tv_rows, ntv_rows)])
+        self.state = (_stack(tv_rows), _stack(ntv_rows), [_stack(r) for r in ov_rows],
+                      np.int32(0), es)
+        # The compiled metrics may have been built since the member was (to be monitored).
+        self.metrics_values = [np.asarray(v.value) for v in model.metrics_variables]
         self.template_opt_values = [np.asarray(v.value) for v in model.optimizer.variables]
         self.prep_s = time.perf_counter() - t_prep
         self.lower_s = self.compile_s = self.train_s = 0.0
@@ -172,9 +237,8 @@ class GroupRun:
         t = time.perf_counter()
         template = self.template
         with trace_lock:
-            fn = segment_fn(template.model, template.metrics_values, self.template_opt_values,
-                             self.optimizers, self.switches, self.batch, self.steps, self.n_max,
-                             self.shuffle)
+            fn = segment_fn(template.model, self.metrics_values, self.template_opt_values,
+                            self.optimizers, self.switches, self.layout)
             with Installed(template.slot_layers if self.switches else [], self.switches):
                 lowered = jax.jit(fn).lower(self.state, self.lanes_arr, np.int32(0), self.X,
                                             self.Y)
@@ -184,15 +248,18 @@ class GroupRun:
         self.compile_s = time.perf_counter() - t
 
     def train_to(self, epochs: int) -> Any:
-        """Train every lane up to ``epochs`` in all; returns each lane's predictions on all rows."""
+        """Train every lane up to ``epochs`` in all; returns each lane's predictions on all rows
+        (from the weights a fit of ``epochs`` ends with: the best epoch's where EarlyStopping
+        restores them). ``self.trained``: the epochs each lane trained (fewer where stopped)."""
         import jax
 
         if self.compiled is None:
             self.compile()
         t = time.perf_counter()
-        self.state, preds = self.compiled(self.state, self.lanes_arr,
-                                          np.int32(epochs - self.epochs_done), self.X, self.Y)
+        self.state, preds, trained = self.compiled(
+            self.state, self.lanes_arr, np.int32(epochs - self.epochs_done), self.X, self.Y)
         preds = jax.tree.map(np.asarray, preds)
+        self.trained = np.asarray(trained)
         self.epochs_done = epochs
         self.train_s += time.perf_counter() - t
         return preds
@@ -219,7 +286,10 @@ def _run_program(payload: Payload, spec: GroupSpec, members: dict, where, prep_b
         t_score = time.perf_counter()
         items = [(i, trial) for i, lane in enumerate(spec.lanes)
                  for trial in lane.trials.get(target, ())]
-        for result in scorer.score(preds, items, run.lane_members, spec.lanes, node, pid):
+        for (i, _), result in zip(items, scorer.score(preds, items, run.lane_members, spec.lanes,
+                                                      node, pid)):
+            if run.layout.monitor is not None:  # EarlyStopping: the epochs this fit trained
+                result.stopped_epoch = int(run.trained[i])
             scored.append((result, target))
         score_s += time.perf_counter() - t_score
     # fit_time: the group's own time (preparation, tracing, compilation, training) apportioned

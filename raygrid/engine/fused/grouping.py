@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from raygrid.engine.fitting import Payload
+from raygrid.engine.fused.lanedata import check_lane
 from raygrid.engine.fused.members import Member, Unfusable, member_for
 from raygrid.engine.fused.plan import (GroupSpec, NotFusable, check_search, fingerprint,
                                        lane_seed, plan_lanes)
@@ -69,12 +70,17 @@ def _plan_fusion(payload: Payload, trials: Sequence[Trial], engine: str,
         if isinstance(member, Unfusable):
             leave(lane.all_trials(), member.reason)
             continue
+        try:
+            check_lane(payload, lane, member)
+        except NotFusable as exc:
+            leave(lane.all_trials(), str(exc))
+            continue
         lane.seed = lane_seed(payload, lane)
-        batch, shuffle = lane_opts[lane_key]
-        gkey = fingerprint((member.group_signature(lane.build_key), batch, shuffle))
+        shared = lane_opts[lane_key]
+        gkey = fingerprint((member.group_signature(lane.build_key), shared))
         spec = by_group.get(gkey)
         if spec is None:
-            spec = by_group[gkey] = GroupSpec(gkey, batch, shuffle, [])
+            spec = by_group[gkey] = GroupSpec(gkey, shared[0], shared[1], [], shared)
         spec.lanes.append(lane)
 
     groups = []

@@ -12,6 +12,7 @@ import numpy as np
 
 from raygrid.engine.describe import Describer, digest
 from raygrid.engine.fitting import Payload, take
+from raygrid.engine.fused.options import TRAINING_ONLY, FitOptions, NotFusable, parse
 from raygrid.engine.plan import Trial
 
 #: Parameters that only change how ``fit`` runs (or nothing at all), never the built model.
@@ -19,17 +20,10 @@ _FIT_ONLY = frozenset({
     "epochs", "fit__epochs", "batch_size", "fit__batch_size", "shuffle", "fit__shuffle",
     "verbose", "fit__verbose", "predict__verbose", "predict__batch_size", "validation_batch_size",
     "steps_per_execution", "warm_start", "random_state",
-})
+}) | TRAINING_ONLY
 #: Parameters a lane shares with candidates that differ only in them.
 _LANE_FREE = frozenset({"epochs", "fit__epochs", "verbose", "fit__verbose", "predict__verbose",
                         "predict__batch_size", "validation_batch_size", "steps_per_execution"})
-#: ``fit__*`` parameters the fused engine honours.
-_FIT_ROUTED_OK = frozenset({"epochs", "batch_size", "shuffle", "verbose"})
-_KERAS_DEFAULT_BATCH = 32
-
-
-class NotFusable(Exception):
-    """A trial (or a whole search) the fused engine leaves to the standard executor."""
 
 
 @dataclass
@@ -42,6 +36,7 @@ class Lane:
     seed: int
     trials: dict[int, list[Trial]] = field(default_factory=dict)  # epochs -> trials
     model_key: str | None = None  # the model before compile, when optimizers can share it
+    options: FitOptions | None = None  # validation, weights, early stopping (shared by its trials)
 
     @property
     def max_epochs(self) -> int:
@@ -59,6 +54,7 @@ class GroupSpec:
     batch_size: int  # -1: the whole training set in one batch
     shuffle: bool
     lanes: list[Lane]
+    shared: tuple = ()  # FitOptions.shared() of its lanes
 
     def trials(self) -> list[Trial]:
         return [t for lane in self.lanes for t in lane.all_trials()]
@@ -109,8 +105,9 @@ def check_search(payload: Payload, here: bool = True) -> None:
         raise NotFusable("pairwise estimators are not supported")
     if payload.y is None:
         raise NotFusable("no target y")
-    if any(v is not None for v in (payload.fit_params or {}).values()):
-        raise NotFusable("fit parameters (e.g. sample_weight) are not supported")
+    for key, value in (payload.fit_params or {}).items():
+        if value is not None and key not in ("sample_weight", "validation_data"):
+            raise NotFusable(f"the fit parameter {key} is not supported by the fused engine")
     from scipy.sparse import issparse
 
     if issparse(payload.X):
@@ -120,34 +117,6 @@ def check_search(payload: Payload, here: bool = True) -> None:
     encoder = getattr(type(payload.estimator), "feature_encoder", None)
     if encoder is not w.BaseWrapper.feature_encoder:
         raise NotFusable("a custom feature_encoder is not supported")
-
-
-def _trial_options(eff: Mapping[str, Any], n_train: int) -> tuple[int, int, bool]:
-    """(epochs, batch size, shuffle) for one trial, or NotFusable."""
-    for key, value in eff.items():
-        if key.startswith("fit__") and key[5:] not in _FIT_ROUTED_OK and value is not None:
-            raise NotFusable(f"{key} is not supported")
-    if eff.get("callbacks") or eff.get("fit__callbacks"):
-        raise NotFusable("callbacks are not supported")
-    if eff.get("validation_split") or eff.get("fit__validation_split"):
-        raise NotFusable("validation_split is not supported")
-    if eff.get("class_weight") is not None:
-        raise NotFusable("class_weight is not supported")
-    if eff.get("initial_epoch"):
-        raise NotFusable("initial_epoch is not supported")
-    epochs = eff.get("fit__epochs", eff.get("epochs", 1))
-    batch = eff.get("fit__batch_size", eff.get("batch_size"))
-    shuffle = eff.get("fit__shuffle", eff.get("shuffle", True))
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        raise NotFusable(f"epochs={epochs!r} is not supported")
-    if batch is None:
-        batch = _KERAS_DEFAULT_BATCH
-    if (isinstance(batch, bool) or not isinstance(batch, (int, np.integer))
-            or (batch < 1 and batch != -1)):
-        raise NotFusable(f"batch_size={batch!r} is not supported")
-    if shuffle not in (True, False):
-        raise NotFusable(f"shuffle={shuffle!r} is not supported")
-    return int(epochs), int(batch), bool(shuffle)
 
 
 def _final_step(estimator: Any) -> str | None:
@@ -196,13 +165,19 @@ def final_step_view(payload: Payload, trials: Sequence[Trial], transform: bool =
             splits.append((np.asarray(train) + f * n, np.asarray(test) + f * n))
         X = np.concatenate(blocks)
         y = np.concatenate([np.asarray(payload.y)] * len(payload.splits))
-        return dataclasses.replace(payload, estimator=final, X=X, y=y, splits=splits), out
+        fit_params = dict(payload.fit_params or {})
+        if fit_params.get("sample_weight") is not None:  # one value per row of each copy
+            fit_params["sample_weight"] = np.concatenate(
+                [np.asarray(fit_params["sample_weight"])] * len(payload.splits))
+        return dataclasses.replace(payload, estimator=final, X=X, y=y, splits=splits,
+                                   fit_params=fit_params), out
     return dataclasses.replace(payload, estimator=final, X=X, splits=splits), out
 
 
 def plan_lanes(payload: Payload, trials: Sequence[Trial], leave) -> tuple[dict[str, Lane], dict]:
     """Lanes of ``trials`` (candidates differing only in epochs share one), without Keras:
-    (lane key -> Lane, lane key -> (batch size, shuffle)). ``leave(trials, why)`` gets the rest."""
+    (lane key -> Lane, lane key -> what its program shares, batch size first: see
+    ``FitOptions.shared``). ``leave(trials, why)`` gets the rest."""
     est = payload.estimator
     base = est.get_params(deep=False)
     takes_all = _build_fn_takes(est, "params")
@@ -214,9 +189,8 @@ def plan_lanes(payload: Payload, trials: Sequence[Trial], leave) -> tuple[dict[s
     key = functools.partial(fingerprint, describer=Describer())  # user code described once
     for trial in trials:
         eff = _effective_params(base, trial.params)
-        n_train = len(payload.splits[trial.fold][0])
         try:
-            epochs, batch, shuffle = _trial_options(eff, n_train)
+            options = parse(eff, payload.fit_params)
             free = _LANE_FREE if not takes_all else frozenset({"verbose", "fit__verbose"})
             lane_key = key((trial.fold, sorted((k, v) for k, v in eff.items() if k not in free)))
             build_skip = _FIT_ONLY if not takes_all else frozenset({"verbose", "fit__verbose",
@@ -235,9 +209,9 @@ def plan_lanes(payload: Payload, trials: Sequence[Trial], leave) -> tuple[dict[s
         lane = lanes.get(lane_key)
         if lane is None:
             lane = lanes[lane_key] = Lane(trial.fold, dict(trial.params), build_key, -1,
-                                          model_key=model_key)
-            lane_opts[lane_key] = (batch, shuffle)
-        lane.trials.setdefault(epochs, []).append(trial)
+                                          model_key=model_key, options=options)
+            lane_opts[lane_key] = options.shared()
+        lane.trials.setdefault(options.epochs, []).append(trial)
     return lanes, lane_opts
 
 
