@@ -106,3 +106,65 @@ def test_status_of_an_interrupted_store_advises_the_resuming_command(tmp_path):
     (tmp_path / "spec.yaml").write_text("title: t\n")  # what a run leaves beside its results
     result = invoke("status", tmp_path)
     assert f"Resume: raygrid run {tmp_path / 'spec.yaml'} --out {tmp_path}" in result.output
+
+
+HEAVY = ("sklearn", "pandas", "scipy", "ray", "tensorflow", "keras", "jax", "numpy", "pydantic")
+
+
+def _modules_after(*argv, expect=0):
+    """The top-level modules a fresh ``raygrid`` process imported while answering ``argv``."""
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import sys, runpy\n"
+             "sys.argv = ['raygrid'] + sys.argv[1:]\n"
+             "try:\n"
+             "    runpy.run_module('raygrid.cli', run_name='__main__')\n"
+             "except SystemExit as exc:\n"
+             "    code = exc.code\n"
+             "else:\n"
+             "    code = 0\n"
+             "print('MODULES', ' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n"
+             "sys.exit(code)\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", probe, *map(str, argv)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == expect, done.stdout + done.stderr
+    line = [ln for ln in done.stdout.splitlines() if ln.startswith("MODULES ")][-1]
+    return set(line.split()[1:]), done
+
+
+def test_help_and_version_import_nothing_heavy():
+    """`raygrid --help`, `--version` and a command's `--help` import click and raygrid's command
+    module only: no scikit-learn, pandas, NumPy, Ray or TensorFlow (benchmarks/bench_cli.py
+    measures the time)."""
+    from raygrid.version import __version__
+
+    for argv in (["--help"], ["--version"], ["run", "--help"], ["demo", "--help"]):
+        modules, done = _modules_after(*argv)
+        assert not modules & set(HEAVY), (argv, sorted(modules & set(HEAVY)))
+    assert __version__ in _modules_after("--version")[1].stdout
+
+
+def test_check_of_a_spec_that_is_not_yaml_imports_nothing_heavy(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("data: {name: breast_cancer\nestimator: [\n")
+    modules, done = _modules_after("check", spec, expect=2)
+    assert "not valid YAML" in done.stderr
+    assert not modules & {"sklearn", "pandas", "scipy", "ray", "tensorflow", "keras", "jax"}, modules
+
+
+def test_import_raygrid_imports_no_search_until_a_name_is_used():
+    import subprocess
+    import sys
+
+    code = ("import sys, raygrid\n"
+            "assert 'sklearn' not in sys.modules and 'raygrid.search.grid' not in sys.modules\n"
+            "from raygrid import GridSearchCV, cross_val_score, save_search\n"
+            "assert GridSearchCV.__module__ == 'raygrid.search.grid' and 'sklearn' in sys.modules\n"
+            "assert set(raygrid.__all__) <= set(dir(raygrid))\n"
+            "try:\n    raygrid.NoSuchThing\nexcept AttributeError as exc:\n    print('OK', exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0 and "OK module 'raygrid' has no attribute 'NoSuchThing'" in done.stdout, done.stderr

@@ -20,7 +20,8 @@ from typing import Any
 
 import click
 
-from raygrid.cli.spec import SpecError
+# Only click here: each command imports what it needs (the spec checker, scikit-learn, pandas,
+# Ray), so `raygrid --help` and `--version` answer at once.
 
 BAD_SPEC = 2
 
@@ -40,7 +41,7 @@ TRUSTED_CODE = ("A spec is code: checking it imported and called its module:call
 NOTHING_RUN = "No search was run and no file was written."
 
 
-def _fail_spec(exc: SpecError) -> None:
+def _fail_spec(exc) -> None:
     click.echo(f"Error: {exc.describe()}", err=True)
     click.echo(f"{NOTHING_RUN} {TRUSTED_CODE}", err=True)
     sys.exit(BAD_SPEC)
@@ -115,6 +116,7 @@ def _finish_run(search, out_dir: Path, top: int) -> None:
 def _run(spec_or_path, *, overrides=(), out=None, address=None, backend=None, verbose=0, quiet=False,
          top=10, force=False) -> None:
     from raygrid.cli.api import OutputDirError, check_spec, run_spec
+    from raygrid.cli.spec import SpecError
     from raygrid.keras.quiet import native_noise_filtered
 
     try:
@@ -185,6 +187,7 @@ def check(spec, overrides):
     Checking imports and calls the spec's module:callable names (the estimator, scorers, cv):
     a spec is code, to be checked only when trusted."""
     from raygrid.cli.api import check_spec
+    from raygrid.cli.spec import SpecError
     from raygrid.keras.quiet import native_noise_filtered
 
     try:
