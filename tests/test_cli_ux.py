@@ -168,3 +168,63 @@ def test_import_raygrid_imports_no_search_until_a_name_is_used():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0 and "OK module 'raygrid' has no attribute 'NoSuchThing'" in done.stdout, done.stderr
+
+
+SLOW_SPEC = """\
+title: slow fits
+data: {name: breast_cancer}
+estimator: {import: "fault_helpers:CountingClassifier", params: {sleep: 0.25}}
+search: {kind: grid, grid: {a: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}}
+cv: {kind: kfold, n_splits: 2}
+backend: serial
+"""
+
+
+def test_ctrl_c_in_raygrid_run_speaks_cli_and_the_rerun_says_what_it_reused(tmp_path):
+    """Ctrl-C in `raygrid run`: "run the same command again" (not Python's storage=...); the
+    rerun of the same command says how many stored fits it reused and how many it runs."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from fault_helpers import store_rows
+
+    spec, out = tmp_path / "slow.yaml", tmp_path / "out"
+    spec.write_text(SLOW_SPEC)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    env.pop("RAY_ADDRESS", None)
+    command = [sys.executable, "-m", "raygrid.cli", "run", str(spec), "--out", str(out)]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while store_rows(out) < 4:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    hint = [line for line in err.splitlines() if line.startswith("raygrid: search interrupted")]
+    assert len(hint) == 1 and "Run the same command again to resume" in hint[0], err
+    assert "storage=" not in err
+    saved = store_rows(out)
+    assert 4 <= saved < 20
+
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"reused {saved} stored fits from {str(out)!r}, running {20 - saved}" in again.stderr, again.stderr
+
+
+def test_verbose_search_says_how_many_stored_fits_it_reused(tmp_path, capsys):
+    from fault_helpers import CountingClassifier, data
+
+    from raygrid import GridSearchCV
+
+    X, y = data()
+    storage = str(tmp_path / "store")
+    GridSearchCV(CountingClassifier(), {"a": [0, 1, 2]}, cv=2, backend="serial", storage=storage).fit(X, y)
+    capsys.readouterr()
+    GridSearchCV(CountingClassifier(), {"a": [0, 1, 2, 3, 4]}, cv=2, backend="serial", storage=storage,
+                 verbose=1).fit(X, y)
+    assert f"reused 6 stored fits from {storage!r}, running 4" in capsys.readouterr().err

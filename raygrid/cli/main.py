@@ -39,6 +39,8 @@ def _console(stderr: bool = False):
 TRUSTED_CODE = ("A spec is code: checking it imported and called its module:callable names, so "
                 "check and run only specs you trust.")
 NOTHING_RUN = "No search was run and no file was written."
+#: What an interrupted `raygrid run` or `raygrid demo` says on how to go on.
+RESUME = "Run the same command again to resume: only the missing fits will run."
 
 
 def _fail_spec(exc) -> None:
@@ -117,14 +119,16 @@ def _run(spec_or_path, *, overrides=(), out=None, address=None, backend=None, ve
          top=10, force=False) -> None:
     from raygrid.cli.api import OutputDirError, check_spec, run_spec
     from raygrid.cli.spec import SpecError
+    from raygrid.engine.store import resume_advice
     from raygrid.keras.quiet import native_noise_filtered
 
     try:
         with native_noise_filtered():  # the spec's imports (TensorFlow) without their chatter
             prepared = check_spec(spec_or_path, overrides=overrides, out=out)
-        search, out_dir = run_spec(prepared, out=out, address=address,
-                                   backend=backend, verbose=0 if quiet else 1 + verbose,
-                                   force=force)
+        with resume_advice(RESUME):
+            search, out_dir = run_spec(prepared, out=out, address=address,
+                                       backend=backend, verbose=0 if quiet else 1 + verbose,
+                                       force=force)
     except SpecError as exc:
         _fail_spec(exc)
     except OutputDirError as exc:

@@ -310,7 +310,9 @@ class RayExecutor:
         elif running:
             grace = interrupt_grace(interrupt)
             n = sum(len(pending[ref].trials) for ref in running)
-            print(f"raygrid: stopping; letting the {n} fit(s) in flight finish"
+            shown = min(n, self.slots())  # what the progress line calls running
+            queued = f" and the {n - shown} queued with Ray" if n > shown else ""
+            print(f"raygrid: stopping; letting the {shown} fit(s) in flight{queued} finish"
                   + ("" if grace is None else f" (at most {grace:g} s)")
                   + ". Press Ctrl-C again to stop now.", file=sys.stderr, flush=True)
             late, running = _wait_all(running, grace)
