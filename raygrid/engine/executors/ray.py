@@ -119,6 +119,7 @@ class RayExecutor:
         self.n_jobs = n_jobs
         self.batcher = AutoBatcher() if batch else None
         self.running = 0  # trials in tasks submitted and not yet returned
+        self._slots = 1  # fits the cluster runs at once, as of the current run
 
     def describe(self) -> str:
         import ray
@@ -228,7 +229,7 @@ class RayExecutor:
             return remotes[key]
 
         self.check_schedulable()
-        slots = self.slots()
+        slots = self._slots = self.slots()
         in_flight = self.n_jobs if self.n_jobs and self.n_jobs > 0 else 2 * slots
         queue: deque[Work] = deque(work)
         alone: deque[Trial] = deque()  # trials of failed batches: rerun one per task
@@ -310,9 +311,9 @@ class RayExecutor:
         elif running:
             grace = interrupt_grace(interrupt)
             n = sum(len(pending[ref].trials) for ref in running)
-            shown = min(n, self.slots())  # what the progress line calls running
-            queued = f" and the {n - shown} queued with Ray" if n > shown else ""
-            print(f"raygrid: stopping; letting the {shown} fit(s) in flight{queued} finish"
+            shown = min(n, self._slots)  # what the progress line calls running
+            queued = f", and the {n - shown} queued with Ray," if n > shown else ""
+            print(f"raygrid: stopping; letting the {shown} fit(s) in flight finish{queued}"
                   + ("" if grace is None else f" (at most {grace:g} s)")
                   + ". Press Ctrl-C again to stop now.", file=sys.stderr, flush=True)
             late, running = _wait_all(running, grace)
