@@ -14,7 +14,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from raygrid.engine.executors.base import Unit, Work, gpu_share
 from raygrid.engine.executors.cluster import check_schedulable, connect, short_of
-from raygrid.engine.executors.worker_env import driver_pythonpath, keras_env
+from raygrid.engine.executors.worker_env import QUIET_KERAS_HOOK, driver_pythonpath, keras_env
 from raygrid.engine.fitting import FitResult, Payload, run_trials, system_failure
 from raygrid.engine.plan import Trial
 
@@ -172,6 +172,8 @@ class RayExecutor:
         options.update(max_retries=self.max_retries, retry_exceptions=False)
         if keras:
             env_vars = {**keras_env(options.get("num_cpus")), **env_vars}
+            # Keras imported as the worker starts, TensorFlow's C++ start-up lines held back
+            runtime_env.setdefault("worker_process_setup_hook", QUIET_KERAS_HOOK)
         pythonpath = driver_pythonpath()
         if pythonpath:  # classes defined beside the driver's code unpickle on workers
             env_vars = {"PYTHONPATH": pythonpath, **env_vars}
