@@ -19,7 +19,7 @@ import numpy as np
 
 from raygrid.cli.spec import Prepared, apply_overrides, default_out_dir, load_spec, prepare
 
-__all__ = ["run_spec", "save_search", "save_best_model", "baseline_score", "best_config",
+__all__ = ["run_spec", "save_search", "save_best_model", "baseline_score", "best_config", "training",
            "library_versions", "check_spec", "DEMO_SPEC", "SPEC_FILE", "OutputDirError",
            "check_out_dir"]
 
@@ -100,6 +100,7 @@ def best_config(search: Any) -> dict:
         index = int(search.summary_.index[0])
     index = int(index)
     seed = getattr(search, "random_state", None)
+    keras = uses_keras(search.estimator)
     scoring = search.scoring if isinstance(search.scoring, (str, list, tuple, type(None))) else repr(search.scoring)
     return {
         "params": dict(cv["params"][index]),
@@ -110,11 +111,36 @@ def best_config(search: Any) -> dict:
         "candidate": index,
         "refit_time": _float(getattr(search, "refit_time_", None)),
         "seed": int(seed) if isinstance(seed, (int, np.integer)) else None,
-        "versions": library_versions(keras=uses_keras(search.estimator)),
+        "versions": library_versions(keras=keras),
         "n_candidates": len(cv["params"]),
         "n_fits": int(len(search.results_)),
         "wall_time": _float(getattr(search, "wall_time_", None)),
+        "training": training(search) if keras else None,
     }
+
+
+def training(search: Any) -> dict:
+    """How a Keras search's fits were trained: fits per engine, the fused groups, and the Keras
+    backend each engine trained on (fused groups report their worker's; standard fits run with
+    the driver's ``KERAS_BACKEND``, which raygrid passes to every worker)."""
+    from raygrid.keras import keras_backend
+
+    results = search.results_
+    engines = (results["engine"].value_counts().to_dict() if "engine" in results.columns
+               else {"standard": len(results)})
+    groups = list(getattr(search, "fused_groups_", None) or [])
+    backends: dict[str, str] = {}
+    if engines.get("fused"):
+        seen = sorted({str(g["keras_backend"]) for g in groups if g.get("keras_backend")})
+        backends["fused"] = ", ".join(seen) or "jax"  # fused programs are JAX programs
+    if engines.get("standard"):
+        backends["standard"] = keras_backend()
+    return {"engines": {str(k): int(v) for k, v in engines.items()},
+            "fused_groups": len(groups),
+            "fused_lanes": int(sum(int(g.get("lanes", 0)) for g in groups)),
+            "keras_backend": backends,
+            "driver_keras_backend": keras_backend()}
+
 
 
 def baseline_score(search: Any, X, y, groups=None) -> dict | None:

@@ -59,6 +59,7 @@ def print_results(summary, best: dict, out_dir: Path | None, top: int, console=N
     """The ranked table of the ``top`` candidates, the best configuration and where the report is."""
     from rich.table import Table
 
+    from raygrid.outputs.formatting import training_lines
     from raygrid.outputs.terminal import rich_table, terminal_text as t
 
     console = console or _console()
@@ -81,6 +82,8 @@ def print_results(summary, best: dict, out_dir: Path | None, top: int, console=N
     for key, label in (("wall_time", "wall time"), ("refit_time", "refit time")):
         if best.get(key) is not None:
             table.add_row(label, f"{best[key]:.2f} s")
+    for label, text in training_lines(best.get("training")):  # a Keras search: how fits trained
+        table.add_row(t(label), t(text))
     console.print(table)
     if out_dir is not None:
         report = Path(out_dir) / "report.html"

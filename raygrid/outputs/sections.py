@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from raygrid.engine.failures import failure_key
-from raygrid.outputs.formatting import as_float, escape, format_score, format_seconds, rank_text
+from raygrid.outputs.formatting import as_float, escape, format_score, format_seconds, rank_text, training_lines
 from raygrid.outputs.frames import (best_first, fit_status, fixed_params, is_missing, metric_names,
                                     node_counts, param_columns, param_labels, short_name, value_label)
 
@@ -49,7 +49,8 @@ def best_section(best: dict, summary: pd.DataFrame, metric: str, step: str = "")
     params = best.get("params") or {}
     params_html = _kv_table([(k, value_label(v, None)) for k, v in params.items()]) if params else \
         '<p class="note">no hyperparameters</p>'
-    versions = best.get("versions") or {}
+    versions = {("keras_backend (driver)" if k == "keras_backend" else k): v
+                for k, v in (best.get("versions") or {}).items()}
     versions_html = _kv_table(list(versions.items())) if versions else '<p class="note">not recorded</p>'
     step_html = (f'<p class="note">Hyperparameters of pipeline step <code>{escape(step[:-2])}</code>: '
                  f'their names in scikit-learn carry the prefix <code>{escape(step)}</code>.</p>') if step else ""
@@ -82,6 +83,7 @@ def counts_section(results: pd.DataFrame, summary: pd.DataFrame, best: dict) -> 
         pairs.append(("fits in parallel (busy ÷ wall time)", f"{busy / wall:.2f}"))
     if "node" in results.columns:
         pairs.append(("nodes", results["node"].nunique()))
+    pairs += training_lines(best.get("training"))
     return f'<section id="counts"><h2>Run</h2>{_kv_table(pairs)}</section>'
 
 
