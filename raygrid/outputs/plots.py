@@ -325,7 +325,8 @@ def eta_text(value: float) -> str:
 
 
 def _node_label(node: Any) -> str:
-    return text(value_label(node, None))
+    """A node's tick label: its name on two lines (``host (IP)`` over its short id)."""
+    return text(value_label(node, None).replace(" · ", "\n"))
 
 
 @_styled
@@ -333,7 +334,8 @@ def fits_per_node(results: pd.DataFrame, path=None):
     """Bar chart of the number of fits each node ran, stacked by :func:`fit_status`
     (succeeded / from cache / failed).
 
-    Long Ray node ids are shortened to their first 12 characters.
+    Nodes are shown as the frame names them (the report names Ray nodes ``host (IP) · id[:8]``,
+    each on two lines under its bar).
     """
     counts = node_counts(results)
     nodes = node_names(results)
