@@ -359,7 +359,8 @@ def fits_per_node(results: pd.DataFrame, path=None):
     ax.set_xlabel("node")
     ax.set_ylabel("fits")
     ax.set_ylim(0, float(counts["fits"].max()) * 1.12 + 0.5)
-    ax.set_title(_wrap(f"fits per node ({int(counts['fits'].sum())} fits on {len(counts)} nodes)",
+    nodes = f"{len(counts)} node" + ("s" if len(counts) != 1 else "")
+    ax.set_title(_wrap(f"fits per node ({int(counts['fits'].sum())} fits on {nodes})",
                        max(5.0, 1.0 * len(counts) + 3.0) - 1))
     ax.legend(fontsize="small")
     ax.grid(axis="y", alpha=0.3)
