@@ -21,13 +21,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import textwrap
 from pathlib import Path
 
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, minmax_scale
 
+from rich.console import Console
+
 import raygrid
+from raygrid.cli.api import best_config
+from raygrid.cli.main import print_results
 from raygrid.datasets import load_pima
 from raygrid.keras import seed_classifier
 from raygrid.keras.quiet import native_noise_filtered
@@ -122,9 +128,12 @@ def main(argv=None) -> dict:
     written = raygrid.save_search(search, out_dir, title="Keras MLP on the Pima diabetes data",
                                   X=X, y=y, data="Pima Indians diabetes")
     (out_dir / "study.json").write_text(json.dumps(summary, indent=2, default=str))
-    print(search.summary_.head(10).to_string())
-    print(f"best: {search.best_score_:.4f} with {search.best_params_}")
-    print(f"written to {out_dir}/: study.json, " + ", ".join(sorted(written)))
+    # The table `raygrid show` prints: the top 10 folded to the terminal's width, then the best.
+    print_results(search.summary_, best_config(search), None, top=10, console=Console())
+    print(f"written to {out_dir}/:")
+    width = shutil.get_terminal_size().columns
+    print(textwrap.fill(", ".join(["study.json"] + sorted(written)), width, initial_indent="  ",
+                        subsequent_indent="  "))
     return summary
 
 if __name__ == "__main__":

@@ -5,10 +5,12 @@ only, and the pytest process has its own)::
 
     python tests/multinode_search.py
 
-It starts a head with no CPUs plus two one-CPU nodes, so every fit must run on one of the two
-worker nodes, runs ``raygrid.GridSearchCV(..., address=cluster.address)``, shuts the cluster down
-and prints one JSON line (prefixed ``RESULT ``) with the worker nodes' ids, the node of every fit,
-the search's ``cv_results_`` (time keys left out) and ``best_params_``.
+It starts a head with no CPUs plus three one-CPU nodes, so every fit must run on one of the
+worker nodes, runs ``raygrid.GridSearchCV(..., address=cluster.address)``, saves its outputs
+(``raygrid.save_search``) while connected, shuts the cluster down, rebuilds the report from the
+saved files (as ``raygrid report`` does, with no Ray), and prints one JSON line (prefixed
+``RESULT ``) with the worker nodes' ids, the node of every fit, the search's ``cv_results_``
+(time keys left out), ``best_params_`` and the rows of both reports' nodes table.
 
 The estimator and data live here, importable by the test, so the test can run the very same
 search on the serial backend and compare.
@@ -85,6 +87,23 @@ def comparable(cv_results: dict) -> dict:
 NODE_ARGS = {"object_store_memory": 100 * 1024 * 1024, "dashboard_agent_listen_port": 0}
 
 
+N_WORKERS = 3
+
+
+def report_nodes(out: Path) -> dict:
+    """The nodes table and the run's node count of ``out/report.html``: {"rows": [[name, fits]],
+    "count": n}."""
+    import re
+
+    page = (out / "report.html").read_text(encoding="utf-8")
+    section = page[page.index('<section id="nodes">'):]
+    section = section[:section.index("</section>")]
+    rows = re.findall(r"<tr><td><code>(.*?)</code></td><td class=\"num\">(\d+)</td>", section)
+    count = re.search(r'<th scope="row">nodes</th><td>(\d+)</td>', page)
+    return {"rows": [[name, int(fits)] for name, fits in rows],
+            "count": int(count.group(1)) if count else None}
+
+
 def main() -> None:
     import ray
     from ray.cluster_utils import Cluster
@@ -96,13 +115,19 @@ def main() -> None:
                             dashboard_port=None),  # None: the first free port from 8265 on
     )
     try:
-        workers = [cluster.add_node(**NODE_ARGS, num_cpus=1) for _ in range(2)]
+        workers = [cluster.add_node(**NODE_ARGS, num_cpus=1) for _ in range(N_WORKERS)]
         cluster.wait_for_nodes()
         started = time.perf_counter() - t0
         X, y = data()
         t1 = time.perf_counter()
         gs = search(address=cluster.address).fit(X, y)
         searched = time.perf_counter() - t1
+        import tempfile
+
+        import raygrid
+
+        out = Path(tempfile.mkdtemp(prefix="rgmn-out"))
+        raygrid.save_search(gs, out)
         result = {
             "worker_nodes": [w.node_id for w in workers],
             "head_node": cluster.head_node.node_id,
@@ -113,10 +138,16 @@ def main() -> None:
             "best_score": float(gs.best_score_),
             "start_s": round(started, 2),
             "search_s": round(searched, 2),
+            "report": report_nodes(out),
         }
     finally:
         ray.shutdown()
         cluster.shutdown()
+    # Rebuilt later, without Ray (`raygrid report`): the names come from best.json.
+    from raygrid.outputs.report import load_outputs, write_report
+
+    write_report(*load_outputs(out), out)
+    result["report_rebuilt"] = report_nodes(out)
     print("RESULT " + json.dumps(result), flush=True)
 
 

@@ -238,3 +238,27 @@ def test_rsync_down_examples_end_in_slashes():
     lines = re.findall(r"^ray rsync-down \S+ (\S+) (\S+)$", docs, flags=re.M)
     assert len(lines) >= 2
     assert all(src.endswith("/") and dst.endswith("/") for src, dst in lines), lines
+
+
+@pytest.mark.parametrize("path", [AWS, LOCAL], ids=lambda p: p.name)
+def test_every_file_mount_exists_in_a_fresh_clone(path):
+    """`ray up` hashes every file_mounts source before syncing and stops at a missing one
+    (FileNotFoundError: './work'), after the head was launched: each must be in the checkout as
+    git has it (tracked files), not only in a working copy where someone created it."""
+    mounts = load(path)["file_mounts"]
+    assert mounts
+    for remote, local in mounts.items():
+        listed = subprocess.run(["git", "ls-files", "--", local], cwd=ROOT, capture_output=True,
+                                text=True, check=True).stdout.split()
+        assert listed, f"file_mounts {remote!r}: {local!r} has no tracked file (missing in a fresh clone)"
+
+
+def test_the_work_folder_spec_checks_and_the_docs_say_rsync_is_needed():
+    from raygrid.cli.api import check_spec
+
+    prepared = check_spec(ROOT / "work" / "spec.yaml")
+    assert prepared.n_candidates == 16
+    docs = (ROOT / "docs" / "cluster.md").read_text()
+    machine = docs[docs.index("## 1. On your machine"):docs.index("## 2. Start the cluster")]
+    assert "**rsync**" in machine and "must be installed" in machine and "rsync --version" in machine
+    assert "work/spec.yaml" in machine

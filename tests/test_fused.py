@@ -367,6 +367,27 @@ def test_default_engine_trains_fused_on_jax_workers_whatever_the_driver_backend(
     assert not standard.results_["cached"].any()
     assert list(standard.results_["engine"]) == ["standard"] * 8 and standard.n_fused_ == 0
     assert driver_backend == keras_backend()  # the driver's Keras was left as it was
+    # The report and `raygrid show` say how the fits were trained, not only the driver's backend.
+    from click.testing import CliRunner
+
+    from raygrid import save_search
+    from raygrid.cli.main import main
+
+    groups = len(first.fused_groups_)
+    assert groups == len(stats) >= 1 and {g["keras_backend"] for g in first.fused_groups_} == {"jax"}
+    for search, name, line in (
+            (first, "fused", f"8 fits in {groups} fused group{'s' if groups > 1 else ''}, Keras on jax"),
+            (standard, "standard", f"8 fits, Keras on {driver_backend}")):
+        out = tmp_path / f"out-{name}"
+        save_search(search, out)
+        best = json.loads((out / "best.json").read_text())
+        assert best["training"]["engines"] == {name: 8}
+        assert best["training"]["driver_keras_backend"] == driver_backend
+        html = (out / "report.html").read_text()
+        assert f"{name} engine" in html and line in html, name
+        assert "keras_backend (driver)" in html
+        shown = CliRunner().invoke(main, ["show", str(out)])
+        assert shown.exit_code == 0 and line in shown.output, shown.output
 
 
 @pytest.mark.keras

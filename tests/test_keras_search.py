@@ -118,8 +118,13 @@ def _example():
     return module
 
 
-def test_seed_example_quick_runs_end_to_end(ray_local, pima_csv, tmp_path):
+def test_seed_example_quick_runs_end_to_end(ray_local, pima_csv, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
     summary = _example().main(["--quick", "--data", str(pima_csv), "--out", str(tmp_path), "-v", "0"])
+    printed = capsys.readouterr().out
+    # The ranked table as `raygrid show` prints it, folded to the terminal: no 387-character rows.
+    assert "top 4 of 4 candidates by mean test" in printed and "best configuration" in printed
+    assert max(len(line) for line in printed.splitlines() if str(tmp_path) not in line) <= 80, printed
     assert summary["n_candidates"] == 4 and summary["n_fits"] == 12
     assert 0.0 <= summary["cv_accuracy"]["mean"] <= 1.0
     saved = json.loads((tmp_path / "study.json").read_text())

@@ -50,15 +50,25 @@ def run_on_cluster() -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+_RUN: list[dict] = []
+
+
+def _cluster() -> dict:
+    """The one cluster run of this module (its ~7 s start is paid once)."""
+    if not _RUN:
+        _RUN.append(run_on_cluster())
+    return _RUN[0]
+
+
 def test_search_spreads_over_nodes_and_matches_serial():
-    cluster = run_on_cluster()
+    cluster = _cluster()
 
     nodes = cluster["fit_nodes"]
     n_fits = len(mn.GRID["threshold"]) * len(mn.GRID["feature"]) * mn.CV
     assert len(nodes) == n_fits
-    # The head has no CPUs: every fit ran on one of the two worker nodes, and both got work.
+    # The head has no CPUs: every fit ran on one of the three worker nodes, and each got work.
     assert set(nodes) <= set(cluster["worker_nodes"]), (set(nodes), cluster)
-    assert len(set(nodes)) == 2, {n: nodes.count(n) for n in set(nodes)}
+    assert len(set(nodes)) == 3, {n: nodes.count(n) for n in set(nodes)}
 
     X, y = mn.data()
     serial = mn.search(sleep=0, backend="serial").fit(X, y)
@@ -71,3 +81,15 @@ def test_search_spreads_over_nodes_and_matches_serial():
     assert cluster["best_score"] == serial.best_score_
     # The grid's scores are not all equal, so the comparison above says something.
     assert len(set(np.round(expected["mean_test_score"], 12))) > 3
+
+
+def test_the_report_shows_three_nodes_with_their_fits():
+    """Three Ray nodes on one machine share host and IP: the report tells them apart by their
+    short ids (not "36 fits on 1 nodes"), with each node's own fits, also when rebuilt without Ray."""
+    cluster = _cluster()
+    fits = {n[:8]: cluster["fit_nodes"].count(n) for n in cluster["worker_nodes"]}
+    for report in (cluster["report"], cluster["report_rebuilt"]):
+        assert report["count"] == 3, report
+        rows = {name.rsplit(" · ", 1)[-1]: n for name, n in report["rows"]}
+        assert rows == fits and sum(rows.values()) == len(cluster["fit_nodes"]), (report, fits)
+        assert all(" (" in name and " · " in name for name, _ in report["rows"]), report  # host (IP) · id

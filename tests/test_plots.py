@@ -88,3 +88,54 @@ def test_titles_fit_inside_the_figure_and_pngs_are_150_dpi(tmp_path):
         with Image.open(path) as image:
             dpi = image.info.get("dpi", (0, 0))[0]
         assert round(dpi) >= 150, (name, dpi)
+
+
+def test_a_log_time_axis_has_plain_tick_labels_and_mathtext_stays_on():
+    """Fit times spanning 1000x: a logarithmic axis whose tick labels are plain numbers (no raw
+    ``$\\mathdefault{10^{-2}}$``), with matplotlib's mathtext left on for everything else."""
+    import matplotlib
+
+    summary = demo_summary()
+    summary["mean_fit_time"] = np.geomspace(0.002, 2.0, len(summary))  # 1000x
+    fig = plots.score_vs_fit_time(summary, "accuracy")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    labels = [t.get_text() for t in ax.get_xticklabels(which="both") if t.get_text()]
+    assert labels and not any("$" in t or "mathdefault" in t for t in labels), labels
+    assert {float(t) for t in labels} >= {0.01, 0.1, 1.0}, labels
+    assert matplotlib.rcParams["text.parse_math"] is True
+
+
+def test_dollar_signs_are_escaped_not_mathtext_turned_off():
+    """A value ``$rbf$`` is drawn as those five characters (its ``$`` escaped), not as math."""
+    import warnings
+
+    summary = demo_summary()
+    summary["param_kernel"] = summary["param_kernel"].map(lambda v: f"${v}$")
+    summary["params"] = [dict(p, kernel=f"${p['kernel']}$") for p in summary["params"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = plots.violin_per_param(summary, "accuracy")
+        fig.canvas.draw()  # a label read as math would be drawn as italic "rbf" (or fail)
+    kernel = [ax for ax in fig.axes if ax.get_visible() and ax.get_xlabel() == "kernel"][0]
+    labels = [t.get_text() for t in kernel.get_xticklabels()]
+    assert r"\$rbf\$" in labels and r"\$linear\$" in labels, labels
+    assert plots.text("a $x$ b") == r"a \$x\$ b"
+
+
+def test_constant_scores_have_no_eta_squared():
+    """Every candidate scoring the same explains nothing: η² is "n/a", never 1.00 (floating-point
+    residue of equal scores summed in another order is no spread)."""
+    summary = demo_summary()
+    summary["mean_test_accuracy"] = 0.1 + 0.2  # 0.30000000000000004, as sums of equal folds give
+    summary.loc[summary.index[::2], "mean_test_accuracy"] = 0.3
+    influence = plots.param_influence(summary, "accuracy")
+    assert influence.isna().all() and len(influence) == 5
+    fig = plots.violin_per_param(summary, "accuracy")
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles and all("η² n/a" in t for t in titles) and not any("1.00" in t for t in titles), titles
+    heat = plots.heatmap_top_two(summary, None, "accuracy")
+    assert "η² n/a" in heat.axes[0].get_xlabel()
+    varied = demo_summary()
+    assert plots.param_influence(varied, "accuracy").notna().all()

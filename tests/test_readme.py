@@ -63,22 +63,64 @@ def test_python_block_runs_as_written(index, ray_local, tiny_pima, tmp_path, mon
         assert hasattr(namespace["search"], "best_params_")
 
 
-def test_raygrid_commands_run_in_order(ray_local, tmp_path, monkeypatch):
-    from click.testing import CliRunner
+def _typed_after_make_demo() -> list[str]:
+    """The README's shell lines a new user types after ``make demo``, verbatim and in order: the
+    rest of the first block (``make`` lines left out: ``make test`` is this suite) and every block
+    of ``raygrid`` commands."""
+    first = SHELL[0].splitlines()
+    assert first[0].startswith("make demo"), first
+    lines = [line for line in first[1:] if not line.startswith("make ")]
+    for block in SHELL[1:]:
+        if any(cmd[0] == "raygrid" for cmd in _commands(block)):
+            lines += block.splitlines()
+    return lines
 
-    from raygrid.cli.main import main
 
-    shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    monkeypatch.chdir(tmp_path)
-    lines = [cmd for block in SHELL for cmd in _commands(block) if cmd[0] == "raygrid"]
-    assert len(lines) >= 6
-    for cmd in lines:
-        result = CliRunner().invoke(main, cmd[1:])
-        assert result.exit_code == 0, f"{shlex.join(cmd)}:\n{result.output}"
-        if cmd[1] == "check":  # the block's comment quotes its output
-            comment = next(line for block in SHELL for line in block.splitlines() if shlex.join(cmd) in line)
-            quoted = re.search(r'"(.+)"', comment.partition("#")[2]).group(1)
-            assert quoted in result.output, result.output
+def _fresh_clone(tmp_path: Path) -> Path:
+    """The checkout's files (tracked and new, not ignored) in a new folder, with ``.venv`` the
+    virtual environment running this test, as ``make demo`` leaves a fresh clone."""
+    import sys
+
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    clone = tmp_path / "clone"
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, clone / name)
+    (clone / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+    return clone
+
+
+@pytest.mark.slow
+def test_readme_commands_run_verbatim_after_make_demo(tmp_path):
+    """In a shell that is not in the virtual environment (``raygrid`` is not on its PATH), the
+    README's lines after ``make demo`` run as written, each ``raygrid check`` printing what its
+    comment quotes."""
+    import os
+
+    lines = _typed_after_make_demo()
+    assert sum(line.startswith("raygrid ") for line in lines) >= 6
+    clone = _fresh_clone(tmp_path)
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", str(tmp_path)),
+           "LANG": "C.UTF-8", "COLUMNS": "100",
+           "PYTHONPATH": str(clone),  # the clone's raygrid, whatever the shared venv installed
+           "RAYGRID_LOCAL_BUDGET_S": "600",  # small searches stay in the process: no Ray here
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    plain = subprocess.run(["bash", "-c", "raygrid --version"], cwd=clone, env=env,
+                           capture_output=True, text=True)
+    assert plain.returncode == 127, "raygrid is on the PATH before .venv is activated"
+    script = "set -e\n" + "\n".join(lines) + "\n"
+    done = subprocess.run(["bash", "-c", script], cwd=clone, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, f"{script}\nstdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
+    for line in lines:
+        cmd = shlex.split(line, comments=True)
+        if cmd[:2] == ["raygrid", "check"]:  # the comment quotes its output
+            quoted = re.search(r'"(.+)"', line.partition("#")[2]).group(1)
+            assert quoted in done.stdout, (line, done.stdout)
+    assert (clone / "out" / "svc" / "report.html").exists()
 
 
 def test_make_targets_exist():

@@ -85,6 +85,41 @@ def test_nodes_are_named_by_host_and_ip(ray_local, tmp_path):
     assert all(name in page for name in nodes.values())
 
 
+def test_fits_run_in_this_process_are_the_drivers_node(ray_local):
+    """The auto backend's first fits run in the driver's process ("local:<host>"), the rest on
+    Ray: one machine, one node, named like every Ray node (host (IP) · short id). An id no Ray
+    knows any more (a fit stored in an earlier session) is named by its short id, never shown
+    as its 56 hex digits; the cap on parallelism is 1 for a search run wholly in this process."""
+    import socket
+
+    import pandas as pd
+
+    from raygrid.cli.api import node_names, parallel_slots
+
+    driver = ray_local.get_runtime_context().get_node_id()
+    gone = "f" * 56
+    results = pd.DataFrame({"node": [f"local:{socket.gethostname()}", driver, driver, gone]})
+    names = node_names(results)
+    assert names[f"local:{socket.gethostname()}"] == names[driver]
+    assert names[driver].endswith(" · " + driver[:8]) and " (" in names[driver]
+    assert names[gone] == "node ffffffff (earlier Ray session)"
+    assert node_names(results, {gone: "host-b (10.0.0.2) · ffffffff"})[gone] == "host-b (10.0.0.2) · ffffffff"
+    assert parallel_slots(results.iloc[:1]) == 1
+    assert parallel_slots(results) == int(ray_local.cluster_resources()["CPU"])
+
+
+def test_fits_in_parallel_never_exceed_the_slots():
+    import pandas as pd
+
+    from raygrid.outputs.sections import counts_section
+
+    results = pd.DataFrame({"fit_time": [1.1, 1.1], "score_time": [0.5, 0.5], "node": ["a", "a"]})
+    page = counts_section(results, pd.DataFrame(index=[0, 1]), {"wall_time": 1.0, "slots": 1})
+    assert "fits in parallel (fit time ÷ wall time, at most 1)</th><td>1.00<" in page
+    page = counts_section(results, pd.DataFrame(index=[0, 1]), {"wall_time": 2.0, "slots": 4})
+    assert "at most 4)</th><td>1.10<" in page
+
+
 @pytest.mark.slow
 def test_report_screenshot_in_headless_chromium(saved, tmp_path):
     from browser import screenshot_and_check_images

@@ -19,8 +19,8 @@ import numpy as np
 
 from raygrid.cli.spec import Prepared, apply_overrides, default_out_dir, load_spec, prepare
 
-__all__ = ["run_spec", "save_search", "save_best_model", "baseline_score", "best_config",
-           "library_versions", "check_spec", "DEMO_SPEC", "SPEC_FILE", "OutputDirError",
+__all__ = ["run_spec", "save_search", "save_best_model", "baseline_score", "best_config", "training",
+           "node_names", "parallel_slots", "library_versions", "check_spec", "DEMO_SPEC", "SPEC_FILE", "OutputDirError",
            "check_out_dir"]
 
 #: The spec a run leaves beside its results (after ``--set`` overrides), for the record.
@@ -100,6 +100,7 @@ def best_config(search: Any) -> dict:
         index = int(search.summary_.index[0])
     index = int(index)
     seed = getattr(search, "random_state", None)
+    keras = uses_keras(search.estimator)
     scoring = search.scoring if isinstance(search.scoring, (str, list, tuple, type(None))) else repr(search.scoring)
     return {
         "params": dict(cv["params"][index]),
@@ -110,11 +111,36 @@ def best_config(search: Any) -> dict:
         "candidate": index,
         "refit_time": _float(getattr(search, "refit_time_", None)),
         "seed": int(seed) if isinstance(seed, (int, np.integer)) else None,
-        "versions": library_versions(keras=uses_keras(search.estimator)),
+        "versions": library_versions(keras=keras),
         "n_candidates": len(cv["params"]),
         "n_fits": int(len(search.results_)),
         "wall_time": _float(getattr(search, "wall_time_", None)),
+        "training": training(search) if keras else None,
     }
+
+
+def training(search: Any) -> dict:
+    """How a Keras search's fits were trained: fits per engine, the fused groups, and the Keras
+    backend each engine trained on (fused groups report their worker's; standard fits run with
+    the driver's ``KERAS_BACKEND``, which raygrid passes to every worker)."""
+    from raygrid.keras import keras_backend
+
+    results = search.results_
+    engines = (results["engine"].value_counts().to_dict() if "engine" in results.columns
+               else {"standard": len(results)})
+    groups = list(getattr(search, "fused_groups_", None) or [])
+    backends: dict[str, str] = {}
+    if engines.get("fused"):
+        seen = sorted({str(g["keras_backend"]) for g in groups if g.get("keras_backend")})
+        backends["fused"] = ", ".join(seen) or "jax"  # fused programs are JAX programs
+    if engines.get("standard"):
+        backends["standard"] = keras_backend()
+    return {"engines": {str(k): int(v) for k, v in engines.items()},
+            "fused_groups": len(groups),
+            "fused_lanes": int(sum(int(g.get("lanes", 0)) for g in groups)),
+            "keras_backend": backends,
+            "driver_keras_backend": keras_backend()}
+
 
 
 def baseline_score(search: Any, X, y, groups=None) -> dict | None:
@@ -157,21 +183,66 @@ def _cv_text(search: Any, y) -> str:
         return repr(cv)
 
 
-def _node_names(results) -> dict[str, str]:
-    """Ray node id -> "hostname (IP)" for the nodes in ``results``, while Ray is connected."""
+#: In-process fits carry this prefix and the host's name (see ``engine.fitting.location``).
+_LOCAL = "local:"
+
+
+def _label(node_id: str, host: str | None, ip: str | None) -> str:
+    """A Ray node as people read it: host and IP, and its id shortened (nodes of one machine,
+    as ``ray.cluster_utils.Cluster`` makes, differ only by it)."""
+    where = f"{host} ({ip})" if host and ip and host != ip else (ip or host or "")
+    return f"{where} · {node_id[:8]}" if where else f"node {node_id[:8]}"
+
+
+def node_names(results, earlier: dict[str, str] | None = None) -> dict[str, str]:
+    """Each node of ``results["node"]`` -> how the report names it.
+
+    A node is a Ray node: ``host (IP) · id[:8]``, looked up among the nodes of the Ray this
+    process is connected to (dead ones included). Fits run in this process (``local:<host>``,
+    the auto backend's first fits, the serial backend) ran on the driver's node: they get its
+    name when Ray runs here, else ``<host> (driver)``. Ids Ray no longer knows (fits stored by
+    an earlier Ray session) keep the name ``earlier`` gave them (a previous ``best.json`` of the
+    same folder), else ``node <id[:8]> (earlier Ray session)``: never a raw 56-digit id."""
     import sys
 
-    ray = sys.modules.get("ray")
-    if ray is None or not ray.is_initialized() or "node" not in getattr(results, "columns", ()):
+    if "node" not in getattr(results, "columns", ()):
         return {}
     wanted = set(results["node"].dropna().astype(str))
-    names = {}
-    for node in ray.nodes():
-        node_id = node.get("NodeID")
-        if node_id in wanted:
-            host, ip = node.get("NodeManagerHostname"), node.get("NodeManagerAddress")
-            names[node_id] = f"{host} ({ip})" if host and ip and host != ip else (ip or host or node_id)
-    return names
+    names: dict[str, str] = {}
+    driver = None
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        for node in ray.nodes():
+            node_id = node.get("NodeID")
+            names[node_id] = _label(node_id, node.get("NodeManagerHostname"), node.get("NodeManagerAddress"))
+        driver = names.get(ray.get_runtime_context().get_node_id())
+    out = {}
+    for node in wanted:
+        if node.startswith(_LOCAL):
+            host = node[len(_LOCAL):]
+            out[node] = driver if driver and driver.startswith(host + " ") else f"{host} (driver)"
+        elif node in names:
+            out[node] = names[node]
+        elif earlier and node in earlier and earlier[node] != node:
+            out[node] = earlier[node]
+        elif node != "unknown":
+            out[node] = f"node {node[:8]} (earlier Ray session)"
+    return out
+
+
+def parallel_slots(results) -> int | None:
+    """How many fits could run at once: 1 when every fit ran in this process, the CPUs of the
+    connected Ray cluster otherwise (None when neither is known)."""
+    import sys
+
+    nodes = results["node"].dropna().astype(str) if "node" in getattr(results, "columns", ()) else None
+    if nodes is not None and len(nodes) and nodes.str.startswith(_LOCAL).all():
+        return 1
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        cpus = ray.cluster_resources().get("CPU", 0)
+        return max(1, int(cpus)) if cpus else None
+    return None
 
 
 def save_best_model(search: Any, out_dir) -> dict[str, str]:
@@ -246,12 +317,24 @@ def save_search(search: Any, out_dir, *, title: str | None = None, X=None, y=Non
         margin = max(best.get("std_score") or 0.0, 0.01)
         baseline["clearly_beaten"] = best["mean_score"] - baseline["mean_score"] > margin
     best["baseline"] = baseline
-    best["nodes"] = _node_names(search.results_)
+    best["nodes"] = node_names(search.results_, _earlier_names(Path(out_dir)))
+    best["slots"] = parallel_slots(search.results_)
     best["best_model"] = save_best_model(search, out_dir)
     paths = write_outputs(search.results_, search.summary_, best, Path(out_dir), title=title)
     for name in best["best_model"].values():
         paths[name] = Path(out_dir) / name
     return paths
+
+
+def _earlier_names(out_dir: Path) -> dict[str, str]:
+    """The node names a previous ``best.json`` in ``out_dir`` recorded (a resumed run's folder)."""
+    import json
+
+    try:
+        earlier = json.loads((out_dir / "best.json").read_text(encoding="utf-8")).get("nodes")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {str(k): str(v) for k, v in earlier.items()} if isinstance(earlier, dict) else {}
 
 
 def check_spec(spec_or_path: Any, *, overrides: Sequence[str] = (), out=None) -> Prepared:

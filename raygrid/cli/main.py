@@ -20,7 +20,8 @@ from typing import Any
 
 import click
 
-from raygrid.cli.spec import SpecError
+# Only click here: each command imports what it needs (the spec checker, scikit-learn, pandas,
+# Ray), so `raygrid --help` and `--version` answer at once.
 
 BAD_SPEC = 2
 
@@ -38,9 +39,11 @@ def _console(stderr: bool = False):
 TRUSTED_CODE = ("A spec is code: checking it imported and called its module:callable names, so "
                 "check and run only specs you trust.")
 NOTHING_RUN = "No search was run and no file was written."
+#: What an interrupted `raygrid run` or `raygrid demo` says on how to go on.
+RESUME = "Run the same command again to resume: only the missing fits will run."
 
 
-def _fail_spec(exc: SpecError) -> None:
+def _fail_spec(exc) -> None:
     click.echo(f"Error: {exc.describe()}", err=True)
     click.echo(f"{NOTHING_RUN} {TRUSTED_CODE}", err=True)
     sys.exit(BAD_SPEC)
@@ -56,6 +59,7 @@ def print_results(summary, best: dict, out_dir: Path | None, top: int, console=N
     """The ranked table of the ``top`` candidates, the best configuration and where the report is."""
     from rich.table import Table
 
+    from raygrid.outputs.formatting import training_lines
     from raygrid.outputs.terminal import rich_table, terminal_text as t
 
     console = console or _console()
@@ -78,6 +82,8 @@ def print_results(summary, best: dict, out_dir: Path | None, top: int, console=N
     for key, label in (("wall_time", "wall time"), ("refit_time", "refit time")):
         if best.get(key) is not None:
             table.add_row(label, f"{best[key]:.2f} s")
+    for label, text in training_lines(best.get("training")):  # a Keras search: how fits trained
+        table.add_row(t(label), t(text))
     console.print(table)
     if out_dir is not None:
         report = Path(out_dir) / "report.html"
@@ -115,14 +121,17 @@ def _finish_run(search, out_dir: Path, top: int) -> None:
 def _run(spec_or_path, *, overrides=(), out=None, address=None, backend=None, verbose=0, quiet=False,
          top=10, force=False) -> None:
     from raygrid.cli.api import OutputDirError, check_spec, run_spec
+    from raygrid.cli.spec import SpecError
+    from raygrid.engine.store import resume_advice
     from raygrid.keras.quiet import native_noise_filtered
 
     try:
         with native_noise_filtered():  # the spec's imports (TensorFlow) without their chatter
             prepared = check_spec(spec_or_path, overrides=overrides, out=out)
-        search, out_dir = run_spec(prepared, out=out, address=address,
-                                   backend=backend, verbose=0 if quiet else 1 + verbose,
-                                   force=force)
+        with resume_advice(RESUME):
+            search, out_dir = run_spec(prepared, out=out, address=address,
+                                       backend=backend, verbose=0 if quiet else 1 + verbose,
+                                       force=force)
     except SpecError as exc:
         _fail_spec(exc)
     except OutputDirError as exc:
@@ -185,6 +194,7 @@ def check(spec, overrides):
     Checking imports and calls the spec's module:callable names (the estimator, scorers, cv):
     a spec is code, to be checked only when trusted."""
     from raygrid.cli.api import check_spec
+    from raygrid.cli.spec import SpecError
     from raygrid.keras.quiet import native_noise_filtered
 
     try:

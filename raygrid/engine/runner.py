@@ -92,6 +92,8 @@ def reuse(store: Any, trials: Sequence[Trial], results: dict[tuple[int, int], Fi
     if store is None:
         return list(trials)
     hits, todo = store.plan(trials)
+    if hits:  # a resumed or extended search: say what the store saved
+        progress.say(f"reused {len(hits)} stored fits from {str(store.directory)!r}, running {len(todo)}")
     params = {(t.candidate, t.fold): t.params for t in trials}
     for result in hits:
         results[(result.candidate, result.fold)] = result

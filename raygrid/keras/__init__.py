@@ -22,11 +22,21 @@ chatter held back).
 """
 from __future__ import annotations
 
+import importlib
+
 from raygrid.keras.detect import is_scikeras_wrapper, keras_backend, uses_keras
-from raygrid.keras.hygiene import fit_context, setup_log
-from raygrid.keras.pool import model_pool
-from raygrid.keras.seed import build_mlp, seed_classifier
-from raygrid.keras.wrappers import CLASS_NAMES, make_classes, with_stock_tags_fixed
+
+#: Names defined in the package's modules, imported on first use: ``raygrid.keras.quiet`` and
+#: ``detect`` stay cheap to import (the ``raygrid`` command imports them before any work).
+_LAZY = {
+    "fit_context": "raygrid.keras.hygiene",
+    "setup_log": "raygrid.keras.hygiene",
+    "model_pool": "raygrid.keras.pool",
+    "build_mlp": "raygrid.keras.seed",
+    "seed_classifier": "raygrid.keras.seed",
+    "with_stock_tags_fixed": "raygrid.keras.wrappers",
+}
+_CLASS_NAMES = ("KerasClassifier", "KerasRegressor")
 
 __all__ = [
     "KerasClassifier",
@@ -44,12 +54,17 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    if name in CLASS_NAMES:
-        klass = make_classes()[name]
-        globals()[name] = klass
-        return klass
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name in _CLASS_NAMES:
+        from raygrid.keras.wrappers import make_classes
+
+        value = make_classes()[name]
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(CLASS_NAMES))
+    return sorted(set(globals()) | set(__all__))

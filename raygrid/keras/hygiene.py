@@ -18,6 +18,9 @@ from typing import Any, Iterator
 from raygrid._compat import tf_disable_op_determinism, tf_op_determinism_enabled
 from raygrid.keras.detect import keras_backend, keras_paths
 from raygrid.keras.pool import model_pool
+from raygrid.keras.quiet import native_noise_filtered
+
+_runtime_started = False  # whether a Keras fit ran in this process (its runtime's start logged)
 
 _setup_lock = threading.Lock()
 _threads_done: bool = False
@@ -180,6 +183,20 @@ def fit_context(estimator: Any, seed: int | None = None, num_cpus: float | None 
         yield estimator
         return
 
+    global _runtime_started
+    # The process's first Keras fit starts the backend's runtime (and the GPU query below), which
+    # logs from C++ (TensorFlow: "failed call to cuInit" without a GPU): held back, the fit's
+    # other stderr kept.
+    quiet = contextlib.ExitStack()
+    if not _runtime_started:
+        quiet.enter_context(native_noise_filtered())
+        _runtime_started = True
+    with quiet:
+        yield from _fit(estimator, paths, seed, num_cpus, reuse_models)
+
+
+def _fit(estimator: Any, paths, seed: int | None, num_cpus: float | None,
+         reuse_models: bool) -> Iterator[Any]:
     backend = keras_backend()
     n = _cpu_count(num_cpus)
     with _setup_lock:

@@ -3,10 +3,17 @@
 Importing TensorFlow writes lines like ``WARNING: All log messages before absl::InitializeLog()
 is called are written to STDERR``, ``oneDNN custom operations are on`` and ``Could not find cuda
 drivers`` straight to file descriptor 2, from C++, before ``TF_CPP_MIN_LOG_LEVEL`` is read, so
-neither Python's ``warnings``/``logging`` nor that variable can hold them back.
+neither Python's ``warnings``/``logging`` nor that variable can hold them back; nor the
+``failed call to cuInit`` error TensorFlow logs on a machine with CUDA libraries and no GPU when
+its runtime starts (the first model or op, not the import).
 :func:`native_noise_filtered` sends descriptor 2 to a temporary file for the duration of a block
 and then writes back every line that is not such chatter: nothing else is lost, and on an error
 everything is written back.
+
+Where raygrid holds it back: the driver's first import of Keras through raygrid (scikeras'
+wrappers), the first Keras fit of every process (driver and workers: the runtime's start), and
+Ray workers of a Keras search from their start (:func:`import_keras_quietly`, their
+``worker_process_setup_hook``), before a stock scikeras estimator is unpickled there.
 """
 from __future__ import annotations
 
@@ -21,7 +28,9 @@ from typing import Iterator
 NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     r"|[IWE]\d{4} [\d:. ]+\d+ (port|cudart_stub|cpu_feature_guard|cuda_dnn|cuda_fft|cuda_blas|"
-    r"cuda_executor|gpu_device|gpu_timer|service|device_compiler|computation_placer)\.cc:\d+\] .*"
+    r"cuda_executor|cuda_platform|cuda_driver|cuda_diagnostics|dso_loader|gpu_device|gpu_timer|"
+    r"service|device_compiler|computation_placer)\.cc:\d+\] .*"
+    r"|[IWE]\d{4} [\d:. ]+\d+ \S+\.cc:\d+\] failed call to cuInit: .*"
     r"|To enable the following instructions: .* in other operations, rebuild TensorFlow with the "
     r"appropriate compiler flags\."
     r"|E0000 00:00:[\d.]+ +\d+ .*Unable to register cu(DNN|FFT|BLAS) factory.*"
@@ -68,6 +77,21 @@ def native_noise_filtered() -> Iterator[None]:
             kept = [line for line in text.splitlines(keepends=True) if failed or not is_noise(line)]
             if kept:
                 os.write(fd, "".join(kept).encode("utf-8"))
+
+
+def import_keras_quietly() -> None:
+    """Import Keras (and so its backend, TensorFlow or JAX) with the start-up chatter held back.
+
+    What Ray workers of a Keras search run when they start (``worker_process_setup_hook``),
+    before anything of the search is unpickled. Never raises: where Keras cannot be imported,
+    the fit that needs it says why."""
+    if "keras" in sys.modules:
+        return
+    try:
+        with native_noise_filtered():
+            import keras  # noqa: F401
+    except Exception:  # noqa: BLE001 - the fit reports it
+        pass
 
 
 def _flush() -> None:

@@ -8,6 +8,7 @@ models (``best_model.joblib``) refer to, and what Ray workers import to load the
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -119,8 +120,12 @@ def _import_scikeras_wrappers():
         # scikeras' seeding helper does ``try: import tensorflow``; a None entry makes that
         # attempt fail fast, and scikeras falls back to seeding Python and NumPy.
         sys.modules["tensorflow"] = None  # type: ignore[assignment]
+    from raygrid.keras.quiet import native_noise_filtered
+
+    quiet = native_noise_filtered() if "keras" not in sys.modules else contextlib.nullcontext()
     try:
-        import scikeras.wrappers as wrappers
+        with quiet:  # this process's first Keras import: TensorFlow's C++ start-up lines held back
+            import scikeras.wrappers as wrappers
     except ImportError as exc:
         raise ImportError(INSTALL_HINT) from exc
     finally:

@@ -1,5 +1,5 @@
 """How values are written in the HTML report and the terminal table: HTML-escaped text, scores
-(mean ± std), durations and ranks."""
+(mean ± std), durations and ranks, and how a Keras search's fits were trained."""
 from __future__ import annotations
 
 import html
@@ -50,3 +50,25 @@ def rank_text(row: pd.Series, metric: str, position: int) -> str:
     """A candidate's rank by ``metric``, or its ``position`` in the table when it has none."""
     rank = as_float(row.get(f"rank_test_{metric}"))
     return str(int(rank)) if not math.isnan(rank) else str(position)
+
+
+def training_lines(info: dict | None) -> list[tuple[str, str]]:
+    """``best["training"]`` in words, one (label, text) per engine that trained fits."""
+    if not info:
+        return []
+    engines, backends = info.get("engines") or {}, info.get("keras_backend") or {}
+    out = []
+    for engine in sorted(engines, key=lambda e: (e != "fused", e)):
+        n = engines[engine]
+        if not n:
+            continue
+        text = f"{n} fits"
+        if engine == "fused" and info.get("fused_groups"):
+            groups = info["fused_groups"]
+            text += f" in {groups} fused group{'s' if groups != 1 else ''}"
+        if backends.get(engine):
+            text += f", Keras on {backends[engine]}"
+        out.append((f"{engine} engine", text))
+    if info.get("driver_keras_backend"):
+        out.append(("Keras backend of the driver", str(info["driver_keras_backend"])))
+    return out

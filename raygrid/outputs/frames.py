@@ -145,19 +145,25 @@ def param_influence(summary: pd.DataFrame, metric: str | None = "score") -> pd.S
     For each varied ``param_*`` column this is the one-way ANOVA effect size, eta squared: the
     between-value sum of squares of ``mean_test_<metric>`` divided by its total sum of squares over
     the candidates that scored (0 = the value does not matter, 1 = it alone decides the score).
-    Returned sorted, most influential first, indexed by the column names.
+    Returned sorted, most influential first, indexed by the column names. When the scores do not
+    vary at all (every candidate scored the same, or fewer than two scored) nothing explains any
+    spread: every value is NaN ("n/a"), never a ratio of rounding errors.
     """
     _, col = score_column(summary, metric)
     scores = pd.to_numeric(summary[col], errors="coerce")
     ok = scores.notna()
     y = scores[ok].to_numpy(dtype=float)
     total = float(((y - y.mean()) ** 2).sum()) if len(y) else 0.0
+    # Equal scores leave only floating-point residue in ``total`` (0.9 summed in another order):
+    # below this the spread is not real and the ratio would be noise (often 1.00).
+    if len(y) < 2 or float(np.ptp(y)) <= 1e-12 * max(1.0, float(np.abs(y).max())):
+        total = 0.0
     out = {}
     for pcol in param_columns(summary):
         labels = param_labels(summary, pcol)[ok]
         groups = pd.Series(y, index=labels.index).groupby(labels.to_numpy())
         between = float((groups.count() * (groups.mean() - y.mean()) ** 2).sum()) if len(y) else 0.0
-        out[pcol] = between / total if total > 0 else 0.0
+        out[pcol] = between / total if total > 0 else math.nan
     return pd.Series(out, dtype=float, name="eta_squared").sort_values(ascending=False, kind="stable")
 
 

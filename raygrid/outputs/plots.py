@@ -65,20 +65,25 @@ def _libs():
     return Figure, FigureCanvasAgg, sns
 
 
-#: raygrid's plot style. Labels are hyperparameter values, which may hold ``$`` (matplotlib would
-#: read ``$...$`` as math and fail on what is not valid math): text is drawn as written.
-_STYLE = {"text.parse_math": False}
+def text(value: Any) -> str:
+    """``value`` as matplotlib draws it literally: every ``$`` escaped.
+
+    Labels hold the user's strings (hyperparameter values and names, metric names), where a
+    ``$...$`` pair would be read as mathtext (and fail on what is not valid math). Escaping them,
+    rather than turning mathtext off, keeps matplotlib's own tick labels (``10^{-2}``) working.
+    """
+    return str(value).replace("$", r"\$")
 
 
 def _styled(draw):
-    """Run a plotting function under raygrid's plot style (texts keep the style they were made with)."""
+    """Run a plotting function with seaborn's deprecation chatter held back."""
     @functools.wraps(draw)
     def wrapper(*args, **kwargs):
         try:
-            import matplotlib
+            import matplotlib  # noqa: F401 - the install hint when it is missing
         except ImportError as exc:
             raise ImportError(_INSTALL_HINT) from exc
-        with matplotlib.rc_context(_STYLE), warnings.catch_warnings():
+        with warnings.catch_warnings():
             # seaborn's own calls of matplotlib APIs deprecated after its release: not the user's to fix
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"seaborn\.")
             return draw(*args, **kwargs)
@@ -140,8 +145,9 @@ def violin_per_param(summary: pd.DataFrame, metric: str | None = "score", path=N
     fig, sns = _new_figure(4.6 * ncols, 3.9 * nrows + 0.5)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
     for ax, pcol in zip(axes, params):
-        order = ordered_labels(summary, pcol)
-        frame = pd.DataFrame({"value": param_labels(data, pcol).to_numpy(), "score": data[col].to_numpy()})
+        order = [text(v) for v in ordered_labels(summary, pcol)]
+        frame = pd.DataFrame({"value": param_labels(data, pcol).map(text).to_numpy(),
+                              "score": data[col].to_numpy()})
         # ``order`` lists every value, so one whose candidates all failed keeps an empty slot.
         smallest = frame.groupby("value").size().min() if len(frame) else 0
         if smallest >= _VIOLIN_MIN_POINTS:
@@ -152,15 +158,15 @@ def violin_per_param(summary: pd.DataFrame, metric: str | None = "score", path=N
                         linewidth=1, showfliers=False, width=0.5)
         sns.stripplot(data=frame, x="value", y="score", order=order, ax=ax, size=3,
                       color="#08306b", alpha=0.6, jitter=0.15)
-        ax.set_title(_wrap(f"{short_name(pcol)}  (η² = {influence[pcol]:.2f})", 4.6))
-        ax.set_xlabel(short_name(pcol))
-        ax.set_ylabel(f"mean test {metric}")
+        ax.set_title(text(_wrap(f"{short_name(pcol)}  ({eta_text(influence[pcol])})", 4.6)))
+        ax.set_xlabel(text(short_name(pcol)))
+        ax.set_ylabel(text(f"mean test {metric}"))
         ax.grid(axis="y", alpha=0.3)
         _rotate(ax, order)
     for ax in axes[len(params):]:
         ax.set_visible(False)
-    fig.suptitle(_wrap(f"mean test {metric} per hyperparameter value ({len(data)} candidates)", 4.6 * ncols,
-                       size=13))
+    fig.suptitle(text(_wrap(f"mean test {metric} per hyperparameter value ({len(data)} candidates)",
+                            4.6 * ncols, size=13)))
     return _finish(fig, path)
 
 
@@ -187,7 +193,7 @@ def heatmap_pair(summary: pd.DataFrame, metric: str | None = "score") -> tuple[s
     where ``degree`` belongs to the ``poly`` kernel's sub-grid) loses to one set everywhere
     (``C`` × ``kernel``) unless it explains far more. Raises ``ValueError`` when no pair qualifies.
     """
-    influence = param_influence(summary, metric)
+    influence = param_influence(summary, metric).fillna(0.0)  # equal scores: any pair, in order
     names = list(influence.index)
     best = None
     for i, p1 in enumerate(names):
@@ -243,14 +249,15 @@ def heatmap_top_two(summary: pd.DataFrame, results: pd.DataFrame | None = None,
         raise ValueError("a heatmap needs at least two varied hyperparameters")
     p1, p2 = heatmap_pair(summary, metric)
     means = _cell_means(summary, results, col, metric, p1, p2)
+    means.index, means.columns = [text(v) for v in means.index], [text(v) for v in means.columns]
     fig_width = max(5.5, 1.1 * means.shape[1] + 3.0)
     fig, sns = _new_figure(fig_width, max(4.0, 0.6 * means.shape[0] + 2.2))
     ax = fig.add_subplot()
     sns.heatmap(means, ax=ax, annot=True, fmt=".3f", cmap="viridis", linewidths=0.5,
                 cbar_kws={"label": f"mean test {metric}"})
-    ax.set_xlabel(f"{short_name(p2)} (η² = {influence[p2]:.2f})")
-    ax.set_ylabel(f"{short_name(p1)} (η² = {influence[p1]:.2f})")
-    ax.set_title(_wrap(f"mean test {metric}: {short_name(p1)} × {short_name(p2)}", fig_width - 1.5) + "\n"
+    ax.set_xlabel(text(f"{short_name(p2)} ({eta_text(influence[p2])})"))
+    ax.set_ylabel(text(f"{short_name(p1)} ({eta_text(influence[p1])})"))
+    ax.set_title(text(_wrap(f"mean test {metric}: {short_name(p1)} × {short_name(p2)}", fig_width - 1.5)) + "\n"
                  + _wrap("(averaged over the other hyperparameters)", fig_width - 1.5))
     ax.tick_params(axis="y", labelrotation=0)
     _rotate(ax, list(means.columns))
@@ -277,10 +284,10 @@ def score_vs_fit_time(summary: pd.DataFrame, metric: str | None = "score", path=
     x = pd.to_numeric(data["mean_fit_time"]).to_numpy(dtype=float)
     y = data[col].to_numpy(dtype=float)
     if hue is not None:
-        order = ordered_labels(summary, hue)
-        sns.scatterplot(x=x, y=y, hue=param_labels(data, hue).to_numpy(), hue_order=order,
+        order = [text(v) for v in ordered_labels(summary, hue)]
+        sns.scatterplot(x=x, y=y, hue=param_labels(data, hue).map(text).to_numpy(), hue_order=order,
                         ax=ax, s=40, alpha=0.8)
-        ax.legend(title=short_name(hue), fontsize="small", title_fontsize="small")
+        ax.legend(title=text(short_name(hue)), fontsize="small", title_fontsize="small")
     else:
         ax.scatter(x, y, s=40, alpha=0.8)
     if len(data):
@@ -293,17 +300,33 @@ def score_vs_fit_time(summary: pd.DataFrame, metric: str | None = "score", path=
         ax.annotate("best", (float(data.loc[best, "mean_fit_time"]), float(data.loc[best, col])),
                     textcoords="offset points", xytext=(8, 6), fontsize="small")
         if x.min() > 0 and x.max() / x.min() > 20:
-            ax.set_xscale("log")
+            _log_seconds(ax.xaxis)
     ax.set_xlabel("mean fit time per fold (s)")
-    ax.set_ylabel(f"mean test {metric}")
-    ax.set_title(_wrap(f"mean test {metric} vs mean fit time ({len(data)} candidates)", 7.0))
+    ax.set_ylabel(text(f"mean test {metric}"))
+    ax.set_title(text(_wrap(f"mean test {metric} vs mean fit time ({len(data)} candidates)", 7.0)))
     ax.grid(alpha=0.3)
     return _finish(fig, path)
 
 
+def _log_seconds(axis) -> None:
+    """A logarithmic time axis labelled in plain seconds (0.01, 0.1, 1, 10): decades as numbers
+    a reader takes in at a glance, and never overlapping (minor ticks carry no label)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.axes.set_xscale("log")
+    axis.set_major_locator(LogLocator(base=10))
+    axis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def eta_text(value: float) -> str:
+    """``η² = 0.42``, or ``η² n/a`` when it is not defined (every candidate scored the same)."""
+    return "η² n/a" if value is None or not np.isfinite(value) else f"η² = {value:.2f}"
+
+
 def _node_label(node: Any) -> str:
-    text = value_label(node)
-    return text if len(text) <= 14 else text[:12] + "…"
+    """A node's tick label: its name on two lines (``host (IP)`` over its short id)."""
+    return text(value_label(node, None).replace(" · ", "\n"))
 
 
 @_styled
@@ -311,7 +334,8 @@ def fits_per_node(results: pd.DataFrame, path=None):
     """Bar chart of the number of fits each node ran, stacked by :func:`fit_status`
     (succeeded / from cache / failed).
 
-    Long Ray node ids are shortened to their first 12 characters.
+    Nodes are shown as the frame names them (the report names Ray nodes ``host (IP) · id[:8]``,
+    each on two lines under its bar).
     """
     counts = node_counts(results)
     nodes = node_names(results)
@@ -335,7 +359,8 @@ def fits_per_node(results: pd.DataFrame, path=None):
     ax.set_xlabel("node")
     ax.set_ylabel("fits")
     ax.set_ylim(0, float(counts["fits"].max()) * 1.12 + 0.5)
-    ax.set_title(_wrap(f"fits per node ({int(counts['fits'].sum())} fits on {len(counts)} nodes)",
+    nodes = f"{len(counts)} node" + ("s" if len(counts) != 1 else "")
+    ax.set_title(_wrap(f"fits per node ({int(counts['fits'].sum())} fits on {nodes})",
                        max(5.0, 1.0 * len(counts) + 3.0) - 1))
     ax.legend(fontsize="small")
     ax.grid(axis="y", alpha=0.3)

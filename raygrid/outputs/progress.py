@@ -90,6 +90,11 @@ class SearchProgress:
             if self._live is not None:
                 self._live.update(self.render())
 
+    def say(self, text: str) -> None:
+        """One whole line on stderr (``verbose >= 1``), above the live line on a terminal."""
+        if self.verbose >= 1:
+            self._console.print(f"{self.title}: {text}", markup=False, highlight=False, soft_wrap=True)
+
     def announce(self, n_candidates: int) -> None:
         """scikit-learn's line for each batch of candidates (stdout, ``verbose >= 1``)."""
         if self.verbose >= 1:

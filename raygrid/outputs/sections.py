@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from raygrid.engine.failures import failure_key
-from raygrid.outputs.formatting import as_float, escape, format_score, format_seconds, rank_text
+from raygrid.outputs.formatting import as_float, escape, format_score, format_seconds, rank_text, training_lines
 from raygrid.outputs.frames import (best_first, fit_status, fixed_params, is_missing, metric_names,
                                     node_counts, param_columns, param_labels, short_name, value_label)
 
@@ -49,7 +49,8 @@ def best_section(best: dict, summary: pd.DataFrame, metric: str, step: str = "")
     params = best.get("params") or {}
     params_html = _kv_table([(k, value_label(v, None)) for k, v in params.items()]) if params else \
         '<p class="note">no hyperparameters</p>'
-    versions = best.get("versions") or {}
+    versions = {("keras_backend (driver)" if k == "keras_backend" else k): v
+                for k, v in (best.get("versions") or {}).items()}
     versions_html = _kv_table(list(versions.items())) if versions else '<p class="note">not recorded</p>'
     step_html = (f'<p class="note">Hyperparameters of pipeline step <code>{escape(step[:-2])}</code>: '
                  f'their names in scikit-learn carry the prefix <code>{escape(step)}</code>.</p>') if step else ""
@@ -65,8 +66,9 @@ def counts_section(results: pd.DataFrame, summary: pd.DataFrame, best: dict) -> 
     """The run in numbers: candidates, fits, failures, cached fits, wall and fit time, nodes."""
     status = fit_status(results) if len(results) else pd.Series(dtype=object)
     times = pd.to_numeric(results.get("fit_time", pd.Series(dtype=float)), errors="coerce")
-    busy = times.sum() + pd.to_numeric(results.get("score_time", pd.Series(dtype=float)), errors="coerce").sum()
+    busy = times.sum()
     wall = as_float(best.get("wall_time"))
+    slots = as_float(best.get("slots"))
     pairs = [
         ("candidates", best.get("n_candidates", len(summary))),
         ("fits", best.get("n_fits", len(results))),
@@ -79,9 +81,14 @@ def counts_section(results: pd.DataFrame, summary: pd.DataFrame, best: dict) -> 
     pairs.append(("wall time", format_seconds(wall)))
     pairs.append(("fit time, all fits", format_seconds(times.sum(min_count=1))))
     if not math.isnan(wall) and wall > 0 and busy > 0:
-        pairs.append(("fits in parallel (busy ÷ wall time)", f"{busy / wall:.2f}"))
+        # Fit-seconds over wall time; never more than the fits that could run at once (fit times
+        # are measured inside the fits, so overlaps with the search's own work can exceed it).
+        parallel = busy / wall if math.isnan(slots) else min(busy / wall, slots)
+        label = "fits in parallel (fit time ÷ wall time" + ("" if math.isnan(slots) else f", at most {slots:g}") + ")"
+        pairs.append((label, f"{parallel:.2f}"))
     if "node" in results.columns:
         pairs.append(("nodes", results["node"].nunique()))
+    pairs += training_lines(best.get("training"))
     return f'<section id="counts"><h2>Run</h2>{_kv_table(pairs)}</section>'
 
 

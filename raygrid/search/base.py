@@ -250,6 +250,8 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
         if len(self.results_):
             self.results_["engine"] = [fits[k].engine for k in sorted(fits)]
         self.n_fused_ = sum(fits[k].engine == "fused" for k in fits)
+        # The fused groups this search trained (lanes, timings, the workers' Keras backend).
+        self.fused_groups_ = list(getattr(run.executor, "groups", None) or [])
         rank_metric = refit_metric if isinstance(refit_metric, str) and refit_metric in (
             scoring.metrics or ()) else (scoring.metrics or ("score",))[0]
         self.summary_ = summary_frame(cv, self.results_, rank_metric)

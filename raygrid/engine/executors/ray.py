@@ -14,7 +14,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from raygrid.engine.executors.base import Unit, Work, gpu_share
 from raygrid.engine.executors.cluster import check_schedulable, connect, short_of
-from raygrid.engine.executors.worker_env import driver_pythonpath, keras_env
+from raygrid.engine.executors.worker_env import QUIET_KERAS_HOOK, driver_pythonpath, keras_env
 from raygrid.engine.fitting import FitResult, Payload, run_trials, system_failure
 from raygrid.engine.plan import Trial
 
@@ -119,6 +119,7 @@ class RayExecutor:
         self.n_jobs = n_jobs
         self.batcher = AutoBatcher() if batch else None
         self.running = 0  # trials in tasks submitted and not yet returned
+        self._slots = 1  # fits the cluster runs at once, as of the current run
 
     def describe(self) -> str:
         import ray
@@ -171,6 +172,8 @@ class RayExecutor:
         options.update(max_retries=self.max_retries, retry_exceptions=False)
         if keras:
             env_vars = {**keras_env(options.get("num_cpus")), **env_vars}
+            # Keras imported as the worker starts, TensorFlow's C++ start-up lines held back
+            runtime_env.setdefault("worker_process_setup_hook", QUIET_KERAS_HOOK)
         pythonpath = driver_pythonpath()
         if pythonpath:  # classes defined beside the driver's code unpickle on workers
             env_vars = {"PYTHONPATH": pythonpath, **env_vars}
@@ -228,7 +231,7 @@ class RayExecutor:
             return remotes[key]
 
         self.check_schedulable()
-        slots = self.slots()
+        slots = self._slots = self.slots()
         in_flight = self.n_jobs if self.n_jobs and self.n_jobs > 0 else 2 * slots
         queue: deque[Work] = deque(work)
         alone: deque[Trial] = deque()  # trials of failed batches: rerun one per task
@@ -310,7 +313,9 @@ class RayExecutor:
         elif running:
             grace = interrupt_grace(interrupt)
             n = sum(len(pending[ref].trials) for ref in running)
-            print(f"raygrid: stopping; letting the {n} fit(s) in flight finish"
+            shown = min(n, self._slots)  # what the progress line calls running
+            queued = f", and the {n - shown} queued with Ray," if n > shown else ""
+            print(f"raygrid: stopping; letting the {shown} fit(s) in flight finish{queued}"
                   + ("" if grace is None else f" (at most {grace:g} s)")
                   + ". Press Ctrl-C again to stop now.", file=sys.stderr, flush=True)
             late, running = _wait_all(running, grace)

@@ -7,6 +7,11 @@ import os
 import sys
 
 
+#: Run by a Keras search's Ray workers as they start (``runtime_env``'s
+#: ``worker_process_setup_hook``): Keras imported with TensorFlow's C++ start-up lines held back.
+QUIET_KERAS_HOOK = "raygrid.keras.quiet.import_keras_quietly"
+
+
 def keras_env(num_cpus: float) -> dict[str, str]:
     """What a Keras worker's environment needs before TensorFlow loads: its threads capped to
     ``num_cpus``, quiet logs, and the driver's ``KERAS_BACKEND``."""

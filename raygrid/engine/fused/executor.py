@@ -93,6 +93,8 @@ class FusedExecutor:
         self._units: dict[tuple[int, int], str] = {}
         self._costs: dict[str, float] = {}
         self._assigned: set[tuple[int, int]] = set()  # (candidate, fold) of trials seen by assign
+        #: One dict per fused group trained by this executor, across its runs (see last_stats).
+        self.groups: list[dict] = []
 
     @property
     def running(self) -> int:
@@ -149,6 +151,7 @@ class FusedExecutor:
             # which lets the units in flight finish and hands their fits over.
             yield from _without_fallbacks(stream, fallback)
         finally:
+            self.groups.extend(dict(s) for s in _last_stats)
             close = getattr(stream, "close", None)
             if close is not None:
                 close()  # stopped early (error_score="raise"): cancel what is left at once

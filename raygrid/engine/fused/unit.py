@@ -86,6 +86,7 @@ def _run_unit(payload: Payload, trials: Sequence[Trial]) -> list[FitResult]:
                                           + _last_line(traceback.format_exc()) + ")")
                 continue
             stats["plan_s"] = plan.plan_s
+            stats["keras_backend"] = backend  # what trained it, as this worker saw it
             if group_results:  # the group's timings travel with its first fit (see last_stats)
                 group_results[0].group_stats = stats
             results += group_results

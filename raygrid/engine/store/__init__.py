@@ -15,8 +15,8 @@ from raygrid.engine.store.fitstore import FitStore
 from raygrid.engine.store.identity import Fingerprinter, Unhashable, class_identity, digest, library_versions
 from raygrid.engine.store.schema import FILENAME, SCHEMA_VERSION, StoreError
 from raygrid.engine.store.summary import SearchSummary, StoreSummary
-from raygrid.engine.store.session import StoreSession, open_session, resume_hint
+from raygrid.engine.store.session import StoreSession, open_session, resume_advice, resume_hint
 
 __all__ = ["FitStore", "StoreError", "StoreSession", "Fingerprinter", "open_session", "digest",
            "library_versions", "FILENAME", "SCHEMA_VERSION", "Unhashable", "class_identity",
-           "resume_hint", "StoreSummary", "SearchSummary"]
+           "resume_hint", "resume_advice", "StoreSummary", "SearchSummary"]

@@ -6,7 +6,9 @@ row (failed fits run again unless ``cache="all"``).
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -17,6 +19,20 @@ from raygrid.engine.plan import Trial
 from raygrid.engine.store.fitstore import FitStore, params_text
 from raygrid.engine.store.identity import Fingerprinter, digest, qualname
 from raygrid.engine.store.schema import check_directory
+
+#: How to resume an interrupted search, in the words of what started it (see :func:`resume_advice`).
+_ADVICE: ContextVar[str | None] = ContextVar("raygrid_resume_advice", default=None)
+
+
+@contextlib.contextmanager
+def resume_advice(text: str):
+    """Inside the block, an interrupted search says ``text`` on how to resume instead of the
+    Python wording (``storage=...``): the command line says "run the same command again"."""
+    token = _ADVICE.set(text)
+    try:
+        yield
+    finally:
+        _ADVICE.reset(token)
 
 
 class StoreSession:
@@ -143,7 +159,8 @@ def open_session(storage: str | os.PathLike, *, cache: bool, estimator: Any, X: 
 def resume_hint(session: StoreSession) -> str:
     """The one line printed when a search with a store is interrupted."""
     n = session.store.count() if session.opened else session.written
+    advice = _ADVICE.get() or (f"Run the same search again with storage={str(session.directory)!r} "
+                               "to resume: only the missing fits will run.")
     return (f"raygrid: search interrupted; {session.written} new fits saved ({n} in the store) in "
-            f"{str(session.directory)!r}. Run the same search again with "
-            f"storage={str(session.directory)!r} to resume: only the missing fits will run.")
+            f"{str(session.directory)!r}. {advice}")
 
