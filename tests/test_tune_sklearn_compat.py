@@ -286,3 +286,31 @@ def test_best_params_without_underscore(ray_local, Xy):
     assert search.best_index == search.best_index_
     assert search.best_score == search.best_score_
     assert search.best_estimator is search.best_estimator_
+
+
+# -- the deliberate differences (README "Differences from tune-sklearn") -------------------------
+def test_bad_settings_are_checked_in_fit_not_in_the_constructor(Xy):
+    X, y = Xy
+    search = TuneSearchCV(SGDClassifier(), {"alpha": [0.1]}, mode="this_is_an_invalid_mode")
+    with pytest.raises(ValueError, match="mode must be 'max' or 'min'"):
+        search.fit(X, y)
+
+
+def test_every_fit_failing_is_scikit_learns_error(ray_local, Xy):
+    X, y = Xy
+    search = TuneSearchCV(SVC(), {"C": [-1.0, -2.0]}, n_trials=2, cv=2, error_score=np.nan,
+                          refit=False)
+    with pytest.raises(ValueError, match="All the 4 fits failed"):
+        search.fit(X, y)
+
+
+# -- docs/tune.md ---------------------------------------------------------------------------------
+def test_docs_tune_python_blocks_run_as_written(ray_local):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "tune.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
+    assert blocks
+    for i, code in enumerate(blocks):
+        exec(compile(code, f"docs/tune.md python block {i}", "exec"), {"__name__": "docs_tune"})

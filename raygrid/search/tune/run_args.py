@@ -2,7 +2,7 @@
 Ray Tune's Tuner API (``TuneConfig``, ``RunConfig``, ``FailureConfig``, ``CheckpointConfig``).
 
 As in tune-sklearn, the user's values win over the ones the search sets, with a warning that
-names them; the user's ``callbacks`` join the search's own."""
+names those it changes; the user's ``callbacks`` join the search's own."""
 from __future__ import annotations
 
 import warnings
@@ -67,7 +67,7 @@ class RunArgs:
                 self.resources.clear()
                 self.resources.update(value)
                 continue
-            if name in target:
+            if target.get(name) is not None and target[name] != value:
                 overridden.append(key)
             target[name] = value
         if "fail_fast" in tune_params and "max_failures" not in tune_params \
