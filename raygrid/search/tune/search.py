@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.base import clone, is_classifier
 
 from raygrid.engine.executors.worker_env import keras_env
@@ -228,8 +229,6 @@ class TuneBaseSearch(BaseSearch):
             "No Tune trial reported a result before time_budget_s ran out or a stopper ended "
             "it: cv_results_ is empty and no best estimator was refitted (raise time_budget_s).",
             UserWarning)
-        import pandas as pd
-
         self.cv_results_ = {}
         self.n_splits_ = run.n_splits
         self.results_ = pd.DataFrame()
