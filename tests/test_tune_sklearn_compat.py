@@ -180,7 +180,7 @@ def test_precomputed_kernel_list_or_not_square_is_refused(Xy, run):
     X, y = Xy
     K = X @ X.T
     fit = _precomputed_runs()[run]
-    with pytest.raises(ValueError, match="Precomputed kernels .* arrays or sparse matrices"):
+    with pytest.raises(ValueError, match=r"Precomputed kernels .* arrays or sparse matrices\. Got list"):
         fit(K.tolist(), y)
     with pytest.raises(ValueError, match="square kernel matrix"):
         fit(K[:, :40], y)

@@ -119,7 +119,7 @@ def check_pairwise(X: Any) -> None:
     that is not square does not hold every sample against every other."""
     if not hasattr(X, "shape"):
         raise ValueError("Precomputed kernels or affinity matrices have to be passed as arrays "
-                         f"or sparse matrices, got {type(X).__name__}")
+                         f"or sparse matrices. Got {type(X).__name__}.")
     if len(X.shape) != 2 or X.shape[0] != X.shape[1]:
         raise ValueError(f"X should be a square kernel matrix, got shape {tuple(X.shape)}")
 
