@@ -18,10 +18,12 @@ $(STAMP): pyproject.toml constraints.txt
 test: install
 	$(BIN)/python -m pytest -q
 
-# scikit-learn's own search and validation tests, run against raygrid (copied from the
-# installed scikit-learn at run time; by-design exceptions in scripts/sklearn_suite_exceptions.txt)
+# scikit-learn's own search and validation tests, run against raygrid on both backends: the
+# default (auto: small searches in-process) and Ray (copied from the installed scikit-learn at run
+# time; by-design exceptions in scripts/sklearn_suite_exceptions.txt)
 test-sklearn: install
-	$(BIN)/python scripts/sklearn_suite.py
+	$(BIN)/python scripts/sklearn_suite.py --backend=auto
+	$(BIN)/python scripts/sklearn_suite.py --backend=ray
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not keras"

@@ -305,3 +305,12 @@ def scikeras_compile(estimator: Any) -> bool:
         return False
     method()
     return True
+
+
+# -- Ray Tune's searchers -----------------------------------------------------------------------
+def tune_searcher_space(searcher: Any) -> Any:
+    """The search space a Ray Tune ``Searcher`` was created with (``HyperOptSearch(space=...)``;
+    Ray keeps it in the private ``_space``), or None: created without one, or Ray moved it (the
+    search's own space then goes to Tune, which keeps the searcher's and says so)."""
+    space = getattr(searcher, "_space", None)
+    return space if space else None

@@ -3,14 +3,16 @@
 scikit-learn ships its tests in its wheel. This script copies ``test_search.py``,
 ``test_successive_halving.py`` and ``test_validation.py`` from the installed scikit-learn into
 ``build/sklearn-suite/``, rewrites only their imports of the searches and of ``cross_validate`` /
-``cross_val_score`` so that they come from raygrid, and runs them with pytest on raygrid's Ray
-backend (``RAYGRID_LOCAL_BUDGET_S=0``: no search runs in-process). Nothing of scikit-learn is
-committed: the copies are made at run time.
+``cross_val_score`` so that they come from raygrid, and runs them with pytest on one of raygrid's
+backends: ``--backend=ray`` (``RAYGRID_LOCAL_BUDGET_S=0``: every search on Ray, however small) or
+``--backend=auto``, the default users get (small searches in-process, larger ones on Ray).
+``make test-sklearn`` runs both. Nothing of scikit-learn is committed: the copies are made at run
+time.
 
 A few tests cannot hold by design; they are listed, one reason each, in
 ``scripts/sklearn_suite_exceptions.txt`` and deselected. Every other test must pass.
 
-    python scripts/sklearn_suite.py [pytest options]
+    python scripts/sklearn_suite.py [--backend=auto|ray] [pytest options]
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ RAYGRID_NAMES = ("GridSearchCV", "RandomizedSearchCV", "HalvingGridSearchCV",
                  "HalvingRandomSearchCV", "cross_validate", "cross_val_score")
 ROOT = Path(__file__).resolve().parents[1]
 EXCEPTIONS = ROOT / "scripts" / "sklearn_suite_exceptions.txt"
-OUT = ROOT / "build" / "sklearn-suite"
+OUT = ROOT / "build" / "sklearn-suite"  # a folder per backend below it
 
 
 def rewrite_imports(source: str) -> str:
@@ -67,35 +69,58 @@ def exceptions() -> dict[str, str]:
     return out
 
 
-def prepare() -> list[Path]:
+def prepare(out: Path) -> list[Path]:
     tests = Path(sklearn.__file__).parent / "model_selection" / "tests"
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    OUT.mkdir(parents=True)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
     copies = []
     for name in FILES:
         text = rewrite_imports((tests / name).read_text())
         if "from raygrid import" not in text:
             raise SystemExit(f"{name}: found no import of {RAYGRID_NAMES} to rewrite")
-        (OUT / name).write_text(text)
-        copies.append(OUT / name)
+        (out / name).write_text(text)
+        copies.append(out / name)
     return copies
+
+
+BACKENDS = ("auto", "ray")
+
+
+def backend_option(argv: list[str]) -> tuple[str, list[str]]:
+    """``--backend=auto|ray`` (or ``--backend auto|ray``) out of ``argv``; default ``ray``."""
+    rest, backend, it = [], "ray", iter(argv)
+    for arg in it:
+        if arg == "--backend":
+            arg = "--backend=" + next(it, "")
+        if arg.startswith("--backend="):
+            backend = arg.split("=", 1)[1]
+            if backend not in BACKENDS:
+                raise SystemExit(f"--backend must be one of {BACKENDS}, got {backend!r}")
+        else:
+            rest.append(arg)
+    return backend, rest
 
 
 def main(argv: list[str]) -> int:
     import pytest
 
-    copies = prepare()
+    backend, argv = backend_option(argv)
+    out = OUT / backend
+    copies = prepare(out)
     deselect = [f"--deselect={test}" for test in exceptions()]
     # scikit-learn's conftest (fixtures such as global_random_seed) loads as a plugin.
     args = [*(c.name for c in copies), "-p", "sklearn.conftest", "-p", "no:cacheprovider",
-            f"--rootdir={OUT}", "-c", "/dev/null", "-q", "-ra", *deselect, *argv]
-    print(f"scikit-learn {sklearn.__version__}'s tests against raygrid: {', '.join(FILES)}; "
+            f"--rootdir={out}", "-c", "/dev/null", "-q", "-ra", *deselect, *argv]
+    print(f"scikit-learn {sklearn.__version__}'s tests against raygrid (backend={backend}): "
+          f"{', '.join(FILES)}; "
           f"{len(deselect)} by-design exceptions deselected ({EXCEPTIONS.relative_to(ROOT)})",
           flush=True)
-    os.chdir(OUT)  # test ids are then "test_search.py::...", as in the exceptions file
-    # Every search on Ray, however small (backend="auto" would run small ones in-process).
-    os.environ["RAYGRID_LOCAL_BUDGET_S"] = "0"
+    os.chdir(out)  # test ids are then "test_search.py::...", as in the exceptions file
+    if backend == "ray":  # every search on Ray, however small
+        os.environ["RAYGRID_LOCAL_BUDGET_S"] = "0"
+    else:  # the searches' own default: small ones in-process
+        os.environ.pop("RAYGRID_LOCAL_BUDGET_S", None)
     return int(pytest.main(args))
 
 

@@ -121,7 +121,11 @@ def test_grid_cv_results_match_sklearn(ray_local, data):
     kw = dict(cv=3, scoring=["accuracy", "f1_macro"], refit="accuracy", return_train_score=True)
     ours = TuneGridSearchCV(DecisionTreeClassifier(random_state=0), grid, **kw).fit(X_train, y_train)
     ref = GridSearchCV(DecisionTreeClassifier(random_state=0), grid, **kw).fit(X_train, y_train)
-    assert sorted(ours.cv_results_) == sorted(ref.cv_results_)
+    # scikit-learn's keys, and tune-sklearn's two: every candidate trained once, in some seconds
+    assert sorted(ours.cv_results_) == sorted([*ref.cv_results_, "training_iteration",
+                                               "time_total_s"])
+    assert list(ours.cv_results_["training_iteration"]) == [1] * len(ref.cv_results_["params"])
+    assert (ours.cv_results_["time_total_s"] > 0).all()
     assert ours.cv_results_["params"] == ref.cv_results_["params"]
     for key in ref.cv_results_:
         if "test_" in key or "train_" in key:
@@ -143,7 +147,11 @@ def test_random_search_draws_what_randomized_search_draws(ray_local, data):
                         random_state=7).fit(X_train, y_train)
     ref = RandomizedSearchCV(DecisionTreeClassifier(random_state=0), dists, n_iter=4, cv=3,
                              random_state=7).fit(X_train, y_train)
-    assert sorted(ours.cv_results_) == sorted(ref.cv_results_)
+    # scikit-learn's keys, and tune-sklearn's two: every candidate trained once, in some seconds
+    assert sorted(ours.cv_results_) == sorted([*ref.cv_results_, "training_iteration",
+                                               "time_total_s"])
+    assert list(ours.cv_results_["training_iteration"]) == [1] * len(ref.cv_results_["params"])
+    assert (ours.cv_results_["time_total_s"] > 0).all()
     assert ours.cv_results_["params"] == ref.cv_results_["params"]
     np.testing.assert_allclose(ours.cv_results_["mean_test_score"],
                                ref.cv_results_["mean_test_score"])
@@ -227,7 +235,6 @@ def no_tune(monkeypatch):
     (lambda: TuneSearchCV(SGDClassifier(), {"alpha": (1e-4, 1e-1), "penalty": ["l1", "l2"]},
                           search_optimization="bayesian"), "continuous"),
     (lambda: TuneGridSearchCV(SVC(), {"C": [1, 2]}, early_stopping=True), "partial_fit"),
-    (lambda: TuneGridSearchCV(SVC(), {"C": [1, 2]}, max_iters=5), "max_iters=5"),
     (lambda: TuneGridSearchCV(SGDClassifier(), {"alpah": [1e-4]}), "Invalid parameter 'alpah'"),
     (lambda: TuneSearchCV(SGDClassifier(), {"alpah": (1e-4, 1e-1)},
                           search_optimization="optuna"), "Invalid parameter 'alpah'"),
@@ -261,15 +268,18 @@ def test_error_score(ray_local, data):
             return super().fit(X, y, **kw)
 
     X_train, _, y_train, _ = data
-    search = TuneGridSearchCV(Fragile(random_state=0), {"max_depth": [1, 3]}, cv=3)
+    search = TuneGridSearchCV(Fragile(random_state=0), {"max_depth": [1, 3]}, cv=3,
+                              error_score=np.nan)
     with pytest.warns(FitFailedWarning, match="depth one is fragile"):
         search.fit(X_train, y_train)
     assert np.isnan(search.cv_results_["mean_test_score"][0])
     assert search.best_params_ == {"max_depth": 3}
     assert search.results_["error"].notna().sum() == 3
+    # tune-sklearn's default for its classes: error_score="raise"
+    assert TuneGridSearchCV(Fragile(), {}).error_score == "raise"
+    assert TuneSearchCV(Fragile(), {}).error_score == "raise"
     with pytest.raises(ArithmeticError, match="fragile"):
-        TuneGridSearchCV(Fragile(), {"max_depth": [1, 3]}, cv=3,
-                         error_score="raise").fit(X_train, y_train)
+        TuneGridSearchCV(Fragile(), {"max_depth": [1, 3]}, cv=3).fit(X_train, y_train)
 
 
 # -- Keras: early stopping by epochs ------------------------------------------------------------------

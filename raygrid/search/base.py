@@ -154,9 +154,10 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
         with closing_store(run.store):
             with run.progress, run.callbacks.searching(rungs=self._rungs):
                 self._run(run)
-        if not run.candidates:
-            raise ValueError(f"{self._space_name} yields no candidates")
-        self._finish(run)
+        if run.candidates:
+            self._finish(run)
+        else:
+            self._finish_empty(run)
         self.wall_time_ = time.perf_counter() - started
         return self
 
@@ -223,6 +224,10 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
         if not run.extra:
             return cv
         return {**{k: np.asarray(v) for k, v in run.extra.items()}, **cv}
+
+    def _finish_empty(self, run: SearchRun) -> None:
+        """The run step gave no candidate (a subclass may finish anyway, with a warning)."""
+        raise ValueError(f"{self._space_name} yields no candidates")
 
     def _finish(self, run: SearchRun) -> None:
         """Failures (``error_score``), ``cv_results_``, the best candidate, the refit on all of

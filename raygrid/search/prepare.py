@@ -114,6 +114,17 @@ def check_error_score(error_score: Any) -> None:
         raise ValueError(f"error_score must be 'raise' or a number, got {error_score!r}")
 
 
+def check_pairwise(X: Any) -> None:
+    """scikit-learn's checks of a precomputed kernel or affinity matrix (a pairwise estimator's
+    ``X``), made once before any fit: a list cannot be split by rows and columns, and a matrix
+    that is not square does not hold every sample against every other."""
+    if not hasattr(X, "shape"):
+        raise ValueError("Precomputed kernels or affinity matrices have to be passed as arrays "
+                         f"or sparse matrices. Got {type(X).__name__}.")
+    if len(X.shape) != 2 or X.shape[0] != X.shape[1]:
+        raise ValueError(f"X should be a square kernel matrix, got shape {tuple(X.shape)}")
+
+
 def prepare_run(
     estimator: Any, X: Any, y: Any, *, cv: Any, scoring: Any, refit: Any, error_score: Any,
     route: Callable[[Any, Scoring], Routed], options: RunOptions, kind: str,
@@ -134,6 +145,9 @@ def prepare_run(
     estimator = with_stock_tags_fixed(estimator)
     resolved = resolve_scoring(estimator, scoring, refit, error_score)
     routed = route(estimator, resolved)
+    pairwise = bool(getattr(get_tags(estimator).input_tags, "pairwise", False))
+    if pairwise:
+        check_pairwise(X)
     X, y, splits = split_data(estimator, X, y, routed.split.get("groups"), cv, routed.split)
     n_splits = len(splits)
     sets = [splits] if split_sets is None else split_sets(X, y, routed.split, splits)
@@ -145,7 +159,7 @@ def prepare_run(
         metrics=resolved.metrics, fit_params=routed.fit, score_params=routed.score,
         return_train_score=return_train_score, error_score=error_score,
         return_estimator=return_estimator, keras=uses_keras(estimator),
-        pairwise=bool(getattr(get_tags(estimator).input_tags, "pairwise", False)),
+        pairwise=pairwise,
     )
     executor = options.open_executor(payload)
     store = options.open_store(payload, scoring=scoring, n_splits=n_splits, kind=kind,

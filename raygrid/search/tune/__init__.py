@@ -18,11 +18,13 @@ predict on every fold):
 
 Ray Tune is imported when ``fit`` runs, never on ``import raygrid``.
 
-The package: ``spec`` (schedulers, increments, the trial spec), ``spaces`` (search spaces),
-``trial`` (what a Tune actor runs), ``experiment`` (the Tune experiment and its results),
-``search`` (the scikit-learn-facing classes, on ``raygrid.search.base.BaseSearch``'s fit steps).
+The package: ``spec`` (schedulers, increments, the trial spec), ``spaces`` (search spaces and
+searchers), ``trial`` (what a Tune actor runs), ``run_args`` (tune-sklearn's ``tune_params`` on
+the Tuner API), ``experiment`` (the Tune experiment and its results), ``search`` (the run step
+on ``raygrid.search.base.BaseSearch``'s fit steps), ``estimators`` (the two public classes).
 """
-from raygrid.search.tune.search import TuneBaseSearch, TuneGridSearchCV, TuneSearchCV
+from raygrid.search.tune.estimators import TuneGridSearchCV, TuneSearchCV
+from raygrid.search.tune.search import TuneBaseSearch
 from raygrid.search.tune.spec import ASHA, incremental_kind
 
 __all__ = ["TuneSearchCV", "TuneGridSearchCV", "TuneBaseSearch", "ASHA", "incremental_kind"]

@@ -10,13 +10,14 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from raygrid.engine.fitting import Payload, system_failure
 from raygrid.engine.plan import Trial, fit_seed, params_key
+from raygrid.search.tune.run_args import RunArgs
 from raygrid.search.tune.spec import BUDGET, FOLDS, MEMBERS, OBJECTIVE, TrialSpec
 from raygrid.search.tune.trial import fit_result, run_candidate
 
@@ -198,10 +199,12 @@ def experiment_name(search: Any, payload: Payload) -> str | None:
 
 
 def run_experiment(search: Any, payload: Payload, spec: TrialSpec, param_space, search_alg,
-                   scheduler, num_samples_: int, resources: Mapping[str, Any], progress: Any):
+                   scheduler, num_samples_: int, resources: Mapping[str, Any], progress: Any,
+                   tune_params: Mapping[str, Any] | None = None):
     """Run the Tune experiment of ``search``: its trials, stoppers, loggers, storage (resumed
-    when the same search ran there before). Returns Tune's result grid, every report, and the
-    ids of the trials whose results went into ``progress`` as they finished."""
+    when the same search ran there before), ``tune_params`` (tune.run's arguments) over them.
+    Returns Tune's result grid, every report, and the ids of the trials whose results went into
+    ``progress`` as they finished."""
     import ray
     from ray import tune
 
@@ -209,41 +212,50 @@ def run_experiment(search: Any, payload: Payload, spec: TrialSpec, param_space, 
     from raygrid.engine.executors.worker_env import driver_paths
 
     connect(search.address)
-    shared = [ray.put(payload), ray.put(spec), driver_paths()]
-    trainable = tune.with_resources(tune.with_parameters(run_candidate, shared=shared),
-                                    resources)
     n_jobs = search.n_jobs if search.n_jobs is not None and search.n_jobs > 0 else None
-    tune_config = tune.TuneConfig(
-        metric=OBJECTIVE, mode=search.mode or "max", search_alg=search_alg,
-        scheduler=scheduler, num_samples=num_samples_, max_concurrent_trials=n_jobs,
-        time_budget_s=search.time_budget_s, reuse_actors=True,
-    )
     history: list = []
     live: set = set()
     root = search.storage if search.storage is not None else search.local_dir
-    temporary = root is None
-    root = tempfile.mkdtemp(prefix="raygrid-tune-") if temporary else \
-        os.path.abspath(os.path.expanduser(str(root)))
+    made = tempfile.mkdtemp(prefix="raygrid-tune-") if root is None else None  # removed after
+    root = made or os.path.abspath(os.path.expanduser(str(root)))
     name = search.name or f"{type(search).__name__}-{time.strftime('%Y%m%d-%H%M%S')}"
     stored = experiment_name(search, payload) if search.storage is not None else None
     if stored is not None:
         name = stored
-    run_config = tune.RunConfig(
-        name=name, storage_path=root, verbose=int(min(max(search.verbose, 0), 3)),
-        stop=make_stoppers(search.stopper, search.error_score == "raise"),
-        callbacks=[history_callback(history), progress_callback(spec, progress, live),
-                   *logger_callbacks(search.loggers)],
+    args = RunArgs(
+        tune_config=dict(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples_,
+                         max_concurrent_trials=n_jobs, time_budget_s=search.time_budget_s,
+                         reuse_actors=True),
+        run_config=dict(name=name, storage_path=root,
+                        verbose=int(min(max(search.verbose, 0), 3)),
+                        stop=search.stopper,
+                        callbacks=[history_callback(history),
+                                   progress_callback(spec, progress, live),
+                                   *logger_callbacks(search.loggers)]),
         # A trial whose actor or node dies runs again (fold errors are data, not failures).
-        failure_config=tune.FailureConfig(max_failures=search.max_retries),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-    )
+        failure_config=dict(max_failures=search.max_retries, fail_fast=False),
+        checkpoint_config=dict(num_to_keep=1), resources=dict(resources))
+    args.override(tune_params)
+    if args.run_config["storage_path"] != root:  # tune_params chose where the experiment lives
+        args.run_config["storage_path"] = os.path.abspath(
+            os.path.expanduser(str(args.run_config["storage_path"])))
+    args.run_config["stop"] = make_stoppers(args.run_config["stop"], search.error_score == "raise")
+    shared = [ray.put(payload), ray.put(spec), driver_paths()]
+    trainable = tune.with_resources(tune.with_parameters(run_candidate, shared=shared),
+                                    args.resources)
+    tune_config = tune.TuneConfig(metric=OBJECTIVE, mode=search.mode or "max",
+                                  **args.tune_config)
+    run_config = tune.RunConfig(
+        **args.run_config, failure_config=tune.FailureConfig(**args.failure_config),
+        checkpoint_config=tune.CheckpointConfig(**args.checkpoint_config))
+    name = run_config.name
     env = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
     if search.verbose <= 0:
         env["RAY_AIR_NEW_OUTPUT"] = "0"  # the new output prints a header even when silent
     try:
         with _environ(env), _quiet_missing_metrics(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", module=r"ray\.tune.*")
-            path = os.path.join(root, name)
+            path = os.path.join(run_config.storage_path, name)
             if stored is not None and tune.Tuner.can_restore(path):
                 # The same search ran here before: finished trials are kept, the rest run.
                 tuner = tune.Tuner.restore(path, trainable=trainable, param_space=param_space,
@@ -257,8 +269,8 @@ def run_experiment(search: Any, payload: Payload, spec: TrialSpec, param_space, 
                 # that made it): read its reports back from what Tune stored.
                 history.extend(_stored_history(grid))
     finally:
-        if temporary:
-            shutil.rmtree(root, ignore_errors=True)
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
     return grid, history, live
 
 
@@ -267,6 +279,7 @@ class Collected:
     candidates: list = field(default_factory=list)
     results: dict = field(default_factory=dict)
     budgets: dict = field(default_factory=dict)  # candidate -> (budget reached, full budget)
+    times: dict = field(default_factory=dict)  # candidate -> its trial's seconds at that budget
     trial_of: dict = field(default_factory=dict)  # candidate -> trial number
     members_of: dict = field(default_factory=dict)  # Tune trial id -> candidates
     fit_seconds: float = 0.0  # training seconds of every trial, each counted once
@@ -274,8 +287,12 @@ class Collected:
     skipped: int = 0  # trials that reported nothing (time budget, stopper)
 
 
-def collect(grid, spec: TrialSpec, payload: Payload, n_splits: int) -> Collected:
-    """Candidates, FitResults keyed by (candidate, fold), and (budget reached, budget) each."""
+def collect(grid, spec: TrialSpec, payload: Payload, n_splits: int,
+            history: Sequence[Mapping[str, Any]] = ()) -> Collected:
+    """Candidates, FitResults keyed by (candidate, fold), (budget reached, budget) each, and the
+    seconds its trial had run when it reached that budget (Tune's ``time_total_s`` of that
+    report, from ``history``; else the trial's last)."""
+    seconds = {(h["trial_id"], h[BUDGET]): h["time_total_s"] for h in history}
     trials = []
     skipped = 0
     for result in grid:
@@ -298,11 +315,11 @@ def collect(grid, spec: TrialSpec, payload: Payload, n_splits: int) -> Collected
             params = spec.params_of(config) if cid is None else dict(spec.candidates[cid])
             budget = int(budget or metrics.get("max_budget") or 0)
             entries.append((cid if cid is not None else t, params, records, error, budget, t,
-                            metrics.get("trial_id")))
+                            metrics.get("trial_id"), metrics.get("time_total_s")))
         out.fit_seconds += float(sum(r["fit_time"] for r in folds or ()))
         out.score_seconds += float(sum(r["score_time"] for r in folds or ()))
     entries.sort(key=lambda e: e[0])  # candidates in the order of the grid / the trials
-    for c, (_, params, records, error, budget, t, trial_id) in enumerate(entries):
+    for c, (_, params, records, error, budget, t, trial_id, last_s) in enumerate(entries):
         out.candidates.append(params)
         out.trial_of[c] = t
         out.members_of.setdefault(trial_id, []).append(c)
@@ -313,10 +330,14 @@ def collect(grid, spec: TrialSpec, payload: Payload, n_splits: int) -> Collected
                     trial, error if isinstance(error, BaseException) else str(error),
                     payload.metrics or ("score",), payload.return_train_score, payload.error_score)
             out.budgets[c] = (0, budget)
+            out.times[c] = float(last_s) if last_s is not None else np.nan
             continue
         for rec in records:
             out.results[(c, rec["fold"])] = fit_result(c, rec)
-        out.budgets[c] = (max(int(r.get("budget") or 0) for r in records), budget)
+        reached = max(int(r.get("budget") or 0) for r in records)
+        out.budgets[c] = (reached, budget)
+        at = seconds.get((trial_id, reached), last_s)
+        out.times[c] = float(at) if at is not None else np.nan
     return out
 
 

@@ -107,7 +107,7 @@ def tune_domain(name: str, value: Any, optimizer: str, decoders: dict) -> Any:
     from ray import tune
 
     value = grid_values(name, value)
-    if _is_domain(value):
+    if _is_domain(value) or (optimizer == "hyperopt" and is_hyperopt_expression(value)):
         return value
     if isinstance(value, tuple):
         low, high, log, is_int = _tuple_range(name, value)
@@ -164,9 +164,65 @@ _SEARCHERS = {
 }
 
 
+def searcher_seed(random_state: Any) -> int | None:
+    """The seed of a search algorithm: an integer ``random_state``, or (as tune-sklearn) one
+    drawn from a ``numpy.random.RandomState``, so two searches given equal RandomStates search
+    alike."""
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(2**31 - 1))
+    return int(random_state) if isinstance(random_state, numbers.Integral) else None
+
+
+def is_hyperopt_expression(value: Any) -> bool:
+    """A hyperopt expression (``hp.choice(...)``, ``hp.uniformint(...)``), without importing it."""
+    return type(value).__module__.startswith("hyperopt.")
+
+
+def check_searcher(searcher: Any, metric: str, mode: str) -> Any:
+    """A Ray Tune ``Searcher`` given as ``search_optimization``; its own search space, if it was
+    created with one (then its ``metric`` and ``mode`` must be the search's, as in
+    tune-sklearn: ``average_test_<metric>`` or raygrid's ``objective``)."""
+    from ray.tune.search import Searcher
+
+    from raygrid._compat import tune_searcher_space
+
+    if not isinstance(searcher, Searcher):
+        raise ValueError(f"Search optimization must be one of {', '.join(SEARCH_OPTIMIZATIONS)} "
+                         f"or a ray.tune.search.Searcher instance, got {searcher!r}")
+    space = tune_searcher_space(searcher)
+    if space is None:
+        return None
+    if searcher.metric not in (f"average_test_{metric}", "objective"):
+        raise ValueError(
+            "If a Searcher instance has been initialized with a space, its metric "
+            f"({searcher.metric!r}) must match the metric set in the search "
+            f"('average_test_{metric}')")
+    if searcher.mode != mode:
+        raise ValueError(
+            "If a Searcher instance has been initialized with a space, its mode "
+            f"({searcher.mode!r}) must match the mode set in the search ({mode!r})")
+    return space
+
+
+def hyperopt_searcher(space: Mapping[str, Any], metric: str, mode: str, seed: int | None,
+                      search_kwargs: Mapping[str, Any] | None):
+    """Ray's ``HyperOptSearch`` over ``space``: hyperopt expressions as given, Ray Tune domains
+    converted to them (tune-sklearn passed hyperopt expressions to HyperOptSearch)."""
+    make_searcher("hyperopt", None, None)  # the clear ImportError if hyperopt is missing
+    from ray.tune.search.hyperopt import HyperOptSearch
+
+    domains = {k: v for k, v in space.items() if not is_hyperopt_expression(v)}
+    converted = HyperOptSearch.convert_search_space(domains) if domains else {}
+    merged = {k: (v if is_hyperopt_expression(v) else converted[k]) for k, v in space.items()}
+    kwargs = dict(search_kwargs or {})
+    if seed is not None:
+        kwargs.setdefault("random_state_seed", seed)
+    return HyperOptSearch(space=merged, metric=metric, mode=mode, **kwargs)
+
+
 def make_searcher(optimizer: Any, random_state: Any, search_kwargs: Mapping[str, Any] | None):
     """Ray Tune's searcher for ``search_optimization`` (a Searcher object is used as given),
-    seeded by an integer ``random_state`` unless ``search_kwargs`` set the seed."""
+    seeded by ``random_state`` (see ``searcher_seed``) unless ``search_kwargs`` set the seed."""
     if not isinstance(optimizer, str):
         return optimizer
     if optimizer not in _SEARCHERS:
@@ -180,6 +236,7 @@ def make_searcher(optimizer: Any, random_state: Any, search_kwargs: Mapping[str,
         raise ImportError(f"search_optimization={optimizer!r} needs {requirement}: pip install "
                           f"'raygrid[tune]' (or: pip install '{requirement}')") from exc
     kwargs = dict(search_kwargs or {})
-    if isinstance(random_state, numbers.Integral):
-        kwargs.setdefault(seed_key, int(random_state))
+    seed = searcher_seed(random_state)
+    if seed is not None:
+        kwargs.setdefault(seed_key, seed)
     return searcher(**kwargs)

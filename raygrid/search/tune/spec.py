@@ -163,10 +163,10 @@ class TrialSpec:
         if self.kind == "plain":
             return [1]
         points = {budget, *(b for b in member_budgets if b)}
-        if self.rungs is not None:
-            points.update(r for r in self.rungs if r < budget)
-        elif self.every_unit:
+        if self.every_unit:  # a stopper sees every increment, ASHA's rungs among them
             points.update(range(1, budget + 1))
+        elif self.rungs is not None:
+            points.update(r for r in self.rungs if r < budget)
         return sorted(points)
 
 
@@ -188,11 +188,21 @@ def group_by_epochs(candidates: Sequence[Mapping[str, Any]], budgets: Sequence[i
 
 
 def plan_kind(estimator, scheduler, max_iters, pipeline_auto_early_stop) -> str:
-    wants_increments = scheduler is not None or max_iters > 1
-    if not wants_increments:
+    """How the trials train: "plain" (one fit per fold) or in increments of ``incremental_kind``.
+
+    As in tune-sklearn, increments come with early stopping only: ``max_iters > 1`` without it
+    warns and trains each candidate once (``max_iters=1``)."""
+    if scheduler is None:
+        if max_iters > 1:
+            warnings.warn(
+                f"max_iters is set > 1 ({max_iters}) but incremental/partial training is not "
+                "enabled: set early_stopping (True or a scheduler) with an estimator that has "
+                "partial_fit or warm_start, or a Keras model. Automatically setting max_iters=1.",
+                UserWarning,
+            )
         return "plain"
     kind = incremental_kind(estimator)
-    what = "early_stopping" if scheduler is not None else f"max_iters={max_iters}"
+    what = "early_stopping"
     if kind is None:
         raise ValueError(
             f"{what} needs an estimator that trains in increments: one with partial_fit, with "
@@ -207,9 +217,52 @@ def plan_kind(estimator, scheduler, max_iters, pipeline_auto_early_stop) -> str:
         )
     if kind != "keras" and max_iters <= 1:
         warnings.warn(
-            "early_stopping is set but max_iters=1: each candidate trains in a single increment, "
-            "so nothing can be stopped early. Set max_iters > 1 to train in increments.",
+            "early_stopping is enabled but max_iters = 1: each candidate trains in a single "
+            "increment, so nothing can be stopped early. Set max_iters > 1 to train in "
+            "increments.",
             UserWarning,
         )
         return "plain"
     return kind
+
+
+def build_scheduler(scheduler, spec: TrialSpec, estimator):
+    """Ray Tune's scheduler for ``scheduler_spec``'s answer (None: none); sets the spec's rungs
+    (ASHA) or checkpointing (schedulers that pause trials)."""
+    if scheduler is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, MedianStoppingRule
+
+    largest = max_budget(spec, estimator)
+    if isinstance(scheduler, ASHA):
+        max_t = scheduler.max_t or largest
+        if scheduler.grace_period > max_t:
+            raise ValueError(f"ASHA grace_period={scheduler.grace_period} exceeds the largest "
+                             f"budget {max_t}")
+        spec.rungs = scheduler.rungs(max_t)
+        return ASHAScheduler(time_attr=BUDGET, max_t=max_t, grace_period=scheduler.grace_period,
+                             reduction_factor=scheduler.reduction_factor, brackets=1)
+    from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
+
+    if scheduler in ("hyperband", "hyperbandscheduler"):
+        scheduler = HyperBandScheduler(time_attr=BUDGET, max_t=largest)
+    elif scheduler in ("medianstoppingrule", "median"):
+        scheduler = MedianStoppingRule(time_attr=BUDGET, grace_period=1)
+    # Schedulers other than ASHA and FIFO may pause a trial and resume it later: each report
+    # then carries a checkpoint of the folds, so a resumed trial goes on where it stopped.
+    # (MedianStoppingRule and HyperBand derive from FIFOScheduler, hence the exact type.)
+    spec.checkpoint = not (isinstance(scheduler, AsyncHyperBandScheduler)
+                           or type(scheduler) is FIFOScheduler)
+    return scheduler
+
+
+def max_budget(spec: TrialSpec, estimator) -> int:
+    """The largest budget a trial of the search can reach."""
+    if spec.kind != "keras":
+        return spec.max_iters if spec.kind != "plain" else 1
+    if spec.budgets is not None:
+        return max(spec.budgets)
+    values = [v for k, v in spec.decoders.items() if is_epochs_key(k)]
+    if values:
+        return max(int(v) for vs in values for v in vs)
+    return keras_epochs(estimator)

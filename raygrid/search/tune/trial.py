@@ -261,6 +261,14 @@ def trial_objective(folds: Sequence[Any], spec: TrialSpec) -> tuple[float, dict[
     return objective, means
 
 
+def mean_keys(means: Mapping[str, float]) -> dict[str, float]:
+    """Every metric's mean CV score under raygrid's name (``mean_test_<metric>``) and
+    tune-sklearn's (``average_test_<metric>``: what its users' stoppers, schedulers and searchers
+    name as their ``metric``)."""
+    return {**{f"mean_test_{m}": v for m, v in means.items()},
+            **{f"average_test_{m}": v for m, v in means.items()}}
+
+
 def run_candidate(config: dict, shared: list) -> None:
     """The Tune function trainable: every fold of one candidate, reporting after each increment."""
     import ray
@@ -282,7 +290,7 @@ def run_candidate(config: dict, shared: list) -> None:
         objective, means = trial_objective(results, spec)
         records = [fold_record(r, 1) for r in results]
         tune.report({OBJECTIVE: objective, BUDGET: 1, "max_budget": 1,
-                     **{f"mean_test_{m}": v for m, v in means.items()},
+                     **mean_keys(means),
                      "n_failed_folds": sum(r.failed for r in results), FOLDS: records,
                      MEMBERS: {}})
         return
@@ -318,7 +326,7 @@ def run_candidate(config: dict, shared: list) -> None:
                 if c is not None and b == point:
                     snapshots[str(c)] = records
             report = {OBJECTIVE: objective, BUDGET: point, "max_budget": budget,
-                      **{f"mean_test_{m}": v for m, v in means.items()},
+                      **mean_keys(means),
                       "n_failed_folds": len(failed), FOLDS: records, MEMBERS: dict(snapshots)}
             if spec.checkpoint:
                 _report_with_checkpoint(report, folds, snapshots)
