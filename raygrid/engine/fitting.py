@@ -115,6 +115,12 @@ def take(data: Any, indices: np.ndarray) -> Any:
 
 
 def num_samples(data: Any) -> int:
+    """The number of rows, as scikit-learn counts them: an object that only converts to an
+    array (``__array__``) is converted first; one that is no array-like at all is a TypeError."""
+    if not hasattr(data, "__len__") and not hasattr(data, "shape"):
+        if not hasattr(data, "__array__"):
+            raise TypeError(f"Expected sequence or array-like, got {type(data)}")
+        data = np.asarray(data)
     if hasattr(data, "shape") and len(getattr(data, "shape", ())) > 0:
         return int(data.shape[0])
     return len(data)
