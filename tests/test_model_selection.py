@@ -265,3 +265,60 @@ def test_routed_metadata_gives_scikit_learn_results(case, backend):
                                       backend=backend, **kw)
         theirs = getattr(skms, name)(estimator(), X_IRIS, Y_IRIS, cv=cv, params=params, **kw)
     assert_all_equal(ours, theirs)
+
+
+# -- Keras: the fused engine --------------------------------------------------------------------
+FUSED_SCRIPT = """
+import json, sys, warnings
+import numpy as np
+from sklearn.model_selection import StratifiedKFold
+from sklearn.preprocessing import minmax_scale
+import raygrid
+from raygrid.keras import seed_classifier
+
+data = np.loadtxt(sys.argv[1], delimiter=",", skiprows=1)[:240]
+X, y = minmax_scale(data[:, :8]), data[:, 8].astype(int)
+out = {}
+for engine in ("fused", "standard"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        perm = raygrid.permutation_test_score(
+            seed_classifier(epochs=2, batch_size=16), X, y, cv=StratifiedKFold(3),
+            n_permutations=3, random_state=0, backend="serial", engine=engine)
+        curve = raygrid.learning_curve(
+            seed_classifier(epochs=2, batch_size=16), X, y, cv=StratifiedKFold(3),
+            train_sizes=[0.5, 1.0], random_state=0, backend="serial", engine=engine)
+    out[engine] = {"score": float(perm[0]), "permutation_scores": perm[1].tolist(),
+                   "curve_test": curve[2].tolist(),
+                   "left_out": [str(w.message) for w in caught if "fused" in str(w.message)]}
+print(json.dumps(out))
+"""
+
+
+def test_keras_permutations_and_curve_sizes_train_fused(pima_csv):
+    """The fused engine trains every permutation on its own permuted targets and every size on
+    its own rows: its scores are the standard engine's (same seeds, Keras on JAX), up to float
+    rounding."""
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    pytest.importorskip("scikeras")
+    pytest.importorskip("jax")
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3",
+               PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", FUSED_SCRIPT, str(pima_csv)], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+    fused, standard = out["fused"], out["standard"]
+    assert fused["left_out"] == [], fused["left_out"]
+    one_row = 1 / 80  # a test fold has 80 rows: scores may differ by a row's rounding
+    assert abs(fused["score"] - standard["score"]) <= one_row
+    np.testing.assert_allclose(fused["permutation_scores"], standard["permutation_scores"],
+                               atol=one_row)
+    np.testing.assert_allclose(fused["curve_test"], standard["curve_test"], atol=one_row)
+    # Each permutation was trained on its own targets, not on y.
+    assert len(set(np.round(fused["permutation_scores"], 6))) > 1
