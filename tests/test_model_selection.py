@@ -212,6 +212,10 @@ def test_permutation_test_score_failures(backend):
                                        cv=3, n_permutations=3, backend=backend)
     with pytest.raises(ValueError, match="n_permutations"):
         raygrid.permutation_test_score(Ridge(), X_REG, Y_REG, n_permutations=0, backend=backend)
+    for name in ("learning_curve", "permutation_test_score"):
+        with pytest.raises(ValueError, match="takes one metric"):
+            getattr(raygrid, name)(Ridge(), X_REG, Y_REG, scoring=["r2", "max_error"],
+                                   backend=backend)
 
 
 # -- the fit store ------------------------------------------------------------------------------

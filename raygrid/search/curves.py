@@ -41,6 +41,12 @@ def absolute_train_sizes(train_sizes, n_max: int) -> np.ndarray:
     return sizes
 
 
+def check_one_metric(scoring, owner: str) -> None:
+    if isinstance(scoring, (list, tuple, set, dict)):
+        raise ValueError(f"{owner} takes one metric (a name, a callable or None), got "
+                         f"{scoring!r}; use cross_validate for several")
+
+
 def _options(backend, address, ray_remote_args, max_retries, n_jobs, engine, storage, cache):
     return RunOptions(backend=backend, address=address, ray_remote_args=ray_remote_args,
                       max_retries=max_retries, n_jobs=n_jobs, engine=engine, storage=storage,
@@ -99,6 +105,7 @@ def learning_curve(
     seeds the fits of Keras models. The raygrid keywords are those of
     :func:`raygrid.cross_validate`; Keras models fuse across sizes and folds (``engine``).
     """
+    check_one_metric(scoring, "learning_curve")
     if exploit_incremental_learning and not hasattr(estimator, "partial_fit"):
         raise ValueError("An estimator must support the partial_fit interface to exploit "
                          "incremental learning")
@@ -182,6 +189,7 @@ def validation_curve(
     keywords are those of :func:`raygrid.cross_validate`; a Keras model's curve over
     ``epochs``, ``batch_size`` or a model parameter fuses like a grid (``engine``).
     """
+    check_one_metric(scoring, "validation_curve")
     run = prepare_run(
         estimator, X, y, cv=cv, scoring=scoring, refit=False, error_score=error_score,
         route=lambda est, scoring_: route_function("validation_curve", est, scoring_.scorer, cv,

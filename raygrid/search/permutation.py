@@ -12,6 +12,7 @@ from sklearn.utils import check_random_state, indexable
 from raygrid.engine.fitting import take
 from raygrid.engine.plan import Trial, fit_seed, params_key
 from raygrid.keras import with_stock_tags_fixed
+from raygrid.search.curves import check_one_metric
 from raygrid.search.prepare import RunOptions, prepare_run, run_plan
 from raygrid.search.routing import check_groups_routing_disabled, route_function
 
@@ -60,6 +61,7 @@ def permutation_test_score(
     fits of Keras models. The other raygrid keywords are those of
     :func:`raygrid.cross_validate`; Keras models fuse across permutations (``engine``).
     """
+    check_one_metric(scoring, "permutation_test_score")
     if (isinstance(n_permutations, bool) or not isinstance(n_permutations, numbers.Integral)
             or n_permutations < 1):
         raise ValueError("The 'n_permutations' parameter of permutation_test_score must be an "
