@@ -227,6 +227,10 @@ def test_store_reuses_fits_and_tells_permutations_apart(tmp_path):
     assert_all_equal(again, first)
     assert_all_equal(other, skms.permutation_test_score(Ridge(), X_REG, Y_REG, cv=3,
                                                         n_permutations=4, random_state=1))
+    for _ in range(2):  # predictions are not stored: the rerun fits again
+        predicted = raygrid.cross_val_predict(Ridge(), X_REG, Y_REG, cv=3, backend="serial",
+                                              storage=tmp_path / "fits")
+        assert_all_equal(predicted, skms.cross_val_predict(Ridge(), X_REG, Y_REG, cv=3))
     curve = raygrid.learning_curve(SGDClassifier(random_state=0), X_IRIS, Y_IRIS, cv=3,
                                    exploit_incremental_learning=True, backend="serial",
                                    storage=tmp_path / "fits", train_sizes=[0.5, 1.0])

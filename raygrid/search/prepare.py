@@ -160,7 +160,7 @@ def prepare_run(
     executor = options.open_executor(payload)
     store = options.open_store(payload, scoring=None if isinstance(scoring, Scoring) else scoring,
                                n_splits=n_splits, kind=kind,
-                               reuse=not return_estimator)
+                               reuse=not return_estimator and task.predict is None)
     return SearchRun(
         X=X, y=y, fit_params=routed.fit, n_splits=n_splits, table=table,
         set_starts=np.cumsum([0] + [len(s) for s in sets[:-1]]).tolist(),
