@@ -184,6 +184,10 @@ def test_validation_curve_failing_fits_score_error_score(backend):
                         **kw)
     assert_all_equal(ours, theirs)
     assert (ours[1][1] == 0.25).all()
+    scorer = {"scoring": lambda est, X, y: float(np.mean(est.predict(X) == y))}
+    ours, theirs = both("validation_curve", FailingClassifier(), X_IRIS, Y_IRIS, backend=backend,
+                        **kw, **scorer)
+    assert_all_equal(ours, theirs)
     with pytest.raises(FitBoom):
         raygrid.validation_curve(FailingClassifier(), X_IRIS, Y_IRIS, backend=backend,
                                  **{**kw, "error_score": "raise"})

@@ -53,17 +53,18 @@ def _options(backend, address, ray_remote_args, max_retries, n_jobs, engine, sto
                       cache=cache)
 
 
-def _table(run, results, candidates: int, side: str, start=None) -> np.ndarray:
-    """(candidates, folds) array of one score (or ``fit_time``/``score_time``) of the results."""
+def _table(run, candidates: int, side: str, error_score, start=None) -> np.ndarray:
+    """(candidates, folds) array of one score (or ``fit_time``/``score_time``) of the results;
+    a failed fit's score is ``error_score``."""
     start = start or [0] * candidates
 
     def value(r):
         if side in ("fit_time", "score_time"):
             return getattr(r, side)
-        (v,) = (r.train_scores if side == "train" else r.test_scores).values()
-        return v
+        scores = list(((r.train_scores if side == "train" else r.test_scores) or {}).values())
+        return scores[0] if scores else error_score
 
-    return np.array([[value(results[(c, start[c] + f)]) for f in range(run.n_splits)]
+    return np.array([[value(run.results[(c, start[c] + f)]) for f in range(run.n_splits)]
                      for c in range(candidates)])
 
 
@@ -149,11 +150,11 @@ def learning_curve(
     else:
         warn_or_raise_about_failures(ordered, error_score)
     n = len(sizes)
-    out = [np.asarray(sizes), _table(run, run.results, n, "train", run.set_starts),
-           _table(run, run.results, n, "test", run.set_starts)]
+    out = [np.asarray(sizes)] + [_table(run, n, side, error_score, run.set_starts)
+                                 for side in ("train", "test")]
     if return_times:
-        out += [_table(run, run.results, n, "fit_time", run.set_starts),
-                _table(run, run.results, n, "score_time", run.set_starts)]
+        out += [_table(run, n, side, error_score, run.set_starts)
+                for side in ("fit_time", "score_time")]
     return tuple(out)
 
 
@@ -201,5 +202,5 @@ def validation_curve(
     candidates = [{param_name: value} for value in param_range]
     trials = build_trials(candidates, run.n_splits, random_state=run.seed_state)
     run_plan(run, trials, title="validation_curve", verbose=verbose)
-    return (_table(run, run.results, len(candidates), "train"),
-            _table(run, run.results, len(candidates), "test"))
+    return (_table(run, len(candidates), "train", error_score),
+            _table(run, len(candidates), "test", error_score))
