@@ -275,10 +275,10 @@ class FoldData:
     train: np.ndarray
 
 
-def partial_fit_steps(estimator: Any, payload: Payload, train: np.ndarray, data: FoldData) -> float:
+def partial_fit_steps(estimator: Any, payload: Payload, data: FoldData) -> float:
     """``estimator.partial_fit`` on the training rows, one partition of ``FitTask.partial_fit``
     after another (scikit-learn's incremental learning curve); returns when the last began."""
-    task = payload.task
+    task, train = payload.task, data.train
     n = len(train)
     extra = {} if task.classes is None else {"classes": task.classes}
     start = time.perf_counter()
@@ -338,7 +338,7 @@ def fit_and_score(payload: Payload, trial: Trial, where: tuple[str, int] | None 
                     if payload.task.partial_fit is None:
                         estimator.fit(X_train, y_train, **fit_params)
                     else:  # the time of the last partial_fit, as scikit-learn reports it
-                        start = partial_fit_steps(estimator, payload, data.train, data)
+                        start = partial_fit_steps(estimator, payload, data)
                 result.fit_time = time.perf_counter() - start
                 start = time.perf_counter()
                 if payload.task.predict is not None:
