@@ -1,5 +1,6 @@
-"""raygrid: scikit-learn's GridSearchCV, RandomizedSearchCV, cross_validate and cross_val_score,
-with every (candidate x fold) fit running as a Ray task on a laptop's cores or a cluster.
+"""raygrid: scikit-learn's GridSearchCV, RandomizedSearchCV, cross_validate, cross_val_score,
+cross_val_predict, learning_curve, validation_curve and permutation_test_score, with every
+(candidate x fold) fit running as a Ray task on a laptop's cores or a cluster.
 
 ``import raygrid`` is light: it neither imports TensorFlow nor starts Ray, and the searches (with
 scikit-learn, pandas and scipy) are imported on first use of their names, so the ``raygrid``
@@ -22,6 +23,10 @@ _EXPORTS = {
     "TuneSearchCV": "raygrid.search.tune",
     "cross_validate": "raygrid.search.validation",
     "cross_val_score": "raygrid.search.validation",
+    "cross_val_predict": "raygrid.search.predict",
+    "learning_curve": "raygrid.search.curves",
+    "validation_curve": "raygrid.search.curves",
+    "permutation_test_score": "raygrid.search.permutation",
     "save_search": "raygrid.cli.api",
     "run_spec": "raygrid.cli.api",
 }
@@ -33,6 +38,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from raygrid.search.grid import GridSearchCV, RandomizedSearchCV
     from raygrid.search.halving import HalvingGridSearchCV, HalvingRandomSearchCV
     from raygrid.search.tune import TuneGridSearchCV, TuneSearchCV
+    from raygrid.search.curves import learning_curve, validation_curve
+    from raygrid.search.permutation import permutation_test_score
+    from raygrid.search.predict import cross_val_predict
     from raygrid.search.validation import cross_val_score, cross_validate
 
 

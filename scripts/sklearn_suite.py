@@ -2,12 +2,13 @@
 
 scikit-learn ships its tests in its wheel. This script copies ``test_search.py``,
 ``test_successive_halving.py`` and ``test_validation.py`` from the installed scikit-learn into
-``build/sklearn-suite/``, rewrites only their imports of the searches and of ``cross_validate`` /
-``cross_val_score`` so that they come from raygrid, and runs them with pytest on one of raygrid's
-backends: ``--backend=ray`` (``RAYGRID_LOCAL_BUDGET_S=0``: every search on Ray, however small) or
-``--backend=auto``, the default users get (small searches in-process, larger ones on Ray).
-``make test-sklearn`` runs both. Nothing of scikit-learn is committed: the copies are made at run
-time.
+``build/sklearn-suite/``, rewrites only their imports of the searches and of the
+model_selection functions (``cross_validate``, ``cross_val_score``, ``cross_val_predict``,
+``learning_curve``, ``validation_curve``, ``permutation_test_score``) so that they come from
+raygrid, and runs them with pytest on one of raygrid's backends: ``--backend=ray``
+(``RAYGRID_LOCAL_BUDGET_S=0``: every search on Ray, however small) or ``--backend=auto``, the
+default users get (small searches in-process, larger ones on Ray). ``make test-sklearn`` runs
+both. Nothing of scikit-learn is committed: the copies are made at run time.
 
 A few tests cannot hold by design; they are listed, one reason each, in
 ``scripts/sklearn_suite_exceptions.txt`` and deselected. Every other test must pass.
@@ -27,7 +28,9 @@ import sklearn
 FILES = ("test_search.py", "test_successive_halving.py", "test_validation.py")
 #: The names raygrid provides in place of scikit-learn's.
 RAYGRID_NAMES = ("GridSearchCV", "RandomizedSearchCV", "HalvingGridSearchCV",
-                 "HalvingRandomSearchCV", "cross_validate", "cross_val_score")
+                 "HalvingRandomSearchCV", "cross_validate", "cross_val_score",
+                 "cross_val_predict", "learning_curve", "validation_curve",
+                 "permutation_test_score")
 ROOT = Path(__file__).resolve().parents[1]
 EXCEPTIONS = ROOT / "scripts" / "sklearn_suite_exceptions.txt"
 OUT = ROOT / "build" / "sklearn-suite"  # a folder per backend below it

@@ -19,6 +19,30 @@ from sklearn.base import clone
 
 from raygrid.engine.describe import code_identity
 from raygrid.engine.plan import Trial
+from raygrid.engine.predictions import predict_fold
+
+
+@dataclass(frozen=True)
+class FitTask:
+    """What a fit does besides fit-then-score (scikit-learn's other model_selection functions).
+
+    ``predict``: the method whose output on the test rows comes back in ``FitResult.predictions``
+    instead of scores (cross_val_predict). ``partial_fit``: the training-set sizes at which
+    ``partial_fit`` is called on the next rows (learning_curve's incremental learning): a fit
+    on a training set of ``n`` rows calls it on every partition up to ``n``, with ``classes``
+    when given. ``target_rows``: per split, the rows of y that X's rows are paired with (a
+    permutation of y: permutation tests); None where y is not permuted.
+    """
+
+    predict: str | None = None
+    partial_fit: tuple[int, ...] | None = None
+    classes: Any = None
+    target_rows: Sequence | None = None
+
+    def describe(self) -> tuple:
+        """What of the task changes a fit's result, for the fit store's identity."""
+        return (self.predict, self.partial_fit,
+                None if self.classes is None else list(np.asarray(self.classes).tolist()))
 
 
 #: This process, as payloads name the driver's (a forked child runs the driver's code too).
@@ -43,6 +67,7 @@ class Payload:
     return_estimator: bool = False
     keras: bool = False
     pairwise: bool = False
+    task: FitTask = field(default_factory=FitTask)
     # scikit-learn's global configuration on the driver (sklearn.get_config()), in force on the
     # workers during every fit, as joblib's workers get it in scikit-learn.
     sklearn_config: Mapping[str, Any] = field(default_factory=get_config)
@@ -75,6 +100,7 @@ class FitResult:
     # Keras fits with EarlyStopping: the epochs the fit trained (its last epoch, counted from 1
     # as Keras prints "Epoch k/N"); None for other fits.
     stopped_epoch: int | None = None
+    predictions: Any = None  # the test rows' predictions, when the task asks for them
 
     def reissue_warnings(self) -> None:
         """Raise the fit's warnings again where this is called (the driver, for Ray fits)."""
@@ -100,9 +126,22 @@ def take(data: Any, indices: np.ndarray) -> Any:
 
 
 def num_samples(data: Any) -> int:
+    """The number of rows, as scikit-learn counts them: an object that only converts to an
+    array (``__array__``) is converted first; one that is no array-like at all is a TypeError."""
+    if not hasattr(data, "__len__") and not hasattr(data, "shape"):
+        if not hasattr(data, "__array__"):
+            raise TypeError(f"Expected sequence or array-like, got {type(data)}")
+        data = np.asarray(data)
     if hasattr(data, "shape") and len(getattr(data, "shape", ())) > 0:
         return int(data.shape[0])
     return len(data)
+
+
+def targets(payload: "Payload", fold: int, rows: np.ndarray) -> Any:
+    """The targets paired with X's ``rows`` in split ``fold``: y's own rows, or the rows of the
+    permuted y of a permutation test (``FitTask.target_rows``)."""
+    permuted = payload.task.target_rows[fold] if payload.task.target_rows is not None else None
+    return take(payload.y, rows if permuted is None else np.asarray(permuted)[rows])
 
 
 def split_fit_params(fit_params: Mapping[str, Any], n_samples: int, indices: np.ndarray) -> dict:
@@ -244,23 +283,47 @@ class FoldData:
     score_train: dict
     score_test: dict
     n_test: int
+    train: np.ndarray
+
+
+def partial_fit_steps(estimator: Any, payload: Payload, data: FoldData) -> float:
+    """``estimator.partial_fit`` on the training rows, one partition of ``FitTask.partial_fit``
+    after another (scikit-learn's incremental learning curve); returns when the last began."""
+    task, train = payload.task, data.train
+    n = len(train)
+    extra = {} if task.classes is None else {"classes": task.classes}
+    start = time.perf_counter()
+    for part in np.split(np.arange(n), [s for s in task.partial_fit if s < n]):
+        start = time.perf_counter()
+        rows = train[part]
+        params = split_fit_params(payload.fit_params, num_samples(payload.X), rows)
+        X_part = take(payload.X, rows)
+        if payload.pairwise:  # a kernel: the partition's own columns, as scikit-learn splits it
+            X_part = X_part[:, rows]
+        if data.y_train is None:
+            estimator.partial_fit(X_part, **extra, **params)
+        else:
+            estimator.partial_fit(X_part, take(data.y_train, part), **extra, **params)
+    return start
 
 
 def fold_data(payload: Payload, fold: int) -> FoldData:
     """Split ``fold`` of the payload: its training and test rows, and the sample-aligned fit and
     score parameters indexed to them (a pairwise X keeps only the training columns)."""
     train, test = payload.splits[fold]
-    X, y = payload.X, payload.y
+    X = payload.X
     X_train, X_test = take(X, train), take(X, test)
     if payload.pairwise:
         # A precomputed kernel or distance matrix: the columns are the training samples too.
         X_train, X_test = X_train[:, train], X_test[:, train]
     n = num_samples(X)
     return FoldData(
-        X_train=X_train, y_train=take(y, train), X_test=X_test, y_test=take(y, test),
+        X_train=X_train, y_train=targets(payload, fold, train), X_test=X_test,
+        y_test=targets(payload, fold, test),
         fit_params=split_fit_params(payload.fit_params, n, train),
         score_train=split_fit_params(payload.score_params, n, train),
         score_test=split_fit_params(payload.score_params, n, test), n_test=len(test),
+        train=np.asarray(train),
     )
 
 
@@ -285,14 +348,21 @@ def fit_and_score(payload: Payload, trial: Trial, where: tuple[str, int] | None 
                 result.code = code_identity(estimator, cache=True)
             with _fit_context(payload, estimator, trial.seed):
                 with _propagated(trial.callback_ctx, estimator):
-                    estimator.fit(X_train, y_train, **fit_params)
+                    if payload.task.partial_fit is None:
+                        estimator.fit(X_train, y_train, **fit_params)
+                    else:  # the time of the last partial_fit, as scikit-learn reports it
+                        start = partial_fit_steps(estimator, payload, data)
                 result.fit_time = time.perf_counter() - start
                 if payload.keras:
                     from raygrid.keras.detect import stopped_epoch
 
                     result.stopped_epoch = stopped_epoch(estimator)
                 start = time.perf_counter()
-                result.test_scores = score(estimator, X_test, y_test, payload, score_test)
+                if payload.task.predict is not None:
+                    result.predictions = predict_fold(estimator, X_test, payload.y,
+                                                      payload.task.predict)
+                else:
+                    result.test_scores = score(estimator, X_test, y_test, payload, score_test)
                 result.score_time = time.perf_counter() - start
                 if payload.return_train_score:
                     result.train_scores = score(estimator, X_train, y_train, payload, score_train)
@@ -346,5 +416,5 @@ def system_failure(trial: Trial, error: BaseException | str, payload_metrics: Se
     )
 
 
-__all__ = ["Payload", "FitResult", "FoldData", "fit_and_score", "fold_data", "location", "pickles",
-           "run_trials", "score", "set_error_scores", "split_fit_params", "system_failure", "take"]
+__all__ = ["Payload", "FitResult", "FitTask", "FoldData", "fit_and_score", "fold_data", "location", "pickles",
+           "run_trials", "score", "set_error_scores", "split_fit_params", "system_failure", "take", "targets"]

@@ -85,7 +85,9 @@ def split_data(estimator: Any, X: Any, y: Any, groups: Any, cv: Any,
         # scikit-learn's words, and which cv it was.
         raise ValueError("No fits were performed. Was the CV iterator empty? Were there no "
                          f"candidates? (cv={cv!r} yields no train/test splits)")
-    expected = splitter.get_n_splits(X, y, **split_params)
+    # A splitter without get_n_splits (scikit-learn's functions accept one) is taken at its word.
+    expected = (splitter.get_n_splits(X, y, **split_params)
+                if hasattr(splitter, "get_n_splits") else len(splits))
     if len(splits) != expected:
         raise ValueError("cv.split and cv.get_n_splits return inconsistent results. Expected "
                          f"{expected} splits, got {len(splits)}")

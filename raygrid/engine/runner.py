@@ -118,13 +118,17 @@ def execute(
     ``on_result`` is called with it once it is recorded; ``check(result, params)``, before
     (it raises for a result that must not be kept, e.g. :class:`~raygrid.engine.codecheck.CodeCheck`).
 
-    With ``error_score="raise"`` the first failed fit stops the search (no new fit starts; the
-    executor drops those in flight) and its original exception is raised; every fit finished
-    before it stays in ``results``.
+    With ``error_score="raise"`` a failed fit stops the search once every fit planned before it
+    has come back (they are in flight: the plan is dispatched in order), and the original
+    exception of the first failed fit in plan order is raised, as scikit-learn's sequential
+    loop raises it (the executor drops the fits still in flight); every fit finished before it
+    stays in ``results``.
     Ctrl-C or SIGTERM cancels the pending fits; those already finished are kept (and stored).
     """
     current: list[FitResult] = []  # the result being handled, until it is recorded
     params = {(t.candidate, t.fold): t.params for t in trials}
+    order = {key: i for i, key in enumerate(params)}
+    failure: FitResult | None = None  # with error_score="raise": the first failed fit in plan order
 
     def take(result: FitResult) -> None:
         if check is not None:
@@ -144,8 +148,16 @@ def execute(
         try:
             for result in stream:
                 take(result)
-                if result.failed and payload.error_score == "raise":
-                    reraise(result)
+                if payload.error_score != "raise":
+                    continue
+                if result.failed and (failure is None or _position(result, order) <
+                                      _position(failure, order)):
+                    failure = result
+                if failure is not None and all(
+                        k in results for k in list(order)[:_position(failure, order)]):
+                    reraise(failure)
+            if failure is not None:
+                reraise(failure)
         except KeyboardInterrupt as interrupt:
             # Keep every finished fit: the one being recorded when the interrupt came, and those
             # the executor still holds (a generator hands them over when the interrupt is
@@ -153,6 +165,10 @@ def execute(
             for result in current + list(_drain(stream, interrupt)):
                 take(result)
             raise
+
+
+def _position(result: FitResult, order: dict) -> int:
+    return order.get((result.candidate, result.fold), len(order))
 
 
 def _drain(stream: Iterator[FitResult], interrupt: KeyboardInterrupt) -> Iterator[FitResult]:

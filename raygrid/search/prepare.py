@@ -12,9 +12,9 @@ from sklearn.utils import get_tags
 
 from raygrid.engine.codecheck import CodeCheck
 from raygrid.engine.executors import BACKENDS, choose_backend, get_executor
-from raygrid.engine.fitting import Payload
+from raygrid.engine.fitting import FitTask, Payload
 from raygrid.engine.plan import split_data
-from raygrid.engine.runner import execute, reuse, share
+from raygrid.engine.runner import closing_store, execute, reuse, share
 from raygrid.engine.scoring import Scoring, resolve_scoring
 from raygrid.keras import uses_keras, with_stock_tags_fixed
 from raygrid.outputs.progress import SearchProgress
@@ -64,7 +64,7 @@ class RunOptions:
             self.storage, cache=self.cache, estimator=payload.estimator, X=payload.X,
             y=payload.y, splits=payload.splits, fit_params=payload.fit_params, scoring=scoring,
             error_score=payload.error_score, return_train_score=payload.return_train_score,
-            keras=payload.keras, kind=kind, reuse=reuse,
+            keras=payload.keras, kind=kind, reuse=reuse, task=payload.task,
         )
         session.n_splits = n_splits
         return session
@@ -130,20 +130,25 @@ def prepare_run(
     route: Callable[[Any, Scoring], Routed], options: RunOptions, kind: str,
     return_train_score: bool = False, return_estimator: bool = False, random_state: Any = None,
     split_sets: Callable[[Any, Any, dict, list], list] | None = None,
+    task: FitTask | Callable[[], FitTask] = FitTask(),
 ) -> SearchRun:
     """Everything decided before any fit, the same for every search and ``cross_validate``.
 
     ``route(estimator, scoring)`` gives the parameters of fit, split and score (scikit-learn's
     routing differs between a search and ``cross_validate``). ``split_sets(X, y,
     split_params, splits)`` gives every split set the run may use, the cv's own first (default:
-    the cv's alone); a trial's ``fold`` indexes them all, one set after another. ``kind``
-    names the run in the fit store.
+    the cv's alone); a trial's ``fold`` indexes them all, one set after another. A split may
+    carry a third item, the rows of y that its X rows pair with (a permuted target; see
+    ``FitTask.target_rows``). ``kind`` names the run in the fit store. ``scoring`` may be a
+    resolved :class:`Scoring` (no scorer at all, for ``cross_val_predict``); ``task`` says what
+    a fit does besides fit-then-score (a callable: asked once the split sets are made).
     """
     if options.backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {options.backend!r}")
     check_error_score(error_score)
     estimator = with_stock_tags_fixed(estimator)
-    resolved = resolve_scoring(estimator, scoring, refit, error_score)
+    resolved = (scoring if isinstance(scoring, Scoring)
+                else resolve_scoring(estimator, scoring, refit, error_score))
     routed = route(estimator, resolved)
     pairwise = bool(getattr(get_tags(estimator).input_tags, "pairwise", False))
     if pairwise:
@@ -153,17 +158,24 @@ def prepare_run(
     sets = [splits] if split_sets is None else split_sets(X, y, routed.split, splits)
     if any(len(s) != n_splits for s in sets):
         raise ValueError(f"every split set must have the cv's {n_splits} folds")
-    table = [pair for split_set in sets for pair in split_set]
+    if callable(task):  # a task that depends on the split sets (learning_curve's sizes)
+        task = task()
+    table = [tuple(split[:2]) for split_set in sets for split in split_set]
+    target_rows = [split[2] if len(split) > 2 else None
+                   for split_set in sets for split in split_set]
+    if any(rows is not None for rows in target_rows):
+        task = dataclasses.replace(task, target_rows=target_rows)
     payload = Payload(
         estimator=estimator, X=X, y=y, splits=table, scorer=resolved.scorer,
         metrics=resolved.metrics, fit_params=routed.fit, score_params=routed.score,
         return_train_score=return_train_score, error_score=error_score,
         return_estimator=return_estimator, keras=uses_keras(estimator),
-        pairwise=pairwise,
+        pairwise=pairwise, task=task,
     )
     executor = options.open_executor(payload)
-    store = options.open_store(payload, scoring=scoring, n_splits=n_splits, kind=kind,
-                               reuse=not return_estimator)
+    store = options.open_store(payload, scoring=None if isinstance(scoring, Scoring) else scoring,
+                               n_splits=n_splits, kind=kind,
+                               reuse=not return_estimator and task.predict is None)
     return SearchRun(
         X=X, y=y, fit_params=routed.fit, n_splits=n_splits, table=table,
         set_starts=np.cumsum([0] + [len(s) for s in sets[:-1]]).tolist(),
@@ -188,3 +200,11 @@ def run_trials(run: SearchRun, trials: Sequence, on_result=None) -> None:
             run.shared = share(run.executor, run.payload, run.progress)
         execute(run.executor, run.shared, run.payload, todo, run.results, run.progress,
                 store=run.store, on_result=on_result, check=CodeCheck(run.payload.estimator))
+
+
+def run_plan(run: SearchRun, trials: Sequence, *, title: str, verbose: int = 0) -> None:
+    """Run ``trials`` (a model_selection function's whole plan) with a progress line titled
+    ``title``, the fit store closed afterwards."""
+    run.progress = SearchProgress(len(trials), run.n_splits, None, verbose, title=title)
+    with closing_store(run.store), run.progress:
+        run_trials(run, trials)

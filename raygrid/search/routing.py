@@ -54,34 +54,56 @@ def route_search(search: Any, params: Mapping[str, Any]) -> Routed:
     return Routed(fit=params, split={"groups": groups})
 
 
-def route_cross_validate(estimator: Any, scorer: Any, cv: Any, groups: Any,
-                         params: Mapping[str, Any] | None) -> Routed:
-    """``cross_validate``'s ``groups`` and ``params``, routed as scikit-learn's."""
-    params = dict(params or {})
-    if not routing_enabled():
-        return Routed(fit=params, split={"groups": groups})
-    if groups is not None:
+def check_groups_routing_disabled(groups: Any) -> None:
+    """scikit-learn's rule: with routing on, ``groups`` goes in ``params``."""
+    if groups is not None and routing_enabled():
         raise ValueError(
             "`groups` can only be passed if metadata routing is not enabled via "
             "`sklearn.set_config(enable_metadata_routing=True)`. When routing is enabled, pass "
             "`groups` alongside other metadata via the `params` argument instead."
         )
+
+
+def route_function(owner: str, estimator: Any, scorer: Any, cv: Any, groups: Any,
+                   params: Mapping[str, Any] | None, *, partial_fit: bool = False,
+                   incremental: bool = False) -> Routed:
+    """``groups`` and ``params`` of a model_selection function (``owner``: cross_validate,
+    learning_curve...), routed as scikit-learn routes them. ``scorer`` None: the function
+    scores nothing (cross_val_predict); ``partial_fit``: the estimator's partial_fit consumes
+    the fit parameters too (learning_curve), and with ``incremental`` the fits get its
+    parameters, not fit's."""
+    params = dict(params or {})
+    check_groups_routing_disabled(groups)
+    if not routing_enabled():
+        return Routed(fit=params, split={"groups": groups})
+    fit_mapping = MethodMapping().add(caller="fit", callee="fit")
+    if partial_fit:
+        fit_mapping = fit_mapping.add(caller="fit", callee="partial_fit")
     router = (
-        MetadataRouter(owner="cross_validate")
+        MetadataRouter(owner=owner)
         .add(splitter=cv, method_mapping=MethodMapping().add(caller="fit", callee="split"))
-        .add(estimator=estimator, method_mapping=MethodMapping().add(caller="fit", callee="fit"))
-        .add(scorer=scorer, method_mapping=MethodMapping().add(caller="fit", callee="score"))
+        .add(estimator=estimator, method_mapping=fit_mapping)
     )
+    if scorer is not None:
+        router = router.add(scorer=scorer,
+                            method_mapping=MethodMapping().add(caller="fit", callee="score"))
     try:
         routed = process_routing(router, "fit", **params)
     except UnsetMetadataPassedError as exc:
-        # The user called cross_validate, not a fit: name what they called.
+        # The user called the function, not a fit: name what they called.
         raise UnsetMetadataPassedError(
-            message=str(exc).replace("cross_validate.fit", "cross_validate"),
+            message=str(exc).replace(f"{owner}.fit", owner),
             unrequested_params=exc.unrequested_params, routed_params=exc.routed_params,
         ) from None
-    return Routed(dict(routed.estimator.fit), dict(routed.splitter.split),
-                  dict(routed.scorer.score))
+    fit = dict(routed.estimator.partial_fit if incremental else routed.estimator.fit)
+    score = dict(routed.scorer.score) if scorer is not None else {}
+    return Routed(fit, dict(routed.splitter.split), score)
+
+
+def route_cross_validate(estimator: Any, scorer: Any, cv: Any, groups: Any,
+                         params: Mapping[str, Any] | None) -> Routed:
+    """``cross_validate``'s ``groups`` and ``params``, routed as scikit-learn's."""
+    return route_function("cross_validate", estimator, scorer, cv, groups, params)
 
 
 def check_score_params(owner: Any, params: Mapping[str, Any]) -> dict:

@@ -4,10 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from raygrid.engine.plan import build_trials
-from raygrid.engine.runner import closing_store
-from raygrid.outputs.progress import SearchProgress
 from raygrid.outputs.results import metrics_seen, warn_or_raise_about_failures
-from raygrid.search.prepare import RunOptions, prepare_run, run_trials
+from raygrid.search.prepare import RunOptions, prepare_run, run_plan
 from raygrid.search.routing import route_cross_validate
 
 
@@ -55,9 +53,7 @@ def cross_validate(
         return_estimator=return_estimator, random_state=random_state,
     )
     trials = build_trials([{}], run.n_splits, random_state=run.seed_state)
-    run.progress = SearchProgress(len(trials), run.n_splits, None, verbose, title="cross_validate")
-    with closing_store(run.store), run.progress:
-        run_trials(run, trials)
+    run_plan(run, trials, title="cross_validate", verbose=verbose)
 
     ordered = [run.results[(0, f)] for f in range(run.n_splits)]
     warn_or_raise_about_failures(ordered, error_score)

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from raygrid.engine.fitting import FitResult, Payload, location, take
+from raygrid.engine.fitting import FitResult, Payload, location, targets
 from raygrid.engine.fused.members import member_for, validated_y
 from raygrid.engine.fused.plan import GroupSpec
 from raygrid.engine.fused.lanedata import (direction, effective, resolve_monitor, rows_of,
@@ -147,7 +147,7 @@ class GroupRun:
         for f in folds:
             train = payload.splits[f][0]
             yt = _as_float32(template.encoders[f].transform(
-                validated_y(template.estimator, take(payload.y, train))))
+                validated_y(template.estimator, targets(payload, f, train))))
             if Y is None:
                 Y = np.zeros((len(folds), self.X.shape[0]) + yt.shape[1:], dtype=yt.dtype)
             Y[fold_pos[f], train] = yt

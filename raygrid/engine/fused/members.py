@@ -11,7 +11,7 @@ import numpy as np
 
 from raygrid._compat import (keras_compile_built, keras_compile_config, keras_flat_layers,
                              keras_initializer_seeded, scikeras_compile, scikeras_compile_kwargs)
-from raygrid.engine.fitting import Payload, take
+from raygrid.engine.fitting import Payload, take, targets
 from raygrid.engine.fused.plan import Lane, NotFusable, fingerprint
 
 #: The seed models are built under while planning; lanes replay Keras' seed draws for their own.
@@ -289,10 +289,10 @@ def build_member(payload: Payload, params: Mapping[str, Any]) -> Member:
     # (the model built for the first fold must be the model of every fold).
     encoders = []
     meta0 = None
-    for train, _ in payload.splits:
+    for fold, (train, _) in enumerate(payload.splits):
         probe = clone(est)
         probe.classes_ = None  # what scikeras' fit sets before it asks for the encoder
-        encoder = probe.target_encoder.fit(validated_y(est, take(payload.y, train)))
+        encoder = probe.target_encoder.fit(validated_y(est, targets(payload, fold, train)))
         meta = getattr(encoder, "get_metadata", dict)()
         if meta0 is None:
             meta0 = meta

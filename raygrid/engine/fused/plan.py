@@ -101,6 +101,8 @@ def check_search(payload: Payload, here: bool = True) -> None:
         raise NotFusable(f"the Keras backend is {keras_backend()!r}, not 'jax'")
     if payload.return_estimator:
         raise NotFusable("fitted estimators are requested")
+    if payload.task.predict is not None or payload.task.partial_fit is not None:
+        raise NotFusable("predictions or partial_fit are requested")
     if payload.pairwise:
         raise NotFusable("pairwise estimators are not supported")
     if payload.y is None:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from raygrid._compat import sklearn_scorer_parts
-from raygrid.engine.fitting import FitResult, Payload, split_fit_params, take
+from raygrid.engine.fitting import FitResult, Payload, split_fit_params, take, targets
 from raygrid.engine.fused.members import validated_y
 
 
@@ -105,7 +105,7 @@ class GroupScorer:
         if key not in self._rows:
             train, test = self.payload.splits[fold]
             rows = test if side == "test" else train
-            self._rows[key] = (rows, take(self.payload.X, rows), take(self.payload.y, rows),
+            self._rows[key] = (rows, take(self.payload.X, rows), targets(self.payload, fold, rows),
                                split_fit_params(self.payload.score_params, self.n, rows))
         return self._rows[key]
 

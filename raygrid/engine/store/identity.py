@@ -54,7 +54,8 @@ class Fingerprinter:
 
     def __init__(self, *, estimator: Any, X: Any, y: Any, splits: Sequence[tuple[np.ndarray, np.ndarray]],
                  fit_params: Mapping[str, Any] | None = None, scoring: Any = None,
-                 error_score: Any = np.nan, return_train_score: bool = False, keras: bool = False):
+                 error_score: Any = np.nan, return_train_score: bool = False, keras: bool = False,
+                 task: Any = None):
         self.estimator = estimator
         self.keras = keras
         self.reusable = True  # False when some input cannot be fingerprinted: every fit runs
@@ -74,6 +75,9 @@ class Fingerprinter:
                 ("return_train_score", bool(return_train_score)),
                 ("keras_backend", os.environ.get("KERAS_BACKEND", "tensorflow") if keras else None),
             )
+            described = task.describe() if task is not None else (None, None, None)
+            if any(v is not None for v in described):  # predictions, partial_fit: other fits
+                head += (("task", describe(described)),)
             self.key = digest(head, describer=self._describe)
         except Unhashable as exc:
             self._not_reusable(f"the data, fit parameters or scoring ({exc})")
@@ -83,6 +87,10 @@ class Fingerprinter:
                    array_digest(np.asarray(te, dtype=np.int64)))
             for i, (tr, te) in enumerate(splits)
         ]
+        rows = getattr(task, "target_rows", None)  # a permuted target is part of its fold
+        for i, permuted in enumerate(rows or ()):
+            if permuted is not None:
+                self.folds[i] = digest(self.folds[i], _array_digest(np.asarray(permuted, np.int64)))
 
     def _not_reusable(self, what: str) -> None:
         if self.reusable:

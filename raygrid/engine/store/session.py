@@ -139,7 +139,7 @@ class StoreSession:
 def open_session(storage: str | os.PathLike, *, cache: bool, estimator: Any, X: Any, y: Any,
                  splits: Sequence, fit_params: Mapping[str, Any] | None, scoring: Any,
                  error_score: Any, return_train_score: bool, keras: bool, kind: str,
-                 reuse: bool = True) -> StoreSession:
+                 reuse: bool = True, task: Any = None) -> StoreSession:
     """Fingerprint this search's shared inputs (done once, on the driver) for ``storage``.
 
     The store itself is opened (made, if new) when the first fits are planned.
@@ -150,7 +150,7 @@ def open_session(storage: str | os.PathLike, *, cache: bool, estimator: Any, X: 
     check_directory(directory)
     fingerprinter = Fingerprinter(
         estimator=estimator, X=X, y=y, splits=splits, fit_params=fit_params, scoring=scoring,
-        error_score=error_score, return_train_score=return_train_score, keras=keras)
+        error_score=error_score, return_train_score=return_train_score, keras=keras, task=task)
     return StoreSession(directory, fingerprinter, cache=bool(cache) and reuse,
                         reuse_failures=cache == "all" and error_score != "raise", kind=kind,
                         estimator=qualname(type(estimator)), n_splits=len(splits))
