@@ -40,11 +40,19 @@ def validate_candidates(estimator: Any, candidates: Sequence[Mapping[str, Any]],
         seen.add(keys)
         probe = clone(estimator)
         valid = sorted(probe.get_params(deep=True))
+        rejected: list[str] = []  # valid names whose value set_params refused
         for key in sorted(keys):
+            if any(key.startswith(name + "__") for name in rejected):
+                continue  # below a value refused: that fit's own error says why
             try:
                 # Cloned: an estimator in the grid must never be changed by the probe.
                 probe.set_params(**{key: clone(params[key], safe=False)})
             except ValueError:
+                if key in probe.get_params(deep=True):
+                    # The name is valid and the value was refused (an estimator that checks
+                    # values in set_params): that fit's error row, as for any later candidate.
+                    rejected.append(key)
+                    continue
                 raise ValueError(
                     f"Invalid parameter {key!r} in {what} for estimator "
                     f"{type(estimator).__name__}. Valid parameters are: {valid}."

@@ -1,6 +1,8 @@
 """GridSearchCV and RandomizedSearchCV: scikit-learn's two searches on :class:`BaseSearch`."""
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from sklearn.model_selection import ParameterGrid, ParameterSampler
 
@@ -126,6 +128,10 @@ class RandomizedSearchCV(BaseSearch):
         return "param_distributions"
 
     def _run_search(self, evaluate_candidates):
+        n_iter = self.n_iter
+        if isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral) or n_iter < 1:
+            raise ValueError(f"n_iter must be an integer >= 1 (how many candidates to draw from "
+                             f"param_distributions), got {n_iter!r}")
         evaluate_candidates(
             ParameterSampler(self.param_distributions, self.n_iter, random_state=self.random_state)
         )
