@@ -296,13 +296,13 @@ def check_out_dir(out_dir: Path, force: bool = False) -> None:
 
 def run_spec(spec_or_path: Any, *, overrides: Sequence[str] = (), out=None, address: str | None = None,
              backend: str | None = None, verbose: int = 1, title: str | None = None,
-             force: bool = False) -> tuple[Any, Path]:
+             force: bool = False, fit_timeout: float | None = None) -> tuple[Any, Path]:
     """Check and run a spec (a YAML path, a mapping, a :class:`~raygrid.cli.spec.Spec`, or what
     :func:`check_spec` returned for it, which is not checked again), write its outputs, and
     return ``(fitted search, output directory)``.
 
-    ``overrides`` are ``"key.path=value"`` strings (values parsed as YAML); ``out``, ``address``
-    and ``backend`` take precedence over the spec. A spec with problems raises
+    ``overrides`` are ``"key.path=value"`` strings (values parsed as YAML); ``out``, ``address``,
+    ``backend`` and ``fit_timeout`` (seconds per fit) take precedence over the spec. A spec with problems raises
     :class:`~raygrid.cli.spec.SpecError` before anything runs or is written. Where the search takes a
     ``storage`` keyword, finished fits are stored in the output directory as they arrive.
     A non-empty output directory that is not a raygrid run's raises :class:`OutputDirError`
@@ -321,8 +321,9 @@ def run_spec(spec_or_path: Any, *, overrides: Sequence[str] = (), out=None, addr
     created = not out_dir.exists()
     write_marker(out_dir)  # before the fit store: an interrupted run's folder is raygrid's
     # The fit store lives in the output directory: rerunning an interrupted run resumes it.
+    extra = {} if fit_timeout is None else {"fit_timeout": fit_timeout}
     search = prepared.make_search(backend=backend, address=address, verbose=verbose,
-                                  storage=str(out_dir))
+                                  storage=str(out_dir), **extra)
     try:
         search.fit(prepared.X, prepared.y)
     except Exception:

@@ -99,6 +99,7 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
         max_retries=3,
         storage=None,
         cache=True,
+        fit_timeout=None,
     ):
         self.estimator = estimator
         self.scoring = scoring
@@ -115,6 +116,7 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
         self.max_retries = max_retries
         self.storage = storage
         self.cache = cache
+        self.fit_timeout = fit_timeout
 
     # -- the candidate hook ------------------------------------------------------------------
     def _run_search(self, evaluate_candidates) -> None:  # pragma: no cover - abstract
@@ -293,7 +295,7 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
         return RunOptions(backend=self.backend, address=self.address,
                           ray_remote_args=self.ray_remote_args, max_retries=self.max_retries,
                           n_jobs=self.n_jobs, engine=getattr(self, "engine", "standard"),
-                          storage=self.storage, cache=self.cache)
+                          storage=self.storage, cache=self.cache, fit_timeout=self.fit_timeout)
 
     def _aggregate(self, candidates, n_splits, results, scoring: Scoring, warn: bool) -> dict:
         import warnings
@@ -448,4 +450,10 @@ RAYGRID_PARAMS_DOC = """
         With ``storage``, reuse stored fits with the same fingerprint; failed fits and system
         failures run again. "all" reuses failed fits too (not with ``error_score="raise"``).
         False reruns every fit and still records it.
+    fit_timeout : float, default=None
+        Seconds one fit may run. A fit that runs longer is stopped (on Ray its worker is killed,
+        ``ray.cancel(force=True)``; with ``backend="auto"`` its child process; with
+        ``backend="serial"`` it is interrupted in this process) and is that fit's failure row,
+        with the reason; ``error_score`` applies (``"raise"`` raises ``FitTimeout``). None: no
+        limit.
 """

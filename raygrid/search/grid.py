@@ -59,6 +59,7 @@ class GridSearchCV(BaseSearch):
         random_state=None,
         storage=None,
         cache=True,
+        fit_timeout=None,
         engine="auto",
     ):
         super().__init__(
@@ -66,7 +67,7 @@ class GridSearchCV(BaseSearch):
             pre_dispatch=pre_dispatch, error_score=error_score,
             return_train_score=return_train_score, backend=backend,
             ray_remote_args=ray_remote_args, address=address, max_retries=max_retries,
-            storage=storage, cache=cache,
+            storage=storage, cache=cache, fit_timeout=fit_timeout,
         )
         self.param_grid = param_grid
         self.random_state = random_state
@@ -109,6 +110,7 @@ class RandomizedSearchCV(BaseSearch):
         max_retries=3,
         storage=None,
         cache=True,
+        fit_timeout=None,
         engine="auto",
     ):
         super().__init__(
@@ -116,7 +118,7 @@ class RandomizedSearchCV(BaseSearch):
             pre_dispatch=pre_dispatch, error_score=error_score,
             return_train_score=return_train_score, backend=backend,
             ray_remote_args=ray_remote_args, address=address, max_retries=max_retries,
-            storage=storage, cache=cache,
+            storage=storage, cache=cache, fit_timeout=fit_timeout,
         )
         self.param_distributions = param_distributions
         self.n_iter = n_iter

@@ -15,7 +15,8 @@ from typing import Any, Iterator, Mapping, Sequence
 from raygrid.engine.executors.base import Unit, Work, gpu_share
 from raygrid.engine.executors.cluster import check_schedulable, connect, short_of
 from raygrid.engine.executors.worker_env import driver_pythonpath, keras_env
-from raygrid.engine.fitting import FitResult, Payload, run_trials, system_failure
+from raygrid.engine.fitting import (FitResult, FitTimeout, Payload, run_trials, system_failure,
+                                    timeout_failure, timeout_message)
 from raygrid.engine.plan import Trial
 
 DEFAULT_REMOTE_ARGS = {"num_cpus": 1}
@@ -111,14 +112,17 @@ class RayExecutor:
         max_retries: int = 3,
         n_jobs: int | None = None,
         batch: bool = True,
+        fit_timeout: float | None = None,
     ):
         self.address = address
+        self.fit_timeout = fit_timeout
         self.remote_args = dict(DEFAULT_REMOTE_ARGS if ray_remote_args is None else ray_remote_args)
         self.remote_args.setdefault("num_cpus", 1)
         self.max_retries = max_retries
         self.n_jobs = n_jobs
         self.batcher = AutoBatcher() if batch else None
         self.running = 0  # trials in tasks submitted and not yet returned
+        self._clock: dict = {}  # with fit_timeout: task ref -> (deadline, seconds allowed)
 
     def describe(self) -> str:
         import ray
@@ -230,6 +234,11 @@ class RayExecutor:
         self.check_schedulable()
         slots = self.slots()
         in_flight = self.n_jobs if self.n_jobs and self.n_jobs > 0 else 2 * slots
+        if self.fit_timeout is not None:
+            # No task waits in Ray's queue: a fit's clock starts when it is handed to Ray.
+            in_flight = min(in_flight, slots)
+        self._clock = {}
+        timed_out: set = set()
         queue: deque[Work] = deque(work)
         alone: deque[Trial] = deque()  # trials of failed batches: rerun one per task
         pending: dict[Any, Unit] = {}
@@ -241,6 +250,11 @@ class RayExecutor:
             try:
                 results = ray.get(ref)
             except (ray.exceptions.RayError, OSError) as exc:
+                if ref in timed_out:
+                    if standard and len(batch) > 1:
+                        alone.extend(batch)  # each alone, on its own clock: the slow one fails
+                        return []
+                    return self._timeouts(unit, self._clock[ref][1], shared)
                 if standard and len(batch) > 1:
                     # A dead worker, or one trial that broke the task itself: each trial runs
                     # again in a task of its own, so only the one at fault fails.
@@ -266,31 +280,67 @@ class RayExecutor:
                     batch.append(queue.popleft())
                 unit = Unit(run_trials, tuple(batch))
                 remote = single if len(batch) == 1 else batched
-            pending[remote.remote(shared.ref, list(unit.trials))] = unit
+            ref = remote.remote(shared.ref, list(unit.trials))
+            pending[ref] = unit
             self.running += len(unit.trials)
+            if self.fit_timeout is not None:
+                allowed = self.fit_timeout * len(unit.trials)
+                self._clock[ref] = (time.monotonic() + allowed, allowed)
 
         try:
             while queue or alone or pending:
                 while (queue or alone) and len(pending) < in_flight:
                     submit()
-                done, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=self._wait_s(pending))
                 for ref in done:
                     ready.extend(finished(ref, pending[ref]))
                     self.running -= len(pending.pop(ref).trials)
+                    self._clock.pop(ref, None)
+                    timed_out.discard(ref)
+                timed_out.update(self._cancel_overdue(pending, timed_out))
                 while ready:
                     yield ready.popleft()
         except KeyboardInterrupt as interrupt:
             # Ctrl-C or SIGTERM (while waiting, or thrown in by the caller while it recorded a
             # result): start nothing new, let the tasks in flight finish, keep every fit that
             # finished, then raise the interrupt again.
-            kept = list(ready) + self._stop(pending, interrupt)
+            kept = list(ready) + self._stop(pending, interrupt, shared)
             ready.clear()
             yield from kept
             raise interrupt
         finally:
             self._abandon(pending)
 
-    def _stop(self, pending: dict[Any, Unit], interrupt: KeyboardInterrupt) -> list[FitResult]:
+    def _wait_s(self, pending: Mapping[Any, Unit]) -> float:
+        """How long ``ray.wait`` may block: :data:`WAIT_S`, or less when a fit's time is up sooner."""
+        deadlines = [self._clock[ref][0] for ref in pending if ref in self._clock]
+        if not deadlines:
+            return WAIT_S
+        return max(0.0, min(WAIT_S, min(deadlines) - time.monotonic()))
+
+    def _cancel_overdue(self, pending: Mapping[Any, Unit], timed_out: set) -> list:
+        """Cancel (``force=True``: the worker is killed) each task past its time limit, once."""
+        import ray
+
+        now = time.monotonic()
+        overdue = [ref for ref in pending
+                   if ref not in timed_out and ref in self._clock and self._clock[ref][0] <= now]
+        for ref in overdue:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - it finished meanwhile: its results are kept
+                pass
+        return overdue
+
+    def _timeouts(self, unit: Unit, allowed: float, shared: Shared) -> list[FitResult]:
+        """The rows of a unit stopped at its time limit (a unit's own rows, if it has them)."""
+        if unit.on_failure is not None:
+            return unit.on_failure(unit.trials, FitTimeout(timeout_message(allowed, "its worker killed")))
+        return [timeout_failure(t, self.fit_timeout, shared.metrics, shared.return_train_score,
+                                shared.error_score) for t in unit.trials]
+
+    def _stop(self, pending: dict[Any, Unit], interrupt: KeyboardInterrupt,
+              shared: Shared) -> list[FitResult]:
         """Let the tasks in flight finish (within the grace), cancel what is left; keep every result.
 
         Every task leaves ``pending`` here, so nothing is cancelled twice: a second cancel that
@@ -309,15 +359,21 @@ class RayExecutor:
                   "for resources no node has are cancelled.", file=sys.stderr, flush=True)
         elif running:
             grace = interrupt_grace(interrupt)
+            deadlines = [self._clock[ref][0] for ref in running if ref in self._clock]
+            if len(deadlines) == len(running):  # fit_timeout: none runs past its limit
+                left = max(deadlines) - time.monotonic()
+                grace = left if grace is None else min(grace, left)
             n = sum(len(pending[ref].trials) for ref in running)
             print(f"raygrid: stopping; letting the {n} fit(s) in flight finish"
-                  + ("" if grace is None else f" (at most {grace:g} s)")
+                  + ("" if grace is None else f" (at most {max(grace, 0):.3g} s)")
                   + ". Press Ctrl-C again to stop now.", file=sys.stderr, flush=True)
             late, running = _wait_all(running, grace)
             done = done + late
+        now = time.monotonic()
+        overdue = {ref for ref in running if ref in self._clock and self._clock[ref][0] <= now}
         for ref in running:
             try:
-                ray.cancel(ref, force=False)
+                ray.cancel(ref, force=ref in overdue or self.fit_timeout is not None)
             except Exception:  # noqa: BLE001 - best effort: the task may be done already
                 pass
         if running:
@@ -328,7 +384,9 @@ class RayExecutor:
             try:
                 kept.extend(ray.get(ref, timeout=1))
             except Exception:  # noqa: BLE001 - cancelled or failed: it runs on resume
-                pass
+                unit = pending[ref]
+                if ref in overdue and (len(unit.trials) == 1 or unit.fn is not run_trials):
+                    kept.extend(self._timeouts(unit, self._clock[ref][1], shared))  # at its limit
         for ref in refs:
             self.running -= len(pending.pop(ref).trials)
         return kept
