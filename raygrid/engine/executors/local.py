@@ -88,6 +88,7 @@ def serve() -> None:
         sys.path[:] = paths + [p for p in sys.path if p not in paths]
         payload = _read(fd)
         where = location()
+        _write(out, "ready", cloudpickle.dumps)  # the fits' clocks start from here
         while True:
             trial = _read(fd)
             cpu = time.process_time()
@@ -138,6 +139,7 @@ class LocalProcessExecutor:
         self.fit_timeout = fit_timeout
         self.cpu_times: list[float] = []
         self._proc: subprocess.Popen | None = None
+        self._ready = False
         self._payload_bytes: bytes | None = None
         self._finalizer = None
 
@@ -167,6 +169,7 @@ class LocalProcessExecutor:
         proc.stdin.write(_HEADER.pack(len(self._payload_bytes)) + self._payload_bytes)
         proc.stdin.flush()
         self._proc = proc
+        self._ready = False
         if self._finalizer is not None:
             self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _stop_child, proc)
@@ -184,6 +187,11 @@ class LocalProcessExecutor:
             tries = 0
             while True:
                 proc = self._ensure_child()
+                try:
+                    self._wait_ready(proc)
+                except ChildDied as died:
+                    yield system_failure(trial, f"{died}", *self._metrics)
+                    break
                 started = time.perf_counter()
                 try:
                     _write(proc.stdin, trial, cloudpickle.dumps)
@@ -198,7 +206,9 @@ class LocalProcessExecutor:
                     break
                 except KeyboardInterrupt as interrupt:
                     kept = self._finish_in_flight(proc, started, interrupt)
-                    if kept is not None:
+                    if kept == "timeout":
+                        yield timeout_failure(trial, self.fit_timeout, *self._metrics)
+                    elif kept is not None:
                         yield self._timed(trial, kept, started)
                     raise
                 self.running = 0
@@ -207,6 +217,19 @@ class LocalProcessExecutor:
                 else:
                     yield self._timed(trial, answer, started)
                 break
+
+    def _wait_ready(self, proc: subprocess.Popen) -> None:
+        """Wait for a new child to have loaded the data (its start-up is no fit's time)."""
+        if self._ready:
+            return
+        try:
+            if _read(proc.stdout.fileno()) != "ready":
+                raise EOFError
+        except (EOFError, pickle.UnpicklingError, OSError):
+            code = proc.wait()
+            raise ChildDied(f"the process started to run fits died ({_exit_text(code)}) while "
+                            "loading the search's data") from None
+        self._ready = True
 
     def _timed(self, trial: Trial, answer: tuple[FitResult, float], started: float) -> FitResult:
         result, cpu = answer
@@ -238,7 +261,8 @@ class LocalProcessExecutor:
     def _finish_in_flight(self, proc: subprocess.Popen, started: float,
                           interrupt: KeyboardInterrupt):
         """On Ctrl-C: let the fit in flight finish within the grace (and its time limit); a
-        second Ctrl-C, or the grace passing, kills the child. The finished answer, or None."""
+        second Ctrl-C, or the grace passing, kills the child. The finished answer, "timeout"
+        when the fit reached its time limit, or None."""
         from raygrid.engine.executors.ray import interrupt_grace
 
         self.running = 0
@@ -248,7 +272,11 @@ class LocalProcessExecutor:
               + ". Press Ctrl-C again to stop now.", file=sys.stderr, flush=True)
         try:
             waited = time.perf_counter() - started
-            return self._answer(proc, started, None if grace is None else waited + grace)
+            answer = self._answer(proc, started, None if grace is None else waited + grace)
+            if answer is None and self.fit_timeout is not None and (
+                    time.perf_counter() - started >= self.fit_timeout):
+                return "timeout"  # stopped at its own limit: that fit's failure row
+            return answer
         except (KeyboardInterrupt, ChildDied):
             return None
         finally:

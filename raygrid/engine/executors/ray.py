@@ -14,6 +14,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from raygrid.engine.executors.base import Unit, Work, gpu_share
 from raygrid.engine.executors.cluster import check_schedulable, connect, short_of
+from raygrid.engine.executors.deadlines import Deadlines, timed_trials, timed_unit
 from raygrid.engine.executors.worker_env import driver_pythonpath, keras_env
 from raygrid.engine.fitting import (FitResult, FitTimeout, Payload, run_trials, system_failure,
                                     timeout_failure, timeout_message)
@@ -122,7 +123,7 @@ class RayExecutor:
         self.n_jobs = n_jobs
         self.batcher = AutoBatcher() if batch else None
         self.running = 0  # trials in tasks submitted and not yet returned
-        self._clock: dict = {}  # with fit_timeout: task ref -> (deadline, seconds allowed)
+        self._deadlines: Deadlines | None = None  # with fit_timeout, from the first run
 
     def describe(self) -> str:
         import ray
@@ -218,8 +219,12 @@ class RayExecutor:
         import ray
 
         options = self.options(keras=shared.keras)
-        single = ray.remote(run_trials).options(**options)
-        batched = ray.remote(run_trials).options(**{**options, "max_retries": 0})
+        if self.fit_timeout is not None and self._deadlines is None:
+            self._deadlines = Deadlines(self.fit_timeout)
+        clock = self._deadlines
+        task_fn = run_trials if clock is None else timed_trials
+        single = ray.remote(task_fn).options(**options)
+        batched = ray.remote(task_fn).options(**{**options, "max_retries": 0})
         units = [item for item in work if isinstance(item, Unit)]
         unit_options = self._unit_options(units, shared.keras) if units else {}
         remotes: dict[tuple, Any] = {}
@@ -228,16 +233,12 @@ class RayExecutor:
             opts = unit_options[id(unit)]
             key = (unit.fn, repr(sorted(opts.items())))
             if key not in remotes:
-                remotes[key] = ray.remote(unit.fn).options(**opts)
+                remotes[key] = ray.remote(unit.fn if clock is None else timed_unit).options(**opts)
             return remotes[key]
 
         self.check_schedulable()
         slots = self.slots()
         in_flight = self.n_jobs if self.n_jobs and self.n_jobs > 0 else 2 * slots
-        if self.fit_timeout is not None:
-            # No task waits in Ray's queue: a fit's clock starts when it is handed to Ray.
-            in_flight = min(in_flight, slots)
-        self._clock = {}
         timed_out: set = set()
         queue: deque[Work] = deque(work)
         alone: deque[Trial] = deque()  # trials of failed batches: rerun one per task
@@ -254,7 +255,7 @@ class RayExecutor:
                     if standard and len(batch) > 1:
                         alone.extend(batch)  # each alone, on its own clock: the slow one fails
                         return []
-                    return self._timeouts(unit, self._clock[ref][1], shared)
+                    return self._timeouts(unit, clock.allowed(ref), shared)
                 if standard and len(batch) > 1:
                     # A dead worker, or one trial that broke the task itself: each trial runs
                     # again in a task of its own, so only the one at fault fails.
@@ -280,24 +281,31 @@ class RayExecutor:
                     batch.append(queue.popleft())
                 unit = Unit(run_trials, tuple(batch))
                 remote = single if len(batch) == 1 else batched
-            ref = remote.remote(shared.ref, list(unit.trials))
+            if clock is None:
+                ref = remote.remote(shared.ref, list(unit.trials))
+            else:
+                key = clock.key()
+                args = (shared.ref, list(unit.trials))
+                ref = (remote.remote(clock.actor, key, *args) if remote in (single, batched)
+                       else remote.remote(clock.actor, key, unit.fn, *args))
+                clock.add(ref, key, len(unit.trials))
             pending[ref] = unit
             self.running += len(unit.trials)
-            if self.fit_timeout is not None:
-                allowed = self.fit_timeout * len(unit.trials)
-                self._clock[ref] = (time.monotonic() + allowed, allowed)
 
         try:
             while queue or alone or pending:
                 while (queue or alone) and len(pending) < in_flight:
                     submit()
-                done, _ = ray.wait(list(pending), num_returns=1, timeout=self._wait_s(pending))
+                wait = WAIT_S if clock is None else clock.wait_s(pending, WAIT_S)
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=wait)
                 for ref in done:
                     ready.extend(finished(ref, pending[ref]))
                     self.running -= len(pending.pop(ref).trials)
-                    self._clock.pop(ref, None)
                     timed_out.discard(ref)
-                timed_out.update(self._cancel_overdue(pending, timed_out))
+                if clock is not None:
+                    clock.forget(done)
+                    clock.poll()
+                    timed_out.update(self._cancel_overdue(pending, timed_out))
                 while ready:
                     yield ready.popleft()
         except KeyboardInterrupt as interrupt:
@@ -311,20 +319,11 @@ class RayExecutor:
         finally:
             self._abandon(pending)
 
-    def _wait_s(self, pending: Mapping[Any, Unit]) -> float:
-        """How long ``ray.wait`` may block: :data:`WAIT_S`, or less when a fit's time is up sooner."""
-        deadlines = [self._clock[ref][0] for ref in pending if ref in self._clock]
-        if not deadlines:
-            return WAIT_S
-        return max(0.0, min(WAIT_S, min(deadlines) - time.monotonic()))
-
     def _cancel_overdue(self, pending: Mapping[Any, Unit], timed_out: set) -> list:
         """Cancel (``force=True``: the worker is killed) each task past its time limit, once."""
         import ray
 
-        now = time.monotonic()
-        overdue = [ref for ref in pending
-                   if ref not in timed_out and ref in self._clock and self._clock[ref][0] <= now]
+        overdue = [ref for ref in self._deadlines.overdue(pending) if ref not in timed_out]
         for ref in overdue:
             try:
                 ray.cancel(ref, force=True)
@@ -352,6 +351,7 @@ class RayExecutor:
         if not refs:
             return []
         done, running = ray.wait(refs, num_returns=len(refs), timeout=0)
+        overdue: set = set()
         if running and short_of(self._needs())[0]:
             # No alive node can run these fits (a node with the resources they ask for died, or
             # an autoscaler never added one): they never started, and would never finish.
@@ -359,25 +359,22 @@ class RayExecutor:
                   "for resources no node has are cancelled.", file=sys.stderr, flush=True)
         elif running:
             grace = interrupt_grace(interrupt)
-            deadlines = [self._clock[ref][0] for ref in running if ref in self._clock]
-            if len(deadlines) == len(running):  # fit_timeout: none runs past its limit
-                left = max(deadlines) - time.monotonic()
-                grace = left if grace is None else min(grace, left)
             n = sum(len(pending[ref].trials) for ref in running)
             print(f"raygrid: stopping; letting the {n} fit(s) in flight finish"
-                  + ("" if grace is None else f" (at most {max(grace, 0):.3g} s)")
+                  + ("" if grace is None else f" (at most {grace:g} s)")
+                  + ("" if self.fit_timeout is None else
+                     f"{' and' if grace is not None else ''} within fit_timeout")
                   + ". Press Ctrl-C again to stop now.", file=sys.stderr, flush=True)
-            late, running = _wait_all(running, grace)
+            late, running, overdue = self._wait_in_flight(running, grace)
             done = done + late
-        now = time.monotonic()
-        overdue = {ref for ref in running if ref in self._clock and self._clock[ref][0] <= now}
-        for ref in running:
+        stopped = running + sorted(overdue, key=refs.index)
+        for ref in stopped:
             try:
-                ray.cancel(ref, force=ref in overdue or self.fit_timeout is not None)
+                ray.cancel(ref, force=self.fit_timeout is not None)
             except Exception:  # noqa: BLE001 - best effort: the task may be done already
                 pass
-        if running:
-            late, _ = ray.wait(running, num_returns=len(running), timeout=CANCEL_GRACE_S)
+        if stopped:
+            late, _ = ray.wait(stopped, num_returns=len(stopped), timeout=CANCEL_GRACE_S)
             done = done + late
         kept: list[FitResult] = []
         for ref in done:
@@ -386,10 +383,41 @@ class RayExecutor:
             except Exception:  # noqa: BLE001 - cancelled or failed: it runs on resume
                 unit = pending[ref]
                 if ref in overdue and (len(unit.trials) == 1 or unit.fn is not run_trials):
-                    kept.extend(self._timeouts(unit, self._clock[ref][1], shared))  # at its limit
+                    kept.extend(self._timeouts(unit, self._deadlines.allowed(ref), shared))
+        if self._deadlines is not None:
+            self._deadlines.forget(refs)
         for ref in refs:
             self.running -= len(pending.pop(ref).trials)
         return kept
+
+    def _wait_in_flight(self, refs: list, grace: float | None) -> tuple[list, list, set]:
+        """Wait for ``refs`` for ``grace`` seconds (None: until all are done), and with
+        ``fit_timeout`` no task past its limit: (done, still running, past their limit)."""
+        import ray
+
+        clock = self._deadlines
+        if clock is None:
+            done, left = _wait_all(refs, grace)
+            return done, left, set()
+        done: list = []
+        overdue: set = set()
+        deadline = None if grace is None else time.monotonic() + grace
+        try:
+            while refs:
+                wait = clock.wait_s(refs, WAIT_S)
+                if deadline is not None:
+                    wait = min(wait, deadline - time.monotonic())
+                ready, refs = ray.wait(refs, num_returns=len(refs), timeout=max(wait, 0.0))
+                done += ready
+                clock.poll()
+                late = set(clock.overdue(refs))
+                overdue |= late
+                refs = [ref for ref in refs if ref not in late]
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+            pass
+        return done, refs, overdue
 
     @staticmethod
     def _failures(unit: Unit, exc: BaseException, shared: Shared) -> list[FitResult]:
