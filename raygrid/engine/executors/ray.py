@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
 from raygrid.engine.executors.base import Unit, Work, gpu_share
-from raygrid.engine.executors.cluster import check_schedulable, connect, short_of
+from raygrid.engine.executors.cluster import (check_schedulable, connect, record_ray_processes,
+                                              short_of)
 from raygrid.engine.executors.deadlines import Deadlines, timed_trials, timed_unit
 from raygrid.engine.executors.worker_env import driver_pythonpath, keras_env
 from raygrid.engine.fitting import (FitResult, FitTimeout, Payload, run_trials, system_failure,
@@ -237,6 +238,7 @@ class RayExecutor:
             return remotes[key]
 
         self.check_schedulable()
+        record_ray_processes()  # the agents of a local Ray raygrid started, now they are up
         slots = self.slots()
         in_flight = self.n_jobs if self.n_jobs and self.n_jobs > 0 else 2 * slots
         timed_out: set = set()
