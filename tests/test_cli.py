@@ -455,3 +455,26 @@ def test_check_says_a_spec_is_trusted_code(tmp_path):
     bad = invoke("check", write_spec(tmp_path, {**SK_SPEC, "cv": "three"}, "bad.yaml"))
     assert bad.exit_code == 2
     assert "Nothing was run" not in bad.output and "A spec is code" in bad.output
+
+
+def test_run_takes_a_fit_timeout(tmp_path, monkeypatch):
+    """--fit-timeout reaches the search (seconds per fit); zero or a word is a usage error."""
+    import raygrid.cli.api as api
+
+    spec = write_spec(tmp_path, {**SK_SPEC, "search": {"kind": "grid", "grid": {"C": [1.0]}}})
+    seen = []
+    original = api.run_spec
+
+    def spy(*args, **kwargs):
+        search, out_dir = original(*args, **kwargs)
+        seen.append(search.fit_timeout)
+        return search, out_dir
+
+    monkeypatch.setattr(api, "run_spec", spy)
+    ok = invoke("run", spec, "--out", tmp_path / "out", "-q", "--fit-timeout", "120")
+    assert ok.exit_code == 0, ok.output
+    assert seen == [120.0]
+    for bad in ("0", "soon"):
+        refused = invoke("run", spec, "--out", tmp_path / "bad", "-q", "--fit-timeout", bad)
+        assert refused.exit_code == 2 and "--fit-timeout" in refused.output
+    assert not (tmp_path / "bad").exists()
