@@ -136,3 +136,41 @@ class AbortingClassifier(CountingClassifier):
         if self.abort_on is not None and self.a == self.abort_on:
             raise Abort(f"abort a={self.a}")
         return super().fit(X, y)
+
+
+class DyingClassifier(CountingClassifier):
+    """``fit`` ends its own process when ``a == die_on``: ``how="exit"`` (``os._exit``) or
+    ``"segv"`` (a segmentation fault, as a broken extension gives)."""
+
+    def __init__(self, a=0, b=0, log=None, die_on=None, how="exit"):
+        super().__init__(a=a, b=b, log=log)
+        self.die_on = die_on
+        self.how = how
+
+    def fit(self, X, y):
+        if self.die_on is not None and self.a == self.die_on:
+            if self.how == "segv":
+                import ctypes
+
+                ctypes.string_at(0)  # reads address 0: SIGSEGV
+            os._exit(3)
+        return super().fit(X, y)
+
+
+class HangingClassifier(CountingClassifier):
+    """``fit`` hangs (sleeps ``hang_s``, 10 minutes by default) when ``a == hang_on``, after
+    writing its process id to ``pid_file``."""
+
+    def __init__(self, a=0, b=0, log=None, hang_on=None, pid_file=None, hang_s=600.0):
+        super().__init__(a=a, b=b, log=log)
+        self.hang_on = hang_on
+        self.pid_file = pid_file
+        self.hang_s = hang_s
+
+    def fit(self, X, y):
+        if self.hang_on is not None and self.a == self.hang_on:
+            if self.pid_file:
+                with open(self.pid_file, "a") as fh:
+                    fh.write(f"{os.getpid()}\n")
+            time.sleep(self.hang_s)
+        return super().fit(X, y)

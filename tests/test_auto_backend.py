@@ -1,7 +1,12 @@
-"""backend="auto": small searches run in this process, larger ones move to Ray; explicit backends win."""
+"""backend="auto": small searches run in a child process, larger ones move to Ray; explicit backends
+and explicit Ray resources win; a fit that kills its process or hangs fails alone."""
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +14,7 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import GridSearchCV as SkGridSearchCV
 from sklearn.svm import SVC
 
+import fault_helpers as fh
 import raygrid
 from raygrid.engine.executors import auto
 from raygrid.engine.executors.auto import choose_backend
@@ -46,14 +52,17 @@ def test_when_auto_goes_to_ray_at_once(ray_not_running, monkeypatch):
     monkeypatch.setattr(auto, "ray_is_running", lambda: True)
     monkeypatch.delenv(auto.BUDGET_ENV)
     assert choose_backend("auto") == "ray"
+    monkeypatch.setattr(auto, "ray_is_running", lambda: False)
+    assert choose_backend("auto", ray_remote_args={"num_cpus": 1}) == "ray"  # a request for Ray
 
 
-def test_a_small_search_runs_in_this_process(ray_not_running, monkeypatch):
+def test_a_small_search_runs_in_a_child_process(ray_not_running, monkeypatch):
     monkeypatch.setenv(auto.BUDGET_ENV, "600")
     started = []
     monkeypatch.setattr(auto.AutoExecutor, "_start_ray", lambda self: started.append(1))
     search = raygrid.GridSearchCV(SVC(), GRID, cv=3).fit(X, y)
-    assert not started and set(search.results_["pid"]) == {os.getpid()}
+    pids = set(search.results_["pid"])
+    assert not started and len(pids) == 1 and os.getpid() not in pids
     reference = SkGridSearchCV(SVC(), GRID, cv=3).fit(X, y)
     assert search.best_params_ == reference.best_params_
     np.testing.assert_array_equal(search.cv_results_["mean_test_score"], reference.cv_results_["mean_test_score"])
@@ -62,8 +71,8 @@ def test_a_small_search_runs_in_this_process(ray_not_running, monkeypatch):
 def test_a_search_longer_than_the_budget_moves_to_ray(ray_local, ray_not_running, monkeypatch):
     monkeypatch.setenv(auto.BUDGET_ENV, "0.000001")
     search = raygrid.GridSearchCV(SVC(), GRID, cv=3).fit(X, y)
-    local = search.results_["pid"] == os.getpid()
-    assert local.sum() == 1, "the first fit alone exceeds the budget: every other fit runs on Ray"
+    local = search.results_["node"].str.startswith("local")
+    assert local.sum() == auto.MIN_FITS, "measured fits run locally, every other fit on Ray"
     reference = SkGridSearchCV(SVC(), GRID, cv=3).fit(X, y)
     np.testing.assert_array_equal(search.cv_results_["mean_test_score"], reference.cv_results_["mean_test_score"])
 
@@ -80,5 +89,88 @@ def test_the_progress_line_says_where_fits_run(ray_not_running, monkeypatch):
         seen.append(self.render(200).plain)
 
     monkeypatch.setattr(SearchProgress, "add", spy)
-    raygrid.cross_validate(SVC(), X, y, cv=3)
-    assert seen and all("local: search < 600 s" in line for line in seen)
+    raygrid.GridSearchCV(SVC(), GRID, cv=3).fit(X, y)
+    assert len(seen) == 18 and all("local:" in line and "600 s" in line for line in seen)
+    # The rule as it applies: the fits left x the median CPU time of the fits measured.
+    assert all(re.search(r"local: \d+ fits x [\d.e-]+ s CPU = [\d.]+ s < 600 s to start Ray", line)
+               for line in seen[auto.MIN_FITS:-1]), seen
+
+
+
+def test_the_rule_projects_the_median_cpu_time_after_the_warm_up():
+    """A slow first fit (imports) and one slow outlier do not decide; the median of the others does."""
+    executor = auto.AutoExecutor(budget_s=5.0)
+    executor.local.cpu_times = [3.0, 0.01, 0.02]
+    assert executor.projection(1000) is None  # 3 fits measured: not yet
+    executor.local.cpu_times = [3.0, 0.01, 2.0, 0.02, 0.01]
+    assert executor.projection(100) == pytest.approx(100 * 0.015)
+    assert not executor._worth_ray(100)
+    assert executor._worth_ray(1000)
+
+
+def test_fits_that_wait_on_a_busy_machine_stay_local(ray_not_running, monkeypatch):
+    """Fits whose wall time is long but whose CPU time is small (a busy machine makes wall time
+    swell the same way) do not start Ray: 40 fits x 0.05 s of wall time exceed a 1 s budget."""
+    monkeypatch.setenv(auto.BUDGET_ENV, "1")
+    started = []
+    monkeypatch.setattr(auto.AutoExecutor, "_start_ray", lambda self: started.append(1))
+    search = raygrid.GridSearchCV(fh.CountingClassifier(sleep=0.05), {"a": list(range(20))},
+                                  cv=2, refit=False).fit(*fh.data())
+    assert not started and search.results_["node"].str.startswith("local").all()
+
+
+DRIVER = """
+import sys
+import numpy as np
+from fault_helpers import DyingClassifier, data
+from raygrid import GridSearchCV
+X, y = data()
+search = GridSearchCV(DyingClassifier(die_on=1, how=sys.argv[1]), {"a": [0, 1, 2]}, cv=2,
+                      refit=False, max_retries=1).fit(X, y)
+res = search.results_.set_index(["candidate", "fold"])
+print("SYSTEM", sorted(set(res.index[res["system_failure"]].get_level_values(0))))
+print("NAN", [bool(v) for v in np.isnan(search.cv_results_["mean_test_score"])])
+"""
+
+
+@pytest.mark.parametrize("how", ["exit", "segv"])
+def test_a_fit_that_kills_its_process_is_a_system_failure_and_the_driver_survives(tmp_path, how):
+    """As on Ray: a fit ending its process (os._exit, a segfault) is retried, then a
+    system-failure row; the driver and the search's other fits go on."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", auto.BUDGET_ENV)}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-c", DRIVER, how], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line)
+    assert lines["SYSTEM"] == "[1]"
+    assert lines["NAN"] == "[False, True, False]"
+
+
+GPU_DRIVER = """
+import os, sys
+from fault_helpers import CountingClassifier, data
+from raygrid import GridSearchCV
+X, y = data(20)
+try:
+    GridSearchCV(CountingClassifier(log=sys.argv[1]), {"a": [1]}, cv=2,
+                 ray_remote_args={"num_cpus": 1, "num_gpus": 1}).fit(X, y)
+except ValueError as exc:
+    print("REFUSED", str(exc).replace(chr(10), " "))
+print("LOGGED", os.path.exists(sys.argv[1]))
+"""
+
+
+def test_ray_remote_args_are_a_request_for_ray(tmp_path):
+    """A 2-fit search asking for a GPU on a machine without one: Ray starts and refuses it before
+    any fit; it never runs in-process on the CPU."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_ADDRESS", auto.BUDGET_ENV, "RAYGRID_AUTOSCALING")}
+    env["HOME"] = str(tmp_path)  # no ray up bootstrap file: no autoscaler
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    log = tmp_path / "log"
+    proc = subprocess.run([sys.executable, "-c", GPU_DRIVER, str(log)], capture_output=True,
+                          text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "REFUSED" in proc.stdout and "never start" in proc.stdout, proc.stdout
+    assert "LOGGED False" in proc.stdout

@@ -22,6 +22,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+import raygrid
 from raygrid.cli.api import DEMO_SPEC, best_config, run_spec, save_search
 from raygrid.cli.main import main
 from raygrid.outputs.report import load_outputs
@@ -422,6 +423,28 @@ def test_out_in_an_unrelated_folder_is_refused_unless_forced(tmp_path):
     assert again.exit_code == 0, again.output
 
 
+def test_a_folder_with_a_best_json_of_another_tool_is_refused(tmp_path):
+    """Only raygrid's own marker makes a folder a raygrid output folder, not a best.json."""
+    spec = write_spec(tmp_path, {**SK_SPEC, "search": {"kind": "grid", "grid": {"C": [1.0]}}})
+    folder = tmp_path / "other-tool"
+    folder.mkdir()
+    theirs = {"best.json": b'{"model": "theirs"}', "report.html": b"<html>theirs</html>",
+              "results.csv": b"a,b\n1,2\n", "summary.csv": b"x\n1\n",
+              "violin_per_param.png": b"\x89PNG theirs"}
+    for name, data in theirs.items():
+        (folder / name).write_bytes(data)
+    refused = invoke("run", spec, "--out", folder, "-q")
+    assert refused.exit_code == 2
+    assert "not a raygrid output directory" in refused.output, refused.output
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == theirs
+    ours = tmp_path / "ours"
+    first = invoke("run", spec, "--out", ours, "-q")
+    assert first.exit_code == 0, first.output
+    assert json.loads((ours / "raygrid-output.json").read_text())["raygrid"] == raygrid.__version__
+    again = invoke("run", spec, "--out", ours, "-q")
+    assert again.exit_code == 0, again.output
+
+
 def test_check_says_a_spec_is_trusted_code(tmp_path):
     """Checking a spec imports and calls its module:callable names: the output says so and
     does not claim that nothing ran."""
@@ -432,3 +455,26 @@ def test_check_says_a_spec_is_trusted_code(tmp_path):
     bad = invoke("check", write_spec(tmp_path, {**SK_SPEC, "cv": "three"}, "bad.yaml"))
     assert bad.exit_code == 2
     assert "Nothing was run" not in bad.output and "A spec is code" in bad.output
+
+
+def test_run_takes_a_fit_timeout(tmp_path, monkeypatch):
+    """--fit-timeout reaches the search (seconds per fit); zero or a word is a usage error."""
+    import raygrid.cli.api as api
+
+    spec = write_spec(tmp_path, {**SK_SPEC, "search": {"kind": "grid", "grid": {"C": [1.0]}}})
+    seen = []
+    original = api.run_spec
+
+    def spy(*args, **kwargs):
+        search, out_dir = original(*args, **kwargs)
+        seen.append(search.fit_timeout)
+        return search, out_dir
+
+    monkeypatch.setattr(api, "run_spec", spy)
+    ok = invoke("run", spec, "--out", tmp_path / "out", "-q", "--fit-timeout", "120")
+    assert ok.exit_code == 0, ok.output
+    assert seen == [120.0]
+    for bad in ("0", "soon"):
+        refused = invoke("run", spec, "--out", tmp_path / "bad", "-q", "--fit-timeout", bad)
+        assert refused.exit_code == 2 and "--fit-timeout" in refused.output
+    assert not (tmp_path / "bad").exists()

@@ -319,3 +319,54 @@ def test_tune_search_survives_a_removed_node(tmp_path):
     assert report["removed_at"] is not None and report["removed_at"] < 12, report
     assert report == {**report, "n": 12, "failed": 0, "same": True}
     assert len(fits_logged(log)) > 12  # the fits of the trial on the removed node ran again
+
+
+# -- what a crashed driver's Ray leaves ------------------------------------------------------------
+CRASHING_DRIVER = """
+import sys
+from fault_helpers import CountingClassifier, data
+from raygrid import GridSearchCV
+X, y = data()
+GridSearchCV(CountingClassifier(), {"a": [1]}, cv=2, refit=False, backend="ray").fit(X, y)
+print("FITTED", flush=True)
+sys.stdin.read()  # until the test kills this process
+"""
+
+
+def test_ray_processes_a_killed_driver_left_are_stopped_on_the_next_start(tmp_path):
+    """kill -9 of a driver that started a local Ray leaves Ray's agent processes running; the
+    next raygrid start of a local Ray stops exactly those (recorded by pid and start time)."""
+    import psutil
+
+    env = {**driver_env(), "RAYGRID_STATE_DIR": str(tmp_path / "state")}
+    first = subprocess.Popen([sys.executable, "-c", CRASHING_DRIVER], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert first.stdout.readline().strip() == "FITTED", first.stderr.read()[-3000:]
+        ours = psutil.Process(first.pid).children(recursive=True)
+        first.kill()
+        first.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            left = [p for p in ours if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+            if len(left) < len(ours):  # Ray's own processes went down with their driver
+                break
+            time.sleep(0.2)
+        time.sleep(3)
+        left = [p for p in ours if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert left, "this Ray leaves nothing behind: the cleaning has nothing to show"
+        second = subprocess.run([sys.executable, "-c", CRASHING_DRIVER], input="", text=True,
+                                capture_output=True, env=env, timeout=300)
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert "left by an earlier raygrid run" in second.stderr
+        still = [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert not still, [p.name() for p in still]
+        assert not list((tmp_path / "state" / "local-ray").glob("*.json"))  # shut down cleanly
+    finally:  # whatever the outcome, nothing this test started keeps running
+        if first.poll() is None:
+            first.kill()
+        for proc in locals().get("ours", []):
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass

@@ -15,19 +15,42 @@ from raygrid.engine.fitting import Payload
 from raygrid.engine.plan import build_trials
 
 
-def test_a_value_rejected_by_set_params_fails_that_fit_only(backend):
+@pytest.mark.parametrize("reject", [3, 0])  # 0: the first candidate, also checked on the driver
+def test_a_value_rejected_by_set_params_fails_that_fit_only(backend, reject):
     X, y = fh.data(40)
-    search = GridSearchCV(fh.RejectingClassifier(reject=3), {"a": list(range(6))}, cv=2,
+    search = GridSearchCV(fh.RejectingClassifier(reject=reject), {"a": list(range(6))}, cv=2,
                           backend=backend, refit=False)
     with pytest.warns(Warning, match="fits failed"):
         search.fit(X, y)
     frame = search.results_
     failed = frame[frame["error"].notna()]
-    assert sorted(failed["candidate"]) == [3, 3]
+    assert sorted(failed["candidate"]) == [reject, reject]
     assert not frame["system_failure"].any()
-    assert failed["error"].str.contains("a=3 is not allowed").all()
-    assert np.isnan(search.cv_results_["mean_test_score"][3])
-    assert np.isfinite(np.delete(search.cv_results_["mean_test_score"], 3)).all()
+    assert failed["error"].str.contains(f"a={reject} is not allowed").all()
+    assert np.isnan(search.cv_results_["mean_test_score"][reject])
+    assert np.isfinite(np.delete(search.cv_results_["mean_test_score"], reject)).all()
+
+
+def test_an_unknown_parameter_is_still_refused_before_any_fit(tmp_path):
+    X, y = fh.data(20)
+    log = tmp_path / "log"
+    with pytest.raises(ValueError, match=r"Invalid parameter 'c' .*Valid parameters are: .*'a'"):
+        GridSearchCV(fh.RejectingClassifier(log=str(log), reject=0), {"a": [0, 1], "c": [1]},
+                     cv=2).fit(X, y)
+    assert not log.exists()
+
+
+@pytest.mark.parametrize("n_iter", [-1, 0, 2.5, "3"])
+def test_a_bad_n_iter_is_named_before_anything_runs(n_iter, tmp_path):
+    from raygrid import RandomizedSearchCV
+
+    X, y = fh.data(20)
+    log = tmp_path / "log"
+    search = RandomizedSearchCV(fh.CountingClassifier(log=str(log)), {"a": [1, 2, 3]},
+                                n_iter=n_iter, cv=2, storage=tmp_path / "store")
+    with pytest.raises(ValueError, match=r"n_iter must be an integer >= 1.*got"):
+        search.fit(X, y)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_a_trial_that_breaks_its_batch_task_fails_alone(ray_local):

@@ -566,6 +566,82 @@ def test_status_of_a_store_on_a_read_only_mount(tmp_path):
     assert proc.stdout.split() == ["2"]
 
 
+FOREIGN_WAL = """
+import os, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1])
+conn.execute("PRAGMA journal_mode = WAL")
+conn.execute("PRAGMA wal_autocheckpoint = 0")
+conn.execute("CREATE TABLE notes (body TEXT)")
+conn.execute("INSERT INTO notes VALUES ('mine')")
+conn.commit()
+os._exit(0)  # the other application stops without closing: its WAL stays pending
+"""
+
+
+def test_a_foreign_wal_database_is_refused_without_a_checkpoint(tmp_path):
+    """Another application's database in WAL mode, its last writes only in ``-wal``: refused,
+    and neither the file nor its WAL is rewritten or removed (no connection that could
+    checkpoint is opened before the file is known to be raygrid's)."""
+    directory = tmp_path / "foreign"
+    directory.mkdir()
+    subprocess.run([sys.executable, "-c", FOREIGN_WAL, str(directory / FILENAME)], check=True)
+    wal = directory / (FILENAME + "-wal")
+    assert wal.stat().st_size > 0
+    main_before, wal_before = (directory / FILENAME).read_bytes(), wal.read_bytes()
+    with pytest.raises(StoreError, match="not a usable raygrid store"):
+        _fit_with(directory)
+    with pytest.raises(StoreError, match="not a usable raygrid store"):
+        status(directory)
+    assert (directory / FILENAME).read_bytes() == main_before
+    assert wal.exists() and wal.read_bytes() == wal_before
+
+
+READ_ONLY_SEARCH = """
+set -e
+mount --bind "$1" "$1"
+mount -o remount,ro,bind "$1"
+touch "$1/probe" 2>/dev/null && exit 3
+exec "$2" -c '
+import sys
+from fault_helpers import CountingClassifier, data
+from raygrid import GridSearchCV
+from raygrid.engine.store import StoreError
+X, y = data()
+search = GridSearchCV(CountingClassifier(log=sys.argv[2]), {"a": [1, 2]}, cv=2, backend="serial",
+                      storage=sys.argv[1], refit=False).fit(X, y)
+print("SCORES", list(search.cv_results_["mean_test_score"]), int(search.results_["cached"].sum()))
+try:
+    GridSearchCV(CountingClassifier(log=sys.argv[2]), {"a": [1, 2, 3]}, cv=2, backend="serial",
+                 storage=sys.argv[1], refit=False).fit(X, y)
+except StoreError as exc:
+    print("REFUSED", exc)
+' "$1" "$3"
+"""
+
+
+def test_a_complete_store_on_a_read_only_mount_is_used(tmp_path):
+    """Every fit stored: the search runs from a read-only mount (nothing written); a search that
+    would need new fits is refused before any runs, without advising to resume."""
+    X, y = data()
+    directory = tmp_path / "store"
+    log = tmp_path / "log"
+    first = GridSearchCV(CountingClassifier(log=str(log)), {"a": [1, 2]}, cv=2,
+                         backend="serial", storage=str(directory), refit=False).fit(X, y)
+    before = _listing(directory)
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", READ_ONLY_SEARCH, "sh", str(directory),
+                           sys.executable, str(log)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              [str(Path(__file__).parents[1]), str(Path(__file__).parent)])})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    scores = [line for line in proc.stdout.splitlines() if line.startswith("SCORES")]
+    assert scores == [f"SCORES {list(first.cv_results_['mean_test_score'])} 4"], proc.stdout
+    refused = [line for line in proc.stdout.splitlines() if line.startswith("REFUSED")]
+    assert len(refused) == 1 and "cannot be written" in refused[0] and "2 of the 6" in refused[0]
+    assert "resume" not in refused[0]
+    assert len(fits_logged(log)) == 4  # only the first search's fits ever ran
+    assert _listing(directory) == before
+
+
 def test_a_store_error_says_how_to_resume(tmp_path):
     directory = _planted(tmp_path, "store")
     with FitStore(directory) as store:

@@ -351,41 +351,41 @@ class OutputDirError(ValueError):
     """The output directory holds files that are not a raygrid run's."""
 
 
-#: What marks a directory as a raygrid run's output (results or a fit store).
-_OUTPUT_MARKERS = ("best.json", "fits.sqlite")
-
-
 def check_out_dir(out_dir: Path, force: bool = False) -> None:
     """Refuse to write into a non-empty directory that is not a raygrid output directory.
 
     A run replaces results.csv, spec.yaml, report.html and the plots it does not draw: in an
-    unrelated folder that would destroy the user's files. ``force`` writes there anyway.
+    unrelated folder that would destroy the user's files. A raygrid output directory is one that
+    holds raygrid's own marker (``raygrid-output.json``, written by raygrid with its version), not
+    any folder with a ``best.json``. ``force`` writes there anyway.
     """
+    from raygrid.outputs.report import OUTPUT_MARKER, is_output_dir
+
     out_dir = Path(out_dir)
     if force or not out_dir.exists():
         return
     if not out_dir.is_dir():
         raise OutputDirError(f"--out {str(out_dir)!r} is a file, not a directory")
     entries = [p.name for p in out_dir.iterdir()]
-    if not entries or any(name in entries for name in _OUTPUT_MARKERS):
+    if not entries or is_output_dir(out_dir):
         return
     shown = ", ".join(sorted(entries)[:5]) + (", ..." if len(entries) > 5 else "")
     raise OutputDirError(
         f"--out {str(out_dir)!r} is not empty ({shown}) and is not a raygrid output directory "
-        f"(it has no {' or '.join(_OUTPUT_MARKERS)}): a run would overwrite or remove files "
-        "there. Choose an empty or new directory, or pass --force (force=True) to write there "
-        "anyway.")
+        f"(it has no {OUTPUT_MARKER}, which raygrid writes into its output folders): a run would "
+        "overwrite or remove files there. Choose an empty or new directory, or pass --force "
+        "(force=True) to write there anyway.")
 
 
 def run_spec(spec_or_path: Any, *, overrides: Sequence[str] = (), out=None, address: str | None = None,
              backend: str | None = None, verbose: int = 1, title: str | None = None,
-             force: bool = False) -> tuple[Any, Path]:
+             force: bool = False, fit_timeout: float | None = None) -> tuple[Any, Path]:
     """Check and run a spec (a YAML path, a mapping, a :class:`~raygrid.cli.spec.Spec`, or what
     :func:`check_spec` returned for it, which is not checked again), write its outputs, and
     return ``(fitted search, output directory)``.
 
-    ``overrides`` are ``"key.path=value"`` strings (values parsed as YAML); ``out``, ``address``
-    and ``backend`` take precedence over the spec. A spec with problems raises
+    ``overrides`` are ``"key.path=value"`` strings (values parsed as YAML); ``out``, ``address``,
+    ``backend`` and ``fit_timeout`` (seconds per fit) take precedence over the spec. A spec with problems raises
     :class:`~raygrid.cli.spec.SpecError` before anything runs or is written. Where the search takes a
     ``storage`` keyword, finished fits are stored in the output directory as they arrive.
     A non-empty output directory that is not a raygrid run's raises :class:`OutputDirError`
@@ -399,10 +399,22 @@ def run_spec(spec_or_path: Any, *, overrides: Sequence[str] = (), out=None, addr
     out_dir = Path(out) if out is not None else (
         Path(spec.out) if spec.out else default_out_dir(prepared.source))
     check_out_dir(out_dir, force)
+    from raygrid.outputs.report import OUTPUT_MARKER, write_marker
+
+    created = not out_dir.exists()
+    write_marker(out_dir)  # before the fit store: an interrupted run's folder is raygrid's
     # The fit store lives in the output directory: rerunning an interrupted run resumes it.
+    extra = {} if fit_timeout is None else {"fit_timeout": fit_timeout}
     search = prepared.make_search(backend=backend, address=address, verbose=verbose,
-                                  storage=str(out_dir))
-    search.fit(prepared.X, prepared.y)
+                                  storage=str(out_dir), **extra)
+    try:
+        search.fit(prepared.X, prepared.y)
+    except Exception:
+        if [p.name for p in out_dir.iterdir()] == [OUTPUT_MARKER]:  # refused before any fit
+            (out_dir / OUTPUT_MARKER).unlink()
+            if created:
+                out_dir.rmdir()
+        raise
     data = spec.data.name or spec.data.csv
     save_search(search, out_dir, title=title or prepared.title, X=prepared.X, y=prepared.y, data=data)
     (out_dir / SPEC_FILE).write_text(

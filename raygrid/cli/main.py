@@ -1,6 +1,7 @@
 """The ``raygrid`` command: run a search spec, rebuild or show its report, run the demo.
 
-    raygrid run SPEC.yaml [--set KEY=VALUE ...] [--out DIR] [--backend auto|ray|serial] [--address ADDR] [-v]
+    raygrid run SPEC.yaml [--set KEY=VALUE ...] [--out DIR] [--backend auto|ray|serial] [--address ADDR]
+                [--fit-timeout SECONDS] [-v]
     raygrid check SPEC.yaml [--set KEY=VALUE ...]      check a spec without running it
     raygrid show DIR [--top N]                         the ranked candidates of a finished run
     raygrid report DIR                                 rebuild report.html and the plots from DIR
@@ -119,7 +120,7 @@ def _finish_run(search, out_dir: Path, top: int) -> None:
 
 
 def _run(spec_or_path, *, overrides=(), out=None, address=None, backend=None, verbose=0, quiet=False,
-         top=10, force=False) -> None:
+         top=10, force=False, fit_timeout=None) -> None:
     from raygrid.cli.api import OutputDirError, check_spec, run_spec
     from raygrid.cli.spec import SpecError
     from raygrid.engine.store import resume_advice
@@ -131,7 +132,7 @@ def _run(spec_or_path, *, overrides=(), out=None, address=None, backend=None, ve
         with resume_advice(RESUME):
             search, out_dir = run_spec(prepared, out=out, address=address,
                                        backend=backend, verbose=0 if quiet else 1 + verbose,
-                                       force=force)
+                                       force=force, fit_timeout=fit_timeout)
     except SpecError as exc:
         _fail_spec(exc)
     except OutputDirError as exc:
@@ -160,12 +161,15 @@ def _run(spec_or_path, *, overrides=(), out=None, address=None, backend=None, ve
 @click.option("--address", metavar="ADDR",
               help="Ray cluster to join: auto, host:6379 or ray://host:10001 (default: RAY_ADDRESS, "
                    "else a local Ray).")
+@click.option("--fit-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Stop a fit that runs longer (its worker or process killed): a failed fit "
+                   "with the reason; error_score applies.")
 @click.option("-v", "--verbose", count=True, help="-v: one line per fit; also show tracebacks.")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress display.")
 @click.option("--top", default=10, show_default=True, help="Candidates in the final table.")
 @click.option("--force", is_flag=True,
               help="Write into --out even when it holds files that are not a raygrid run's.")
-def run(spec, overrides, out, backend, address, verbose, quiet, top, force):
+def run(spec, overrides, out, backend, address, fit_timeout, verbose, quiet, top, force):
     """Check SPEC (a YAML file), run its search and write results and report.html.
 
     \b
@@ -182,7 +186,7 @@ def run(spec, overrides, out, backend, address, verbose, quiet, top, force):
     pipeline (model__C, scaler__feature_range) are accepted as they are.
     """
     _run(spec, overrides=overrides, out=out, address=address, backend=backend, verbose=verbose,
-         quiet=quiet, top=top, force=force)
+         quiet=quiet, top=top, force=force, fit_timeout=fit_timeout)
 
 
 @main.command()

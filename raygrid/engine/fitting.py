@@ -416,5 +416,27 @@ def system_failure(trial: Trial, error: BaseException | str, payload_metrics: Se
     )
 
 
-__all__ = ["Payload", "FitResult", "FitTask", "FoldData", "fit_and_score", "fold_data", "location", "pickles",
-           "run_trials", "score", "set_error_scores", "split_fit_params", "system_failure", "take", "targets"]
+class FitTimeout(TimeoutError):
+    """A fit ran longer than ``fit_timeout`` seconds and was stopped."""
+
+
+def timeout_message(seconds: float, how: str = "its process killed") -> str:
+    return f"the fit ran longer than fit_timeout={seconds:g} s and was stopped ({how})"
+
+
+def timeout_failure(trial: Trial, seconds: float, payload_metrics: Sequence[str],
+                    return_train_score: bool, error_score: Any) -> FitResult:
+    """The row of a fit stopped at its time limit: that fit's failure (``error_score`` applies;
+    with ``error_score="raise"`` the search raises :class:`FitTimeout`), not a system failure."""
+    exc = FitTimeout(timeout_message(seconds))
+    result = system_failure(trial, f"{type(exc).__name__}: {exc}", payload_metrics,
+                            return_train_score, error_score)
+    result.system_failure = False
+    result.exception = exc
+    result.fit_time = float(seconds)
+    return result
+
+
+__all__ = ["Payload", "FitResult", "FitTask", "FitTimeout", "FoldData", "fit_and_score", "fold_data",
+           "location", "pickles", "run_trials", "score", "set_error_scores", "split_fit_params",
+           "system_failure", "take", "targets", "timeout_failure", "timeout_message"]

@@ -42,6 +42,9 @@ __all__ = [
     "to_jsonable",
     "from_jsonable",
     "OUTPUT_FILES",
+    "OUTPUT_MARKER",
+    "is_output_dir",
+    "write_marker",
 ]
 
 RESULTS_PARQUET = "results.parquet"
@@ -49,8 +52,35 @@ RESULTS_CSV = "results.csv"
 SUMMARY_CSV = "summary.csv"
 BEST_JSON = "best.json"
 
+#: raygrid's mark on a folder it writes outputs into (JSON: {"raygrid": version}): only a folder
+#: that holds it is taken for a raygrid output folder, never one that merely has a best.json.
+OUTPUT_MARKER = "raygrid-output.json"
+
 #: The data files :func:`write_outputs` always writes (plots and the report come on top).
-OUTPUT_FILES = (RESULTS_PARQUET, RESULTS_CSV, SUMMARY_CSV, BEST_JSON)
+OUTPUT_FILES = (RESULTS_PARQUET, RESULTS_CSV, SUMMARY_CSV, BEST_JSON, OUTPUT_MARKER)
+
+
+def marker_text() -> str:
+    from raygrid.version import __version__
+
+    return json.dumps({"raygrid": __version__, "what": "a raygrid output folder"}) + "\n"
+
+
+def write_marker(out_dir) -> None:
+    """Mark ``out_dir`` as a raygrid output folder (before a run writes anything else there)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not is_output_dir(out_dir):
+        (out_dir / OUTPUT_MARKER).write_text(marker_text(), encoding="utf-8")
+
+
+def is_output_dir(out_dir) -> bool:
+    """Whether ``out_dir`` holds raygrid's marker (a JSON object naming raygrid's version)."""
+    try:
+        mark = json.loads((Path(out_dir) / OUTPUT_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(mark, dict) and isinstance(mark.get("raygrid"), str)
 
 
 def _storable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -108,6 +138,7 @@ def write_outputs(results: pd.DataFrame, summary: pd.DataFrame, best: dict, out_
         stored.to_csv(tmp / RESULTS_CSV, index=False)
         _storable(summary).to_csv(tmp / SUMMARY_CSV, index=True)
         (tmp / BEST_JSON).write_text(dumps(best, indent=2) + "\n", encoding="utf-8")
+        (tmp / OUTPUT_MARKER).write_text(marker_text(), encoding="utf-8")
         write_report(results, summary, best, tmp, title=title, top=top)
         names = [n for n in OUTPUT_FILES] + sorted(n for n in os.listdir(tmp) if n.endswith(".png")) + [REPORT_HTML]
         for name in plots.PLOT_NAMES:

@@ -40,11 +40,19 @@ def validate_candidates(estimator: Any, candidates: Sequence[Mapping[str, Any]],
         seen.add(keys)
         probe = clone(estimator)
         valid = sorted(probe.get_params(deep=True))
+        rejected: list[str] = []  # valid names whose value set_params refused
         for key in sorted(keys):
+            if any(key.startswith(name + "__") for name in rejected):
+                continue  # below a value refused: that fit's own error says why
             try:
                 # Cloned: an estimator in the grid must never be changed by the probe.
                 probe.set_params(**{key: clone(params[key], safe=False)})
             except ValueError:
+                if key in probe.get_params(deep=True):
+                    # The name is valid and the value was refused (an estimator that checks
+                    # values in set_params): that fit's error row, as for any later candidate.
+                    rejected.append(key)
+                    continue
                 raise ValueError(
                     f"Invalid parameter {key!r} in {what} for estimator "
                     f"{type(estimator).__name__}. Valid parameters are: {valid}."
@@ -91,6 +99,7 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
         max_retries=3,
         storage=None,
         cache=True,
+        fit_timeout=None,
     ):
         self.estimator = estimator
         self.scoring = scoring
@@ -107,6 +116,7 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
         self.max_retries = max_retries
         self.storage = storage
         self.cache = cache
+        self.fit_timeout = fit_timeout
 
     # -- the candidate hook ------------------------------------------------------------------
     def _run_search(self, evaluate_candidates) -> None:  # pragma: no cover - abstract
@@ -292,7 +302,7 @@ class BaseSearch(CallbackSupportMixin, MetaEstimatorMixin, BaseEstimator):
         return RunOptions(backend=self.backend, address=self.address,
                           ray_remote_args=self.ray_remote_args, max_retries=self.max_retries,
                           n_jobs=self.n_jobs, engine=getattr(self, "engine", "standard"),
-                          storage=self.storage, cache=self.cache)
+                          storage=self.storage, cache=self.cache, fit_timeout=self.fit_timeout)
 
     def _aggregate(self, candidates, n_splits, results, scoring: Scoring, warn: bool) -> dict:
         import warnings
@@ -447,4 +457,10 @@ RAYGRID_PARAMS_DOC = """
         With ``storage``, reuse stored fits with the same fingerprint; failed fits and system
         failures run again. "all" reuses failed fits too (not with ``error_score="raise"``).
         False reruns every fit and still records it.
+    fit_timeout : float, default=None
+        Seconds one fit may run. A fit that runs longer is stopped (on Ray its worker is killed,
+        ``ray.cancel(force=True)``; with ``backend="auto"`` its child process; with
+        ``backend="serial"`` it is interrupted in this process) and is that fit's failure row,
+        with the reason; ``error_score`` applies (``"raise"`` raises ``FitTimeout``). None: no
+        limit.
 """

@@ -1,6 +1,8 @@
 """GridSearchCV and RandomizedSearchCV: scikit-learn's two searches on :class:`BaseSearch`."""
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from sklearn.model_selection import ParameterGrid, ParameterSampler
 
@@ -57,6 +59,7 @@ class GridSearchCV(BaseSearch):
         random_state=None,
         storage=None,
         cache=True,
+        fit_timeout=None,
         engine="auto",
     ):
         super().__init__(
@@ -64,7 +67,7 @@ class GridSearchCV(BaseSearch):
             pre_dispatch=pre_dispatch, error_score=error_score,
             return_train_score=return_train_score, backend=backend,
             ray_remote_args=ray_remote_args, address=address, max_retries=max_retries,
-            storage=storage, cache=cache,
+            storage=storage, cache=cache, fit_timeout=fit_timeout,
         )
         self.param_grid = param_grid
         self.random_state = random_state
@@ -107,6 +110,7 @@ class RandomizedSearchCV(BaseSearch):
         max_retries=3,
         storage=None,
         cache=True,
+        fit_timeout=None,
         engine="auto",
     ):
         super().__init__(
@@ -114,7 +118,7 @@ class RandomizedSearchCV(BaseSearch):
             pre_dispatch=pre_dispatch, error_score=error_score,
             return_train_score=return_train_score, backend=backend,
             ray_remote_args=ray_remote_args, address=address, max_retries=max_retries,
-            storage=storage, cache=cache,
+            storage=storage, cache=cache, fit_timeout=fit_timeout,
         )
         self.param_distributions = param_distributions
         self.n_iter = n_iter
@@ -126,6 +130,10 @@ class RandomizedSearchCV(BaseSearch):
         return "param_distributions"
 
     def _run_search(self, evaluate_candidates):
+        n_iter = self.n_iter
+        if isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral) or n_iter < 1:
+            raise ValueError(f"n_iter must be an integer >= 1 (how many candidates to draw from "
+                             f"param_distributions), got {n_iter!r}")
         evaluate_candidates(
             ParameterSampler(self.param_distributions, self.n_iter, random_state=self.random_state)
         )

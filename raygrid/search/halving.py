@@ -105,12 +105,13 @@ class BaseSuccessiveHalving(BaseSearch):
         max_retries=3,
         storage=None,
         cache=True,
+        fit_timeout=None,
     ):
         super().__init__(
             estimator, scoring=scoring, n_jobs=n_jobs, refit=refit, cv=cv, verbose=verbose,
             error_score=error_score, return_train_score=return_train_score, backend=backend,
             ray_remote_args=ray_remote_args, address=address, max_retries=max_retries,
-            storage=storage, cache=cache,
+            storage=storage, cache=cache, fit_timeout=fit_timeout,
         )
         self.random_state = random_state
         self.max_resources = max_resources
@@ -380,6 +381,7 @@ class HalvingGridSearchCV(BaseSuccessiveHalving):
         max_retries=3,
         storage=None,
         cache=True,
+        fit_timeout=None,
     ):
         super().__init__(
             estimator, scoring=scoring, n_jobs=n_jobs, refit=refit, cv=cv, verbose=verbose,
@@ -388,7 +390,7 @@ class HalvingGridSearchCV(BaseSuccessiveHalving):
             min_resources=min_resources, resource=resource, factor=factor,
             aggressive_elimination=aggressive_elimination, backend=backend,
             ray_remote_args=ray_remote_args, address=address, max_retries=max_retries,
-            storage=storage, cache=cache,
+            storage=storage, cache=cache, fit_timeout=fit_timeout,
         )
         self.param_grid = param_grid
 
@@ -433,6 +435,7 @@ class HalvingRandomSearchCV(BaseSuccessiveHalving):
         max_retries=3,
         storage=None,
         cache=True,
+        fit_timeout=None,
     ):
         super().__init__(
             estimator, scoring=scoring, n_jobs=n_jobs, refit=refit, cv=cv, verbose=verbose,
@@ -441,7 +444,7 @@ class HalvingRandomSearchCV(BaseSuccessiveHalving):
             min_resources=min_resources, resource=resource, factor=factor,
             aggressive_elimination=aggressive_elimination, backend=backend,
             ray_remote_args=ray_remote_args, address=address, max_retries=max_retries,
-            storage=storage, cache=cache,
+            storage=storage, cache=cache, fit_timeout=fit_timeout,
         )
         self.param_distributions = param_distributions
         self.n_candidates = n_candidates

@@ -34,15 +34,18 @@ class RunOptions:
     engine: str = "standard"
     storage: Any = None
     cache: Any = True
+    fit_timeout: Any = None
 
     def open_executor(self, payload: Payload) -> Any:
         """The executor of ``backend`` (options checked for every backend); Keras models get
         the fused engine around it unless ``engine="standard"``."""
-        options = dict(max_retries=self.max_retries, n_jobs=self.n_jobs)  # serial: checked only
+        options = dict(max_retries=self.max_retries, n_jobs=self.n_jobs,  # serial: checked only
+                       fit_timeout=self.fit_timeout)
         if self.backend != "serial":
             options.update(address=self.address, ray_remote_args=self.ray_remote_args)
         executor = get_executor(
-            choose_backend(self.backend, address=self.address, keras=payload.keras), **options)
+            choose_backend(self.backend, address=self.address, keras=payload.keras,
+                           ray_remote_args=self.ray_remote_args), **options)
         if self.engine != "standard":  # Keras models: fusable trials train together on JAX
             from raygrid.engine.fused import wrap
 

@@ -32,6 +32,7 @@ def cross_validate(
     random_state=None,
     storage=None,
     cache=True,
+    fit_timeout=None,
     engine="auto",
 ):
     """Evaluate metric(s) by cross-validation; the same result as scikit-learn's, fits on Ray.
@@ -40,12 +41,12 @@ def cross_validate(
     for one metric), ``train_<metric>`` with ``return_train_score``, ``estimator`` with
     ``return_estimator`` and ``indices`` with ``return_indices``. The raygrid keywords
     (``backend``, ``ray_remote_args``, ``address``, ``max_retries``, ``random_state``,
-    ``storage``, ``cache``, ``engine``) are those of :class:`raygrid.GridSearchCV`; with
+    ``storage``, ``cache``, ``fit_timeout``, ``engine``) are those of :class:`raygrid.GridSearchCV`; with
     ``return_estimator=True`` stored fits are recorded but not reused (the store keeps no models).
     """
     options = RunOptions(backend=backend, address=address, ray_remote_args=ray_remote_args,
                          max_retries=max_retries, n_jobs=n_jobs, engine=engine,
-                         storage=storage, cache=cache)
+                         storage=storage, cache=cache, fit_timeout=fit_timeout)
     run = prepare_run(
         estimator, X, y, cv=cv, scoring=scoring, refit=False, error_score=error_score,
         route=lambda est, scoring_: route_cross_validate(est, scoring_.scorer, cv, groups, params),
@@ -96,6 +97,7 @@ def cross_val_score(
     random_state=None,
     storage=None,
     cache=True,
+    fit_timeout=None,
     engine="auto",
 ):
     """Array of scores of the estimator for each run of the cross-validation (one metric)."""
@@ -105,6 +107,6 @@ def cross_val_score(
         estimator, X, y, groups=groups, scoring=scoring, cv=cv, n_jobs=n_jobs, verbose=verbose,
         params=params, pre_dispatch=pre_dispatch, error_score=error_score, backend=backend,
         ray_remote_args=ray_remote_args, address=address, max_retries=max_retries,
-        random_state=random_state, storage=storage, cache=cache, engine=engine,
+        random_state=random_state, storage=storage, cache=cache, fit_timeout=fit_timeout, engine=engine,
     )
     return scores["test_score"]

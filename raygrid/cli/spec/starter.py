@@ -36,8 +36,9 @@ scoring: accuracy               # a scikit-learn scorer name, or a list of them
 refit: true                     # with several metrics: the metric that picks the best
 random_state: 0                 # seeds Keras fits per (candidate, fold)
 
-# Where fits run: resources per fit in Ray's own names; backend auto | ray | serial; address of a cluster.
-ray_remote_args: {{num_cpus: 1}}
+# Where fits run: backend auto | ray | serial; address of a cluster; resources per fit in Ray's
+# own names (giving them asks for Ray: the search starts Ray at once; default {{num_cpus: 1}}).
+# ray_remote_args: {{num_cpus: 1, num_gpus: 0.25}}
 # address: auto
 # n_jobs: 8                     # at most this many fits at once (default: every slot)
 out: raygrid-out/my_search      # results, plots, report.html and the fit store (resume)

@@ -128,10 +128,14 @@ def connect(address: str | None = None) -> None:
         except ConnectionError as exc:
             raise ConnectionError(f"Cannot connect to the Ray cluster at {address!r}: {exc}") from exc
         return
+    from raygrid.engine.executors.leftovers import clean_leftovers, record_started
+
+    clean_leftovers()  # what a crashed earlier driver's Ray left running
     ray.init(address="local", include_dashboard=False, logging_level="WARNING",
              log_to_driver=_worker_logs(),
              configure_logging=False)
     _started_here = True
+    record_started()
     atexit.register(shutdown)
 
 
@@ -204,8 +208,20 @@ def shutdown() -> None:
     if _started_here:
         import ray
 
+        from raygrid.engine.executors.leftovers import forget_started
+
         ray.shutdown()
+        forget_started()
         _started_here = False
+
+
+def record_ray_processes() -> None:
+    """Record again the processes of the local Ray raygrid started (its agents start after
+    ``ray.init`` returns); see :mod:`raygrid.engine.executors.leftovers`."""
+    if _started_here:
+        from raygrid.engine.executors.leftovers import record_started
+
+        record_started()
 
 
 

@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
 from raygrid.engine.executors.base import Unit, Work, gpu_share
-from raygrid.engine.executors.cluster import check_schedulable, connect, short_of
+from raygrid.engine.executors.cluster import (check_schedulable, connect, record_ray_processes,
+                                              short_of)
+from raygrid.engine.executors.deadlines import Deadlines, timed_trials, timed_unit
 from raygrid.engine.executors.worker_env import QUIET_KERAS_HOOK, driver_pythonpath, keras_env
-from raygrid.engine.fitting import FitResult, Payload, run_trials, system_failure
+from raygrid.engine.fitting import (FitResult, FitTimeout, Payload, run_trials, system_failure,
+                                    timeout_failure, timeout_message)
 from raygrid.engine.plan import Trial
 
 DEFAULT_REMOTE_ARGS = {"num_cpus": 1}
@@ -111,8 +114,10 @@ class RayExecutor:
         max_retries: int = 3,
         n_jobs: int | None = None,
         batch: bool = True,
+        fit_timeout: float | None = None,
     ):
         self.address = address
+        self.fit_timeout = fit_timeout
         self.remote_args = dict(DEFAULT_REMOTE_ARGS if ray_remote_args is None else ray_remote_args)
         self.remote_args.setdefault("num_cpus", 1)
         self.max_retries = max_retries
@@ -120,6 +125,7 @@ class RayExecutor:
         self.batcher = AutoBatcher() if batch else None
         self.running = 0  # trials in tasks submitted and not yet returned
         self._slots = 1  # fits the cluster runs at once, as of the current run
+        self._deadlines: Deadlines | None = None  # with fit_timeout, from the first run
 
     def describe(self) -> str:
         import ray
@@ -217,8 +223,12 @@ class RayExecutor:
         import ray
 
         options = self.options(keras=shared.keras)
-        single = ray.remote(run_trials).options(**options)
-        batched = ray.remote(run_trials).options(**{**options, "max_retries": 0})
+        if self.fit_timeout is not None and self._deadlines is None:
+            self._deadlines = Deadlines(self.fit_timeout)
+        clock = self._deadlines
+        task_fn = run_trials if clock is None else timed_trials
+        single = ray.remote(task_fn).options(**options)
+        batched = ray.remote(task_fn).options(**{**options, "max_retries": 0})
         units = [item for item in work if isinstance(item, Unit)]
         unit_options = self._unit_options(units, shared.keras) if units else {}
         remotes: dict[tuple, Any] = {}
@@ -227,12 +237,14 @@ class RayExecutor:
             opts = unit_options[id(unit)]
             key = (unit.fn, repr(sorted(opts.items())))
             if key not in remotes:
-                remotes[key] = ray.remote(unit.fn).options(**opts)
+                remotes[key] = ray.remote(unit.fn if clock is None else timed_unit).options(**opts)
             return remotes[key]
 
         self.check_schedulable()
+        record_ray_processes()  # the agents of a local Ray raygrid started, now they are up
         slots = self._slots = self.slots()
         in_flight = self.n_jobs if self.n_jobs and self.n_jobs > 0 else 2 * slots
+        timed_out: set = set()
         queue: deque[Work] = deque(work)
         alone: deque[Trial] = deque()  # trials of failed batches: rerun one per task
         pending: dict[Any, Unit] = {}
@@ -244,6 +256,11 @@ class RayExecutor:
             try:
                 results = ray.get(ref)
             except (ray.exceptions.RayError, OSError) as exc:
+                if ref in timed_out:
+                    if standard and len(batch) > 1:
+                        alone.extend(batch)  # each alone, on its own clock: the slow one fails
+                        return []
+                    return self._timeouts(unit, clock.allowed(ref), shared)
                 if standard and len(batch) > 1:
                     # A dead worker, or one trial that broke the task itself: each trial runs
                     # again in a task of its own, so only the one at fault fails.
@@ -269,31 +286,65 @@ class RayExecutor:
                     batch.append(queue.popleft())
                 unit = Unit(run_trials, tuple(batch))
                 remote = single if len(batch) == 1 else batched
-            pending[remote.remote(shared.ref, list(unit.trials))] = unit
+            if clock is None:
+                ref = remote.remote(shared.ref, list(unit.trials))
+            else:
+                key = clock.key()
+                args = (shared.ref, list(unit.trials))
+                ref = (remote.remote(clock.actor, key, *args) if remote in (single, batched)
+                       else remote.remote(clock.actor, key, unit.fn, *args))
+                clock.add(ref, key, len(unit.trials))
+            pending[ref] = unit
             self.running += len(unit.trials)
 
         try:
             while queue or alone or pending:
                 while (queue or alone) and len(pending) < in_flight:
                     submit()
-                done, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
+                wait = WAIT_S if clock is None else clock.wait_s(pending, WAIT_S)
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=wait)
                 for ref in done:
                     ready.extend(finished(ref, pending[ref]))
                     self.running -= len(pending.pop(ref).trials)
+                    timed_out.discard(ref)
+                if clock is not None:
+                    clock.forget(done)
+                    clock.poll()
+                    timed_out.update(self._cancel_overdue(pending, timed_out))
                 while ready:
                     yield ready.popleft()
         except KeyboardInterrupt as interrupt:
             # Ctrl-C or SIGTERM (while waiting, or thrown in by the caller while it recorded a
             # result): start nothing new, let the tasks in flight finish, keep every fit that
             # finished, then raise the interrupt again.
-            kept = list(ready) + self._stop(pending, interrupt)
+            kept = list(ready) + self._stop(pending, interrupt, shared)
             ready.clear()
             yield from kept
             raise interrupt
         finally:
             self._abandon(pending)
 
-    def _stop(self, pending: dict[Any, Unit], interrupt: KeyboardInterrupt) -> list[FitResult]:
+    def _cancel_overdue(self, pending: Mapping[Any, Unit], timed_out: set) -> list:
+        """Cancel (``force=True``: the worker is killed) each task past its time limit, once."""
+        import ray
+
+        overdue = [ref for ref in self._deadlines.overdue(pending) if ref not in timed_out]
+        for ref in overdue:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - it finished meanwhile: its results are kept
+                pass
+        return overdue
+
+    def _timeouts(self, unit: Unit, allowed: float, shared: Shared) -> list[FitResult]:
+        """The rows of a unit stopped at its time limit (a unit's own rows, if it has them)."""
+        if unit.on_failure is not None:
+            return unit.on_failure(unit.trials, FitTimeout(timeout_message(allowed, "its worker killed")))
+        return [timeout_failure(t, self.fit_timeout, shared.metrics, shared.return_train_score,
+                                shared.error_score) for t in unit.trials]
+
+    def _stop(self, pending: dict[Any, Unit], interrupt: KeyboardInterrupt,
+              shared: Shared) -> list[FitResult]:
         """Let the tasks in flight finish (within the grace), cancel what is left; keep every result.
 
         Every task leaves ``pending`` here, so nothing is cancelled twice: a second cancel that
@@ -305,6 +356,7 @@ class RayExecutor:
         if not refs:
             return []
         done, running = ray.wait(refs, num_returns=len(refs), timeout=0)
+        overdue: set = set()
         if running and short_of(self._needs())[0]:
             # No alive node can run these fits (a node with the resources they ask for died, or
             # an autoscaler never added one): they never started, and would never finish.
@@ -317,26 +369,62 @@ class RayExecutor:
             queued = f", and the {n - shown} queued with Ray," if n > shown else ""
             print(f"raygrid: stopping; letting the {shown} fit(s) in flight finish{queued}"
                   + ("" if grace is None else f" (at most {grace:g} s)")
+                  + ("" if self.fit_timeout is None else
+                     f"{' and' if grace is not None else ''} within fit_timeout")
                   + ". Press Ctrl-C again to stop now.", file=sys.stderr, flush=True)
-            late, running = _wait_all(running, grace)
+            late, running, overdue = self._wait_in_flight(running, grace)
             done = done + late
-        for ref in running:
+        stopped = running + sorted(overdue, key=refs.index)
+        for ref in stopped:
             try:
-                ray.cancel(ref, force=False)
+                ray.cancel(ref, force=self.fit_timeout is not None)
             except Exception:  # noqa: BLE001 - best effort: the task may be done already
                 pass
-        if running:
-            late, _ = ray.wait(running, num_returns=len(running), timeout=CANCEL_GRACE_S)
+        if stopped:
+            late, _ = ray.wait(stopped, num_returns=len(stopped), timeout=CANCEL_GRACE_S)
             done = done + late
         kept: list[FitResult] = []
         for ref in done:
             try:
                 kept.extend(ray.get(ref, timeout=1))
             except Exception:  # noqa: BLE001 - cancelled or failed: it runs on resume
-                pass
+                unit = pending[ref]
+                if ref in overdue and (len(unit.trials) == 1 or unit.fn is not run_trials):
+                    kept.extend(self._timeouts(unit, self._deadlines.allowed(ref), shared))
+        if self._deadlines is not None:
+            self._deadlines.forget(refs)
         for ref in refs:
             self.running -= len(pending.pop(ref).trials)
         return kept
+
+    def _wait_in_flight(self, refs: list, grace: float | None) -> tuple[list, list, set]:
+        """Wait for ``refs`` for ``grace`` seconds (None: until all are done), and with
+        ``fit_timeout`` no task past its limit: (done, still running, past their limit)."""
+        import ray
+
+        clock = self._deadlines
+        if clock is None:
+            done, left = _wait_all(refs, grace)
+            return done, left, set()
+        done: list = []
+        overdue: set = set()
+        deadline = None if grace is None else time.monotonic() + grace
+        try:
+            while refs:
+                wait = clock.wait_s(refs, WAIT_S)
+                if deadline is not None:
+                    wait = min(wait, deadline - time.monotonic())
+                ready, refs = ray.wait(refs, num_returns=len(refs), timeout=max(wait, 0.0))
+                done += ready
+                clock.poll()
+                late = set(clock.overdue(refs))
+                overdue |= late
+                refs = [ref for ref in refs if ref not in late]
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+            pass
+        return done, refs, overdue
 
     @staticmethod
     def _failures(unit: Unit, exc: BaseException, shared: Shared) -> list[FitResult]:

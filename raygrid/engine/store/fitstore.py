@@ -19,7 +19,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from raygrid.engine.fitting import FitResult
 from raygrid.engine.plan import Trial
-from raygrid.engine.store.schema import BUSY_TIMEOUT_S, COLUMNS, FILENAME, StoreError, open_store
+from raygrid.engine.store.schema import (BUSY_TIMEOUT_S, COLUMNS, FILENAME, StoreError, open_store,
+                                         writable)
 from raygrid.engine.store.summary import SearchSummary, StoreSummary
 
 COMMIT_INTERVAL_S = 0.2  # a finished fit is committed at most this long after it arrives
@@ -82,13 +83,15 @@ class FitStore:
         self.path = self.directory / FILENAME
         self.timeout = timeout
         self.commit_interval = commit_interval
-        self.read_only = not create
+        # A store that exists on a read-only mount (or without write permission) is opened
+        # read-only: its fits can be reused, nothing can be added (see StoreSession.plan).
+        self.read_only = not create or (self.path.exists() and not writable(self.directory))
         self._lock = threading.RLock()  # the connection is shared with the commit timer
         self._buffer: list[tuple] = []
         self._last_commit = 0.0
         self._timer: threading.Timer | None = None
         self._conn: sqlite3.Connection | None = None
-        self._conn = open_store(self.directory, create=create, timeout=timeout)
+        self._conn = open_store(self.directory, create=not self.read_only, timeout=timeout)
 
     @property
     def is_open(self) -> bool:

@@ -108,6 +108,14 @@ def open_store(directory: Path, *, create: bool, timeout: float = BUSY_TIMEOUT_S
     _check_header(path)
     conn = None
     try:
+        if not read_only:
+            # Validated first through a connection that cannot write: a read-write connection
+            # that closes checkpoints a WAL (a foreign file would be rewritten, its -wal deleted).
+            checked = _open(path, True, timeout)
+            try:
+                _validate(checked, path)
+            finally:
+                checked.close()
         conn = _open(path, read_only, timeout)
         _validate(conn, path)
         if not read_only:
@@ -215,15 +223,27 @@ def _create(directory: Path, path: Path, timeout: float) -> None:
                 pass
 
 
+def writable(directory: Path) -> bool:
+    """Whether a store in ``directory`` can be written: a writable mount, directory and file."""
+    path = directory / FILENAME
+    return (_writable_mount(directory) and os.access(directory, os.W_OK)
+            and (not path.exists() or os.access(path, os.W_OK)))
+
+
 def _check_header(path: Path) -> None:
+    """Refuse, by reading its first bytes (no SQLite connection), a file that is not an SQLite
+    database or is marked as another application's."""
     if path.is_dir():
         raise _unusable(path, "it is a directory")
     with open(path, "rb") as fh:
-        head = fh.read(len(_SQLITE_MAGIC))
+        head = fh.read(100)  # SQLite's file header
     if not head:
         raise _unusable(path, "it is an empty file, not made by raygrid")
-    if head != _SQLITE_MAGIC:
+    if head[:len(_SQLITE_MAGIC)] != _SQLITE_MAGIC:
         raise _unusable(path, "not an SQLite database")
+    app_id = int.from_bytes(head[68:72], "big") if len(head) >= 72 else 0
+    if app_id not in (0, APPLICATION_ID):
+        raise _unusable(path, f"an SQLite database of another application (id {app_id:#x})")
 
 
 def _tables(conn: sqlite3.Connection) -> set[str]:

@@ -18,7 +18,7 @@ from raygrid.engine.fitting import FitResult
 from raygrid.engine.plan import Trial
 from raygrid.engine.store.fitstore import FitStore, params_text
 from raygrid.engine.store.identity import Fingerprinter, digest, qualname
-from raygrid.engine.store.schema import check_directory
+from raygrid.engine.store.schema import StoreError, check_directory
 
 #: How to resume an interrupted search, in the words of what started it (see :func:`resume_advice`).
 _ADVICE: ContextVar[str | None] = ContextVar("raygrid_resume_advice", default=None)
@@ -85,6 +85,8 @@ class StoreSession:
             self._fingerprints[(t.candidate, t.fold)] = fp
             if t.candidate not in self._params:
                 self._params[t.candidate] = params_text(t.params)
+        if self.store.read_only:
+            return self._plan_read_only(trials, fps)
         if self.search_id is None:
             self.search_id = digest("search", self.kind, self.fingerprinter.key, tuple(fps))[:16]
             self.store.add_plan(self.search_id, kind=self.kind, estimator=self.estimator,
@@ -96,6 +98,28 @@ class StoreSession:
                                 n_splits=self.n_splits,
                                 planned=[(t.candidate, t.fold, fp) for t, fp in zip(trials, fps)])
         self._trials.update({(t.candidate, t.fold): t for t in trials})
+        return self._lookup(trials, fps)
+
+    def _plan_read_only(self, trials: Sequence[Trial], fps: Sequence[str]
+                        ) -> tuple[list[FitResult], list[Trial]]:
+        """A store that cannot be written (a read-only mount): usable when it holds every fit
+        of the plan; else an error before any of them runs (nothing could be kept)."""
+        if self.search_id is None:
+            self.search_id = digest("search", self.kind, self.fingerprinter.key, tuple(fps))[:16]
+        self._trials.update({(t.candidate, t.fold): t for t in trials})
+        hits, todo = self._lookup(trials, fps)
+        if todo:
+            self.reused -= len(hits)
+            raise StoreError(
+                f"The raygrid store {self.store.path} cannot be written (a read-only file system "
+                f"or no write permission) and {len(todo)} of the {len(trials)} fits planned are "
+                "not in it (or failed there): nothing was run. Give a writable storage "
+                "directory (a copy of this one keeps its fits), or run without storage.")
+        return hits, todo
+
+    def _lookup(self, trials: Sequence[Trial], fps: Sequence[str]
+                ) -> tuple[list[FitResult], list[Trial]]:
+        """(results reused from the store, trials to run)."""
         if not self.cache or not self.fingerprinter.reusable:
             return [], list(trials)
         # A fit planned on another engine (fused) may have run on the standard one instead
@@ -128,7 +152,7 @@ class StoreSession:
         self.written += 1
 
     def finish(self) -> None:
-        if self.search_id is not None:
+        if self.search_id is not None and not self.store.read_only:
             self.store.finish(self.search_id)
 
     def close(self) -> None:
