@@ -123,7 +123,7 @@ def test_signatures_and_defaults_are_sklearns():
             if param.default is not inspect.Parameter.empty:
                 assert mine[name].default is param.default or mine[name].default == param.default
         assert list(mine)[len(sk):] == ["backend", "ray_remote_args", "address", "max_retries",
-                                        "storage", "cache"]
+                                        "storage", "cache", "fit_timeout"]
     assert {"HalvingGridSearchCV", "HalvingRandomSearchCV"} <= set(raygrid.__all__)
 
 

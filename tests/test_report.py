@@ -183,7 +183,8 @@ def test_one_failing_plot_warns_and_the_others_are_written(frames, tmp_path, mon
 def test_every_output_file_exists(written):
     out, paths = written
     expected = {"results.parquet", "results.csv", "summary.csv", "best.json", "report.html",
-                "violin_per_param.png", "heatmap_top_two.png", "score_vs_fit_time.png", "fits_per_node.png"}
+                "violin_per_param.png", "heatmap_top_two.png", "score_vs_fit_time.png", "fits_per_node.png",
+                "raygrid-output.json"}  # the marker that makes the folder raygrid's
     assert set(paths) == expected
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)  # no temporary directory left
     for name, path in paths.items():

@@ -137,6 +137,18 @@ def test_grid_cv_results_match_sklearn(ray_local, data):
     assert len(ours.summary_) == len(ref.cv_results_["params"])
 
 
+def test_a_tune_search_leaves_the_ctrl_c_handler_as_it_found_it(ray_local, data):
+    """Ray Tune installs its own SIGINT handler for a run; a later search's Ctrl-C must still
+    raise KeyboardInterrupt."""
+    import signal
+
+    X_train, _, y_train, _ = data
+    before = signal.getsignal(signal.SIGINT)
+    TuneGridSearchCV(DecisionTreeClassifier(random_state=0), {"max_depth": [2, 3]},
+                     cv=2).fit(X_train, y_train)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_random_search_draws_what_randomized_search_draws(ray_local, data):
     from scipy.stats import randint
 

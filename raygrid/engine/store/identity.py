@@ -90,7 +90,7 @@ class Fingerprinter:
         rows = getattr(task, "target_rows", None)  # a permuted target is part of its fold
         for i, permuted in enumerate(rows or ()):
             if permuted is not None:
-                self.folds[i] = digest(self.folds[i], _array_digest(np.asarray(permuted, np.int64)))
+                self.folds[i] = digest(self.folds[i], array_digest(np.asarray(permuted, np.int64)))
 
     def _not_reusable(self, what: str) -> None:
         if self.reusable:

@@ -6,7 +6,9 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -175,6 +177,23 @@ NOT_IDENTITY = ("verbose", "n_jobs", "storage", "local_dir", "name", "loggers", 
                  "max_retries")
 
 
+@contextlib.contextmanager
+def _signal_handlers_kept():
+    """Restore the SIGINT (and SIGUSR1) handlers after the block: Ray Tune installs its own for
+    a run and leaves them, so a later search's Ctrl-C would only log Tune's message."""
+    names = [n for n in ("SIGINT", "SIGUSR1") if hasattr(signal, n)]
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {n: signal.getsignal(getattr(signal, n)) for n in names}
+    try:
+        yield
+    finally:
+        for name, handler in saved.items():
+            if handler is not None:
+                signal.signal(getattr(signal, name), handler)
+
+
 def experiment_name(search: Any, payload: Payload) -> str | None:
     """The experiment's folder under ``storage``: named by a digest of everything that
     decides the search's results, so only the same search resumes it (None: not resumable)."""
@@ -263,7 +282,8 @@ def run_experiment(search: Any, payload: Payload, spec: TrialSpec, param_space, 
             else:
                 tuner = tune.Tuner(trainable, param_space=param_space,
                                    tune_config=tune_config, run_config=run_config)
-            grid = tuner.fit()
+            with _signal_handlers_kept():  # Tune's SIGINT handler outlives its run otherwise
+                grid = tuner.fit()
             if stored is not None and not history:
                 # A restored experiment keeps the callbacks it was made with (in the process
                 # that made it): read its reports back from what Tune stored.
