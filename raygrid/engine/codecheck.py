@@ -29,16 +29,19 @@ class CodeCheck:
                 est = clone(self.estimator).set_params(**clone(dict(params), safe=False))
             except Exception:  # noqa: BLE001 - the fit reported this as its own error
                 est = None
-            self._expected[candidate] = None if est is None else code_identity(est)
+            self._expected[candidate] = None if est is None else code_identity(
+                est, comparable_only=True)
         return self._expected[candidate]
 
     def __call__(self, result: FitResult, params: Mapping[str, Any]) -> None:
         if result.code is None:
             return
         mine = self.expected(result.candidate, params)
-        if mine is None or mine == result.code:
+        if mine is None:
             return
-        names = sorted(n for n in set(mine) | set(result.code) if mine.get(n) != result.code.get(n))
+        names = sorted(n for n in mine if n in result.code and mine[n] != result.code[n])
+        if not names:
+            return
         raise StaleCodeError(
             f"a Ray worker ran other code than this process for {', '.join(names)}: the code was "
             "edited or reloaded in this process after the workers imported it (or edited on disk "

@@ -440,16 +440,33 @@ def _code_roots(estimator: Any) -> list[Any]:
     return list(roots.values())
 
 
-def code_identity(estimator: Any, cache: bool = False) -> dict[str, str] | None:
+def _loaded_plainly(obj: Any) -> bool:
+    """Its module's code is what Python compiles from the source file: not rewritten by an import
+    hook (pytest's assertion rewriting, say), so another process that imports the same file
+    loads the same code."""
+    name = _module_name(obj)
+    module = sys.modules.get(name)
+    if module is None or name == "__main__":
+        return True
+    loader = getattr(module, "__loader__", None)
+    return loader is None or type(loader).__module__ in ("importlib._bootstrap_external",
+                                                         "_frozen_importlib_external",
+                                                         "importlib.machinery")
+
+
+def code_identity(estimator: Any, cache: bool = False,
+                  comparable_only: bool = False) -> dict[str, str] | None:
     """``{name: digest}`` of the user code ``estimator`` runs (its code alone, not the values the
     code holds), or None when it runs none or it cannot be described. A worker reports it with
     each fit; the driver compares it with its own (``cache``: kept per class or function object,
-    for a worker, whose modules are never reloaded)."""
+    for a worker, whose modules are never reloaded; ``comparable_only``: the driver's side, less
+    the code of modules an import hook rewrote, which other processes load as compiled from
+    the file)."""
     describer = None
     out: dict[str, str] = {}
     try:
         for root in _code_roots(estimator):
-            if not is_user_code(root):
+            if not is_user_code(root) or (comparable_only and not _loaded_plainly(root)):
                 continue
             value = _worker_cache.get(root) if cache else None
             if value is None:
