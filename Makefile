@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.raygrid-installed
 OUT    ?= out
 
-.PHONY: install test test-fast test-sklearn test-sklearn-auto demo bench bench-quick wheel clean
+.PHONY: install test test-fast test-sklearn demo bench bench-quick wheel clean
 
 install: $(STAMP)
 
@@ -19,14 +19,11 @@ test: install
 	$(BIN)/python -m pytest -q
 
 # scikit-learn's own search and validation tests, run against raygrid on both backends: the
-# default (auto: small searches in-process) and Ray (copied from the installed scikit-learn at run
-# time; by-design exceptions in scripts/sklearn_suite_exceptions.txt)
+# default (auto: small searches in a local child process) and Ray (copied from the installed
+# scikit-learn at run time; by-design exceptions in scripts/sklearn_suite_exceptions.txt)
 test-sklearn: install
-	$(BIN)/python scripts/sklearn_suite.py --backend=ray
-
-# The same on the default backend (small searches in local child processes): slower, not in CI.
-test-sklearn-auto: install
 	$(BIN)/python scripts/sklearn_suite.py --backend=auto
+	$(BIN)/python scripts/sklearn_suite.py --backend=ray
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not keras"

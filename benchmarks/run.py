@@ -1,6 +1,7 @@
 """Run the benchmarks, save JSON per benchmark, and write the Markdown tables into the README.
 
-    python -m benchmarks.run --quick    # minutes: dispatch (2,000 fits), the seed grid's quick subset
+    python -m benchmarks.run --quick    # minutes: dispatch (2,000 fits), small local searches, the
+                                        # seed grid's quick subset
     python -m benchmarks.run --full     # long: also 20,000 fits, the whole seed grid, scaling
     python -m benchmarks.run --tables   # only rebuild the tables from saved JSON
 
@@ -202,6 +203,18 @@ def user_seed_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def local_table(result: dict) -> str:
+    """``benchmarks.bench_local``: a small search on the default backend's local child process."""
+    lines = [f"**local_start** ({result['searches']} searches of {result['fits_per_search']} SVC "
+             f"fits per row, {result['machine']['cpus']} CPUs, one process)", "",
+             "| where the fits run | first search (s) | each next search, median (s) | ÷ in-process |",
+             "|---|---|---|---|"]
+    for label, row in result["rows"].items():
+        lines.append(f"| {label} | {_value(row['first_s'])} | {_value(row['median_next_s'])} | "
+                     f"{row['vs_in_process']:.3g}× |")
+    return "\n".join(lines)
+
+
 def tables() -> str:
     """Every saved benchmark as one table, in file-name order."""
     parts = []
@@ -219,6 +232,8 @@ def tables() -> str:
             parts.append(memory_table(result))
         elif result.get("benchmark") == "user_seed":
             parts.append(user_seed_table(result))
+        elif result.get("benchmark") == "local_start":
+            parts.append(local_table(result))
     return "\n\n".join(parts)
 
 
@@ -241,12 +256,13 @@ def main(argv=None) -> None:
     mode.add_argument("--full", action="store_true")
     mode.add_argument("--tables", action="store_true")
     args = ap.parse_args(argv)
-    from benchmarks import bench_dispatch, bench_scaling, bench_seed, bench_user_seed
+    from benchmarks import bench_dispatch, bench_local, bench_scaling, bench_seed, bench_user_seed
     from benchmarks.common import save
 
     if not args.tables:
         save_run = lambda out: save(out["benchmark"], out)  # noqa: E731
         save_run(bench_dispatch.run(2000))
+        bench_local.main([])
         if args.full:
             save_run(bench_dispatch.run(20000))
             save_run(bench_seed.run("full", save_as="seed_full"))

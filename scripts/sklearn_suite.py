@@ -122,7 +122,7 @@ def main(argv: list[str]) -> int:
     os.chdir(out)  # test ids are then "test_search.py::...", as in the exceptions file
     if backend == "ray":  # every search on Ray, however small
         os.environ["RAYGRID_LOCAL_BUDGET_S"] = "0"
-    else:  # the searches' own default: small ones in-process
+    else:  # the searches' own default: small ones in a local child process
         os.environ.pop("RAYGRID_LOCAL_BUDGET_S", None)
     return int(pytest.main(args))
 

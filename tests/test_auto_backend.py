@@ -174,3 +174,68 @@ def test_ray_remote_args_are_a_request_for_ray(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "REFUSED" in proc.stdout and "never start" in proc.stdout, proc.stdout
     assert "LOGGED False" in proc.stdout
+
+
+CHILDREN_DRIVER = """
+import importlib, os, signal, sys
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+import raygrid
+import helper
+
+class Probe(ClassifierMixin, BaseEstimator):
+    '''What the process running the fit sees, kept on the fitted estimator.'''
+    def __init__(self, a=0):
+        self.a = a
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        self.seen_ = (os.getpid(), os.environ.get("PROBE"), os.path.basename(os.getcwd()),
+                      helper.bias(), float(np.random.rand()))
+        return self
+    def predict(self, X):
+        return np.full(len(X), self.classes_[0])
+
+def search():
+    out = raygrid.cross_validate(Probe(), X, y, cv=2, return_estimator=True)
+    return [est.seen_ for est in out["estimator"]]
+
+X, y = np.arange(40.0).reshape(20, 2), np.arange(20) % 2
+first = search()
+# The user edits their module and reloads it, changes the environment and the directory.
+with open("helper.py", "w") as fh:
+    fh.write("def bias():\\n    return 1.0\\n")
+importlib.reload(helper)
+os.environ["PROBE"] = "second"
+os.mkdir("elsewhere"); os.chdir("elsewhere")
+second = search()
+zygote = raygrid.engine.executors.children._zygote
+if zygote is not None:  # the zygote dies: the next search starts another
+    os.kill(zygote.proc.pid, signal.SIGKILL); zygote.proc.wait()
+third = search()
+print("RESULT", repr((os.getpid(), first, second, third)))
+"""
+
+
+@pytest.mark.parametrize("start", ["zygote", "spawn"])
+def test_each_local_search_gets_a_fresh_child_with_the_drivers_state(tmp_path, start):
+    """A script run as __main__: every search's child (forked from the zygote, or a fresh
+    interpreter) runs the user's module as it is now on disk, in the driver's current environment
+    and directory, with its own random state; a dead zygote is replaced."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", auto.BUDGET_ENV)}
+    env["RAYGRID_LOCAL_START"] = start
+    (tmp_path / "helper.py").write_text("def bias():\n    return 0.0\n")
+    (tmp_path / "driver.py").write_text(CHILDREN_DRIVER)
+    proc = subprocess.run([sys.executable, "driver.py"], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
+    driver, *searches = eval(line[len("RESULT "):])
+    first, second, third = searches
+    pids = [{seen[0] for seen in fits} for fits in searches]
+    assert all(len(p) == 1 for p in pids) and len(set().union(*pids)) == 3  # one child each
+    assert driver not in set().union(*pids)
+    assert {seen[1:4] for seen in first} == {(None, tmp_path.name, 0.0)}
+    assert {seen[1:4] for seen in second} == {("second", "elsewhere", 1.0)}
+    assert {seen[1:4] for seen in third} == {("second", "elsewhere", 1.0)}
+    draws = [seen[4] for fits in searches for seen in fits]
+    assert len(set(draws)) == len(draws)  # no two children share a global random state

@@ -31,7 +31,7 @@ import sysconfig
 import types
 import weakref
 from enum import Enum
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -109,6 +109,13 @@ def _is_local(dist: importlib.metadata.Distribution) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
+def distributions_of() -> Mapping[str, list[str]]:
+    """Top-level module -> the distributions that provide it, read once per process (reading
+    every installed distribution's file list takes most of a second)."""
+    return importlib.metadata.packages_distributions()
+
+
+@functools.lru_cache(maxsize=None)
 def origin(module_name: str) -> tuple | None:
     """Where a module's code comes from: ``("stdlib",)``, ``("dist", name, version)`` for an
     installed distribution, or None for user code (``__main__``, a notebook, one's own modules,
@@ -122,7 +129,7 @@ def origin(module_name: str) -> tuple | None:
         from raygrid.version import __version__
 
         return ("dist", "raygrid", __version__)
-    for name in importlib.metadata.packages_distributions().get(top, ()):
+    for name in distributions_of().get(top, ()):
         try:
             dist = importlib.metadata.distribution(name)
         except importlib.metadata.PackageNotFoundError:

@@ -161,11 +161,17 @@ def split_fit_params(fit_params: Mapping[str, Any], n_samples: int, indices: np.
     return out
 
 
+def _running_ray() -> Any:
+    """Ray's module when this process is connected to Ray (a worker, or a driver that started
+    it), else None; never imports Ray (half a second in a process that does not use it)."""
+    ray = sys.modules.get("ray")
+    return ray if ray is not None and ray.is_initialized() else None
+
+
 def location() -> tuple[str, int]:
     try:
-        import ray
-
-        if ray.is_initialized():
+        ray = _running_ray()
+        if ray is not None:
             return ray.get_runtime_context().get_node_id(), os.getpid()
     except Exception:  # noqa: BLE001 - Ray absent or not running: the fit ran in this process
         pass
@@ -174,9 +180,8 @@ def location() -> tuple[str, int]:
 
 def _assigned_cpus() -> int | None:
     try:
-        import ray
-
-        if ray.is_initialized():
+        ray = _running_ray()
+        if ray is not None:
             cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
             return max(1, int(round(cpus))) if cpus else None
     except Exception:  # noqa: BLE001

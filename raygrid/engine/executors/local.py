@@ -8,112 +8,38 @@ stopped (the child killed) and is that fit's failure row. Ctrl-C lets the fit in
 (within the grace of :func:`~raygrid.engine.executors.ray.interrupt_grace`, and its time limit),
 then kills the child.
 
-The child is a fresh interpreter (``sys.executable``; not a fork, which would inherit OpenMP
-thread pools and locks that deadlock a child), started when the data is shared. The payload goes
-to it once, pickled by cloudpickle (classes and functions of ``__main__`` or a notebook travel by
-value, as to Ray's workers); then one trial at a time goes down a pipe and its result comes back.
-The child writes nothing else on that pipe: its stdout is sent to stderr. It ignores Ctrl-C (the
-driver decides) and dies with the driver (Linux: ``PR_SET_PDEATHSIG``).
+The child starts from the zygote (a fork of a process that has imported scikit-learn, in
+milliseconds) or as a fresh interpreter: see :mod:`~raygrid.engine.executors.children`. The
+payload goes to it once; then one trial at a time goes down and its result comes back.
 """
 from __future__ import annotations
 
-import os
 import pickle
 import select
 import signal
-import struct
-import subprocess
 import sys
 import time
 import weakref
 from typing import Any, Iterator, Sequence
 
+from raygrid.engine.executors.children import (Child, read_message, setup, start_child,
+                                               write_message, write_raw)
 from raygrid.engine.fitting import FitResult, Payload, system_failure, timeout_failure
 from raygrid.engine.plan import Trial
-
-_HEADER = struct.Struct("!Q")
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))))
-
 
 class ChildDied(RuntimeError):
     """The child process running a fit exited before answering."""
 
 
-def _write(fh, obj: Any, dumps) -> None:
-    data = dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    fh.write(_HEADER.pack(len(data)) + data)
-    fh.flush()
+def _stop_child(child: Child) -> None:
+    child.close()
 
 
-def _read_exactly(fd: int, n: int) -> bytes:
-    chunks, left = [], n
-    while left:
-        chunk = os.read(fd, min(left, 1 << 20))
-        if not chunk:
-            raise EOFError
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
-
-
-def _read(fd: int) -> Any:
-    (size,) = _HEADER.unpack(_read_exactly(fd, _HEADER.size))
-    return pickle.loads(_read_exactly(fd, size))
-
-
-def _die_with_parent() -> None:
-    """Linux: the kernel kills this process when its parent (the driver) dies."""
+def _send(child: Child, trial: Trial) -> None:
     try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - elsewhere the child ends when its stdin closes
+        write_message(child.writer, trial)
+    except OSError:  # the child has died: reading its answer says how
         pass
-
-
-def serve() -> None:
-    """The child's loop: read the payload, then (trial -> (result, CPU seconds)) until EOF."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
-    _die_with_parent()
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # what fits print goes to stderr, never into the results pipe
-    import cloudpickle
-
-    from raygrid.engine.fitting import fit_and_score, location
-
-    fd = sys.stdin.fileno()
-    try:
-        paths = _read(fd)
-        sys.path[:] = paths + [p for p in sys.path if p not in paths]
-        payload = _read(fd)
-        where = location()
-        _write(out, "ready", cloudpickle.dumps)  # the fits' clocks start from here
-        while True:
-            trial = _read(fd)
-            cpu = time.process_time()
-            result = fit_and_score(payload, trial, where)
-            _write(out, (result, time.process_time() - cpu), cloudpickle.dumps)
-    except EOFError:
-        return
-
-
-def _start_child() -> subprocess.Popen:
-    code = (f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); "
-            "from raygrid.engine.executors.local import serve; serve()")
-    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, close_fds=True)
-
-
-def _stop_child(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-    for pipe in (proc.stdin, proc.stdout):
-        try:
-            pipe.close()
-        except OSError:
-            pass
 
 
 def _exit_text(code: int | None) -> str:
@@ -123,6 +49,25 @@ def _exit_text(code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
+
+
+def _modules(estimator: Any) -> list[str]:
+    """The modules of the estimator's classes, nested estimators included (for the zygote)."""
+    found, todo = [], [estimator]
+    while todo:
+        obj = todo.pop()
+        module = type(obj).__module__
+        if module not in found:
+            found.append(module)
+        if hasattr(obj, "get_params") and not isinstance(obj, type):
+            try:
+                todo.extend(v for v in obj.get_params(deep=False).values()
+                            if hasattr(v, "get_params") and not isinstance(v, type))
+            except Exception:  # noqa: BLE001 - only a hint
+                pass
+        if len(found) > 50:
+            break
+    return found
 
 
 class LocalProcessExecutor:
@@ -138,7 +83,8 @@ class LocalProcessExecutor:
         self.max_retries = max_retries
         self.fit_timeout = fit_timeout
         self.cpu_times: list[float] = []
-        self._proc: subprocess.Popen | None = None
+        self._proc: Child | None = None
+        self._warm: list[str] = []
         self._ready = False
         self._payload_bytes: bytes | None = None
         self._finalizer = None
@@ -153,21 +99,22 @@ class LocalProcessExecutor:
         import cloudpickle
 
         self._payload_bytes = cloudpickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+        self._warm = _modules(payload.estimator)
         self._metrics = (payload.metrics, payload.return_train_score, payload.error_score)
         self._ensure_child()
         return payload
 
-    def _ensure_child(self) -> subprocess.Popen:
+    def _ensure_child(self) -> Child:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         if self._proc is not None:
             _stop_child(self._proc)
-        import cloudpickle
-
-        proc = _start_child()
-        _write(proc.stdin, [p for p in sys.path if isinstance(p, str)], cloudpickle.dumps)
-        proc.stdin.write(_HEADER.pack(len(self._payload_bytes)) + self._payload_bytes)
-        proc.stdin.flush()
+        proc = start_child(self._warm)
+        try:
+            write_message(proc.writer, setup())
+            write_raw(proc.writer, self._payload_bytes)
+        except OSError:  # it died at once: _wait_ready says how
+            pass
         self._proc = proc
         self._ready = False
         if self._finalizer is not None:
@@ -181,8 +128,6 @@ class LocalProcessExecutor:
             self._finalizer()
 
     def run(self, shared: Payload, trials: Sequence[Trial]) -> Iterator[FitResult]:
-        import cloudpickle
-
         for trial in trials:
             tries = 0
             while True:
@@ -194,7 +139,7 @@ class LocalProcessExecutor:
                     break
                 started = time.perf_counter()
                 try:
-                    _write(proc.stdin, trial, cloudpickle.dumps)
+                    _send(proc, trial)
                     self.running = 1
                     answer = self._answer(proc, started)
                 except ChildDied as died:
@@ -218,12 +163,12 @@ class LocalProcessExecutor:
                     yield self._timed(trial, answer, started)
                 break
 
-    def _wait_ready(self, proc: subprocess.Popen) -> None:
+    def _wait_ready(self, proc: Child) -> None:
         """Wait for a new child to have loaded the data (its start-up is no fit's time)."""
         if self._ready:
             return
         try:
-            if _read(proc.stdout.fileno()) != "ready":
+            if read_message(proc.fileno()) != "ready":
                 raise EOFError
         except (EOFError, pickle.UnpicklingError, OSError):
             code = proc.wait()
@@ -236,11 +181,11 @@ class LocalProcessExecutor:
         self.cpu_times.append(min(cpu, time.perf_counter() - started))
         return result
 
-    def _answer(self, proc: subprocess.Popen, started: float,
+    def _answer(self, proc: Child, started: float,
                 grace: float | None = None) -> tuple[FitResult, float] | None:
         """The child's answer; None when the fit's time limit (or ``grace``) passed first (the
         child is then killed). Raises :class:`ChildDied` when the child exits first."""
-        fd = proc.stdout.fileno()
+        fd = proc.fileno()
         limits = [t for t in (self.fit_timeout, grace) if t is not None]
         deadline = started + min(limits) if limits else None
         while True:
@@ -248,7 +193,7 @@ class LocalProcessExecutor:
             ready, _, _ = select.select([fd], [], [], wait)
             if ready:
                 try:
-                    return _read(fd)
+                    return read_message(fd)
                 except (EOFError, pickle.UnpicklingError, OSError):
                     code = proc.wait()
                     raise ChildDied(f"the process running this fit died ({_exit_text(code)}) "
@@ -258,7 +203,7 @@ class LocalProcessExecutor:
                 self._proc = None
                 return None
 
-    def _finish_in_flight(self, proc: subprocess.Popen, started: float,
+    def _finish_in_flight(self, proc: Child, started: float,
                           interrupt: KeyboardInterrupt):
         """On Ctrl-C: let the fit in flight finish within the grace (and its time limit); a
         second Ctrl-C, or the grace passing, kills the child. The finished answer, "timeout"
