@@ -128,3 +128,25 @@ def test_ctrl_c_on_hung_fits_stops_within_their_time_limit(where, request, tmp_p
     presser.join()
     assert [r.candidate for r in kept] == [0] and isinstance(kept[0].exception, FitTimeout)
     assert executor.running == 0
+
+
+def test_the_model_selection_functions_take_a_fit_timeout():
+    """cross_val_predict, learning_curve, validation_curve and permutation_test_score stop a
+    fit at fit_timeout too: error_score applies to the curves (learning_curve raises when
+    every fit failed, as scikit-learn's does), the others raise, as they raise any failed fit."""
+    from raygrid import (cross_val_predict, learning_curve, permutation_test_score,
+                         validation_curve)
+
+    X, y = fh.data(40)
+    hangs = fh.HangingClassifier(hang_on=0)
+    with hang_guard(180):
+        _, test = validation_curve(fh.HangingClassifier(hang_on=1), X, y, param_name="a",
+                                   param_range=[0, 1], cv=2, backend="serial", fit_timeout=1)
+        assert np.isfinite(test[0]).all() and np.isnan(test[1]).all()
+        with pytest.raises(ValueError, match="(?s)All the 2 fits failed.+fit_timeout=1 s"):
+            learning_curve(hangs, X, y, train_sizes=[1.0], cv=2, backend="serial", fit_timeout=1)
+        with pytest.raises(FitTimeout, match="fit_timeout=1 s"):
+            cross_val_predict(hangs, X, y, cv=2, backend="serial", fit_timeout=1)
+        with pytest.raises(FitTimeout, match="fit_timeout=1 s"):
+            permutation_test_score(hangs, X, y, cv=2, n_permutations=1, backend="serial",
+                                   fit_timeout=1)

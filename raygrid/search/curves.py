@@ -47,10 +47,11 @@ def check_one_metric(scoring, owner: str) -> None:
                          f"{scoring!r}; use cross_validate for several")
 
 
-def _options(backend, address, ray_remote_args, max_retries, n_jobs, engine, storage, cache):
+def _options(backend, address, ray_remote_args, max_retries, n_jobs, engine, storage, cache,
+             fit_timeout):
     return RunOptions(backend=backend, address=address, ray_remote_args=ray_remote_args,
                       max_retries=max_retries, n_jobs=n_jobs, engine=engine, storage=storage,
-                      cache=cache)
+                      cache=cache, fit_timeout=fit_timeout)
 
 
 def _table(run, candidates: int, side: str, error_score, start=None) -> np.ndarray:
@@ -93,6 +94,7 @@ def learning_curve(
     storage=None,
     cache=True,
     engine="auto",
+    fit_timeout=None,
 ):
     """Training and test scores for training sets of several sizes; scikit-learn's result,
     every (size, fold) fit on Ray.
@@ -133,7 +135,7 @@ def learning_curve(
             "learning_curve", est, scoring_.scorer, cv, groups, params, partial_fit=True,
             incremental=exploit_incremental_learning),
         options=_options(backend, address, ray_remote_args, max_retries, n_jobs, engine,
-                         storage, cache),
+                         storage, cache, fit_timeout),
         kind="learning_curve", return_train_score=True, random_state=random_state,
         split_sets=split_sets, task=task,
     )
@@ -181,6 +183,7 @@ def validation_curve(
     storage=None,
     cache=True,
     engine="auto",
+    fit_timeout=None,
 ):
     """Training and test scores for each value of one parameter; scikit-learn's result, every
     (value, fold) fit on Ray.
@@ -196,7 +199,7 @@ def validation_curve(
         route=lambda est, scoring_: route_function("validation_curve", est, scoring_.scorer, cv,
                                                    groups, params),
         options=_options(backend, address, ray_remote_args, max_retries, n_jobs, engine,
-                         storage, cache),
+                         storage, cache, fit_timeout),
         kind="validation_curve", return_train_score=True, random_state=random_state,
     )
     candidates = [{param_name: value} for value in param_range]

@@ -49,6 +49,7 @@ def permutation_test_score(
     storage=None,
     cache=True,
     engine="auto",
+    fit_timeout=None,
 ):
     """The significance of a cross-validated score with permutations; scikit-learn's result,
     every fit of every permutation on Ray.
@@ -82,7 +83,7 @@ def permutation_test_score(
 
     options = RunOptions(backend=backend, address=address, ray_remote_args=ray_remote_args,
                          max_retries=max_retries, n_jobs=n_jobs, engine=engine,
-                         storage=storage, cache=cache)
+                         storage=storage, cache=cache, fit_timeout=fit_timeout)
     run = prepare_run(
         estimator, X, y, cv=splitter, scoring=scoring, refit=False, error_score="raise",
         route=lambda est, scoring_: route_function("permutation_test_score", est,

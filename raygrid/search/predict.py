@@ -58,6 +58,7 @@ def cross_val_predict(
     storage=None,
     cache=True,
     engine="auto",
+    fit_timeout=None,
 ):
     """Cross-validated estimates for each input data point; scikit-learn's result, fits on Ray.
 
@@ -73,7 +74,7 @@ def cross_val_predict(
         y = encoded_target(y)
     options = RunOptions(backend=backend, address=address, ray_remote_args=ray_remote_args,
                          max_retries=max_retries, n_jobs=n_jobs, engine=engine,
-                         storage=storage, cache=cache)
+                         storage=storage, cache=cache, fit_timeout=fit_timeout)
     run = prepare_run(
         estimator, X, y, cv=cv, scoring=NO_SCORING, refit=False, error_score="raise",
         route=lambda est, _: route_function("cross_val_predict", est, None, cv, groups, params),
