@@ -96,6 +96,7 @@ class SearchRun:
     extra: dict[str, list] = dataclasses.field(default_factory=dict)  # more cv_results_ keys
     results: dict = dataclasses.field(default_factory=dict)  # by (candidate, index in table)
     shared: Any = None  # the executor's handle on the payload, once shared
+    code_check: Any = None  # a CodeCheck of the workers' code, one for every round of fits
     notes: dict = dataclasses.field(default_factory=dict)  # what a _run leaves for _finish_frames
 
     def by_fold(self) -> dict:
@@ -183,7 +184,7 @@ def prepare_run(
         X=X, y=y, fit_params=routed.fit, n_splits=n_splits, table=table,
         set_starts=np.cumsum([0] + [len(s) for s in sets[:-1]]).tolist(),
         scoring=resolved, payload=payload, executor=executor, store=store,
-        seed_state=seed_state(random_state),
+        seed_state=seed_state(random_state), code_check=CodeCheck(estimator),
     )
 
 
@@ -202,7 +203,7 @@ def run_trials(run: SearchRun, trials: Sequence, on_result=None) -> None:
         if run.shared is None:
             run.shared = share(run.executor, run.payload, run.progress)
         execute(run.executor, run.shared, run.payload, todo, run.results, run.progress,
-                store=run.store, on_result=on_result, check=CodeCheck(run.payload.estimator))
+                store=run.store, on_result=on_result, check=run.code_check)
 
 
 def run_plan(run: SearchRun, trials: Sequence, *, title: str, verbose: int = 0) -> None:

@@ -108,7 +108,10 @@ def serve(fd: int, out) -> None:
         if os.environ != given["env"]:
             os.environ.clear()
             os.environ.update(given["env"])
-        os.chdir(given["cwd"])
+        try:
+            os.chdir(given["cwd"])
+        except OSError:  # the driver's directory was removed: stay where this process is
+            pass
         payload = read_message(fd)
         where = location()
         write_message(out, "ready")  # the fits' clocks start from here
@@ -232,6 +235,7 @@ class _Zygote:
         theirs.close()
         self.sock = ours
         self.lock = threading.Lock()
+        self.answered = False
 
     def ask(self, request: tuple, fds: Sequence[int] = ()) -> int:
         data = pickle.dumps(request)
@@ -241,6 +245,7 @@ class _Zygote:
                 answer = _read_exactly(self.sock.fileno(), _NUMBER.size)
         except (EOFError, OSError) as error:
             raise ZygoteGone(f"the zygote process stopped ({error or 'no answer'})") from None
+        self.answered = True
         return _NUMBER.unpack(answer)[0]
 
     def close(self) -> None:
@@ -254,6 +259,7 @@ class _Zygote:
 
 _zygote: _Zygote | None = None
 _zygote_lock = threading.Lock()
+_zygote_failures = 0  # zygotes that died before ever answering; after two, fresh interpreters
 
 
 @atexit.register
@@ -350,6 +356,9 @@ class ForkedChild(Child):
         try:
             # fd 2, this process's stderr as a child process inherits it (not sys.stderr)
             self.pid = zygote.ask(("fork", list(warm)), [theirs.fileno(), 2])
+        except ZygoteGone:
+            ours.close()
+            raise
         finally:
             theirs.close()
         self.zygote = zygote
@@ -384,25 +393,30 @@ class ForkedChild(Child):
 
 
 def start_child(warm: Sequence[str] = ()) -> Child:
-    """A new child: forked from the zygote on Linux (started on first use, restarted once if it
-    died), else a fresh interpreter. ``warm``: modules of installed libraries the search will
+    """A new child: forked from the zygote on Linux (started on first use, replaced if it died),
+    else (or where no zygote can start) a fresh interpreter. ``warm``: modules of installed libraries the search will
     import (the zygote imports those of :data:`WARMABLE`, for this child and later ones)."""
-    global _zygote
-    if sys.platform.startswith("linux") and os.environ.get("RAYGRID_LOCAL_START") != "spawn":
-        for _ in range(2):
+    global _zygote, _zygote_failures
+    for _ in range(3):
+        if (not sys.platform.startswith("linux") or _zygote_failures >= 2
+                or os.environ.get("RAYGRID_LOCAL_START") == "spawn"):
+            break
+        with _zygote_lock:
+            if _zygote is None:
+                try:
+                    _zygote = _Zygote()
+                except OSError:
+                    _zygote_failures = 2
+                    break
+            zygote = _zygote
+        try:
+            return ForkedChild(zygote, warm)
+        except ZygoteGone:
             with _zygote_lock:
-                if _zygote is None:
-                    try:
-                        _zygote = _Zygote()
-                    except OSError:
-                        break
-                zygote = _zygote
-            try:
-                return ForkedChild(zygote, warm)
-            except ZygoteGone:
-                with _zygote_lock:
-                    if _zygote is zygote:
-                        _zygote = None
+                if _zygote is zygote:
+                    _zygote = None
+                    _zygote_failures += not zygote.answered  # it cannot start here
+            zygote.close()
     return SpawnedChild()
 
 
