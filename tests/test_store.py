@@ -813,3 +813,40 @@ def test_engine_and_seed_are_part_of_a_fits_identity(tmp_path):
     hits, todo = s.plan([Trial(0, 0, {"C": 1.0}, 12, "fused")])  # another lane seed
     assert hits == [] and len(todo) == 1
     s.close()
+
+
+def _stored_fit(candidate: int, stopped_epoch=None) -> FitResult:
+    return FitResult(candidate, 0, {"score": 0.5}, None, 0.1, 0.01, 10, node="n", pid=1,
+                     stopped_epoch=stopped_epoch)
+
+
+def test_the_epochs_an_early_stopped_fit_trained_are_kept(tmp_path):
+    """results_["stopped_epoch"] of a reused fit is the epochs it trained when it ran."""
+    with FitStore(tmp_path) as store:
+        store.put("stopped", _stored_fit(0, stopped_epoch=7))
+        store.put("plain", _stored_fit(1))
+        found = store.lookup(["stopped", "plain"])
+    assert found["stopped"].stopped_epoch == 7 and found["plain"].stopped_epoch is None
+    trial = Trial(candidate=0, fold=0, params={})
+    assert found["stopped"].to_result(trial).stopped_epoch == 7
+
+
+def test_a_store_of_the_previous_schema_is_read_then_upgraded(tmp_path):
+    """A version-1 store (no stopped_epoch column): read-only its fits read with none, opened
+    for writing it gains the column and version 2, its fits kept."""
+    with FitStore(tmp_path) as store:
+        store.put("old", _stored_fit(0))
+    with sqlite3.connect(tmp_path / FILENAME) as conn:
+        conn.execute("ALTER TABLE fits DROP COLUMN stopped_epoch")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    with FitStore(tmp_path, create=False) as store:
+        assert store.lookup(["old"])["old"].stopped_epoch is None
+    with sqlite3.connect(tmp_path / FILENAME) as conn:
+        assert "stopped_epoch" not in {r[1] for r in conn.execute("PRAGMA table_info(fits)")}
+    with FitStore(tmp_path) as store:
+        store.put("new", _stored_fit(1, stopped_epoch=3))
+        found = store.lookup(["old", "new"])
+    assert found["old"].stopped_epoch is None and found["new"].stopped_epoch == 3
+    with sqlite3.connect(tmp_path / FILENAME) as conn:
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    assert version == ("2",)

@@ -19,8 +19,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from raygrid.engine.fitting import FitResult
 from raygrid.engine.plan import Trial
-from raygrid.engine.store.schema import (BUSY_TIMEOUT_S, COLUMNS, FILENAME, StoreError, open_store,
-                                         writable)
+from raygrid.engine.store.schema import (BUSY_TIMEOUT_S, COLUMNS, FILENAME, StoreError, columns_of,
+                                         open_store, writable)
 from raygrid.engine.store.summary import SearchSummary, StoreSummary
 
 COMMIT_INTERVAL_S = 0.2  # a finished fit is committed at most this long after it arrives
@@ -45,6 +45,7 @@ class StoredFit:
     system_failure: bool
     node: str | None
     pid: int | None
+    stopped_epoch: int | None = None
 
     def to_result(self, trial: Trial, engine: str = "standard") -> FitResult:
         """This fit as the result of ``trial`` of the current search (marked ``cached``)."""
@@ -53,7 +54,7 @@ class StoredFit:
             None if self.train_scores is None else dict(self.train_scores),
             self.fit_time, self.score_time, self.n_test_samples, error=self.error,
             system_failure=self.system_failure, node=self.node or "unknown", pid=self.pid or 0,
-            seed=trial.seed, cached=True, engine=engine,
+            seed=trial.seed, cached=True, engine=engine, stopped_epoch=self.stopped_epoch,
         )
 
 
@@ -92,6 +93,9 @@ class FitStore:
         self._timer: threading.Timer | None = None
         self._conn: sqlite3.Connection | None = None
         self._conn = open_store(self.directory, create=not self.read_only, timeout=timeout)
+        # A version-1 store opened read-only has no stopped_epoch column: its fits read None.
+        self._stopped_epoch = ("stopped_epoch" if "stopped_epoch" in columns_of(self._conn, "fits")
+                               else "NULL")
 
     @property
     def is_open(self) -> bool:
@@ -109,11 +113,13 @@ class FitStore:
             with self._lock:
                 rows = self._execute(
                     "SELECT fingerprint, test_scores, train_scores, fit_time, score_time, "
-                    "n_test_samples, error, system_failure, node, pid FROM fits WHERE "
-                    f"fingerprint IN ({','.join('?' * len(chunk))})", chunk).fetchall()
-            for fp, test, train, fit_t, score_t, n_test, error, sysfail, node, pid in rows:
+                    f"n_test_samples, error, system_failure, node, pid, {self._stopped_epoch} "
+                    f"FROM fits WHERE fingerprint IN ({','.join('?' * len(chunk))})",
+                    chunk).fetchall()
+            for fp, test, train, fit_t, score_t, n_test, error, sysfail, node, pid, epoch in rows:
                 out[fp] = StoredFit(fp, json.loads(test), None if train is None else json.loads(train),
-                                    fit_t, score_t, n_test, error, bool(sysfail), node, pid)
+                                    fit_t, score_t, n_test, error, bool(sysfail), node, pid,
+                                    epoch)
         return out
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
@@ -161,7 +167,8 @@ class FitStore:
                _json(result.test_scores) or "{}",
                _json(result.train_scores), float(result.fit_time), float(result.score_time),
                int(result.n_test_samples), result.error, int(bool(result.system_failure)),
-               result.node, int(result.pid or 0), result.seed, time.time())
+               result.node, int(result.pid or 0), result.seed, time.time(),
+               None if result.stopped_epoch is None else int(result.stopped_epoch))
         with self._lock:
             self._buffer.append(row)
             if time.monotonic() - self._last_commit >= self.commit_interval:

@@ -9,7 +9,8 @@ searches can use one store at once; writers queue on SQLite's lock with a genero
   and linked in place, so an existing ``fits.sqlite`` (even an empty one) is never taken for new.
   ``status`` opens a store read-only.
 - ``fits``: one row per fingerprint: scores as JSON, times, error text, system failure flag, node,
-  pid, seed. No models.
+  pid, seed, the epochs a Keras fit with early stopping trained (schema version 2; a version-1
+  store gains the column when opened for writing). No models.
 - ``searches``: one row per search plan (kind, estimator, candidates, folds, fits planned).
 - ``planned``: (search, candidate, fold) -> fingerprint, so ``status`` can count missing fits.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 from raygrid.engine.store.identity import library_versions
 
 FILENAME = "fits.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION = "raygrid"
 APPLICATION_ID = 0x52594744  # "RYGD" in SQLite's header: marks the file as raygrid's
 BUSY_TIMEOUT_S = 60.0
@@ -53,7 +54,8 @@ CREATE TABLE IF NOT EXISTS fits (
     node TEXT,
     pid INTEGER,
     seed INTEGER,
-    finished_at REAL NOT NULL
+    finished_at REAL NOT NULL,
+    stopped_epoch INTEGER
 );
 CREATE TABLE IF NOT EXISTS searches (
     search_id TEXT PRIMARY KEY,
@@ -80,11 +82,16 @@ COLUMNS = {  # every table and column raygrid reads or writes, in the order of t
     "meta": ("key", "value"),
     "fits": ("fingerprint", "search_id", "candidate", "fold", "params", "test_scores",
              "train_scores", "fit_time", "score_time", "n_test_samples", "error",
-             "system_failure", "node", "pid", "seed", "finished_at"),
+             "system_failure", "node", "pid", "seed", "finished_at", "stopped_epoch"),
     "searches": ("search_id", "kind", "estimator", "n_candidates", "n_splits", "n_planned",
                  "runs", "created_at", "updated_at", "finished_at"),
     "planned": ("search_id", "candidate", "fold", "fingerprint"),
 }
+
+
+#: Columns added by a schema version, with it: a store of an older version may lack them (it
+#: gains them when opened for writing, see :func:`_upgrade`).
+ADDED = {("fits", "stopped_epoch"): (2, "INTEGER")}
 
 
 def open_store(directory: Path, *, create: bool, timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
@@ -121,6 +128,7 @@ def open_store(directory: Path, *, create: bool, timeout: float = BUSY_TIMEOUT_S
         if not read_only:
             _use_wal(conn, timeout)
             conn.execute("PRAGMA synchronous = NORMAL")  # durable across a crash of this process
+            _upgrade(conn)
     except sqlite3.DatabaseError as exc:
         if conn is not None:
             conn.close()
@@ -274,6 +282,30 @@ def _use_wal(conn: sqlite3.Connection, timeout: float) -> None:
         delay = min(delay * 2, 0.2)
 
 
+def columns_of(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a validated store of an older schema version to this one: add the columns it lacks
+    (each new column is empty for the fits already stored), then record the version; in one
+    transaction, so that two openers at once upgrade it once."""
+    version = int(dict(conn.execute("SELECT key, value FROM meta"))["schema_version"])
+    if version >= SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for (table, column), (_, kind) in ADDED.items():
+            if column not in columns_of(conn, table):
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                      (str(SCHEMA_VERSION),))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
 def _validate(conn: sqlite3.Connection, path: Path) -> None:
     """Refuse, before writing anything, a file that is not exactly a raygrid store.
 
@@ -300,8 +332,9 @@ def _validate(conn: sqlite3.Connection, path: Path) -> None:
     if missing:
         raise _unusable(path, f"tables {sorted(missing)} are missing")
     for table, columns in COLUMNS.items():
-        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        lacking = [c for c in columns if c not in have]
+        have = columns_of(conn, table)
+        lacking = [c for c in columns if c not in have
+                   and ADDED.get((table, c), (0,))[0] <= version]
         if lacking:
             raise _unusable(path, f"table {table} lacks the columns {lacking}")
     extra = conn.execute("SELECT type, name FROM sqlite_master "
