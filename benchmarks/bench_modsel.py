@@ -95,8 +95,7 @@ def run(permutations: int = 100) -> list[dict]:
                      "other in one run, TensorFlow on the driver; raygrid with its defaults: fused "
                      f"in Ray workers on JAX, Ray's start ({ray_start} s) not in its wall time. best "
                      f"score: {what}." + CACHE_NOTES[name]
-                     + f" The machine was shared with other work (load average {load:.1f} on "
-                     "2 cores at the start)."),
+                     + f" Load average {load:.1f} on the 2 cores at the start."),
         }
         save(name, result)
         results.append(result)
