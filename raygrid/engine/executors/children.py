@@ -180,7 +180,8 @@ def _warm(names: Sequence[str]) -> None:
 
 def zygote_main(fd: int) -> None:
     """The zygote's loop: ("fork", warm) with a connection and an error stream -> the child's
-    pid; ("wait", pid) -> its exit code (negative: the signal that killed it)."""
+    pid (negative: the errno of a failed fork); ("wait", pid) -> its exit code (negative: the
+    signal that killed it)."""
     import warnings
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -200,7 +201,10 @@ def zygote_main(fd: int) -> None:
             os._exit(0)
         if op == "fork":
             _warm(arg)
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except OSError as error:  # e.g. no memory for another process: the driver is told
+                pid = -abs(error.errno or 1)
             if pid == 0:
                 code = 0
                 try:
@@ -356,6 +360,8 @@ class ForkedChild(Child):
         try:
             # fd 2, this process's stderr as a child process inherits it (not sys.stderr)
             self.pid = zygote.ask(("fork", list(warm)), [theirs.fileno(), 2])
+            if self.pid < 0:
+                raise ZygoteGone(f"the zygote could not fork ({os.strerror(-self.pid)})")
         except ZygoteGone:
             ours.close()
             raise
