@@ -421,7 +421,7 @@ def digest(*parts: Any, describer: Describer | None = None) -> str:
 _worker_cache: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
 
 
-def _code_roots(estimator: Any) -> list[Any]:
+def code_roots(estimator: Any) -> list[Any]:
     """The classes and functions an estimator runs: its class, and the functions, classes and
     estimators among its attributes (its parameters, nested estimators' too: a Pipeline's steps),
     read from ``vars`` (``get_params`` inspects signatures: too slow for every fit)."""
@@ -472,7 +472,7 @@ def code_identity(estimator: Any, cache: bool = False,
     describer = None
     out: dict[str, str] = {}
     try:
-        for root in _code_roots(estimator):
+        for root in code_roots(estimator):
             if not is_user_code(root) or (comparable_only and not _loaded_plainly(root)):
                 continue
             value = _worker_cache.get(root) if cache else None
@@ -487,5 +487,5 @@ def code_identity(estimator: Any, cache: bool = False,
     return out or None
 
 
-__all__ = ["Describer", "Unhashable", "array_digest", "code_identity", "describe", "digest",
-           "is_user_code", "origin", "qualname"]
+__all__ = ["Describer", "Unhashable", "array_digest", "code_identity", "code_roots", "describe",
+           "digest", "is_user_code", "origin", "qualname"]

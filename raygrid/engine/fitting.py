@@ -161,7 +161,7 @@ def split_fit_params(fit_params: Mapping[str, Any], n_samples: int, indices: np.
     return out
 
 
-def _running_ray() -> Any:
+def running_ray() -> Any:
     """Ray's module when this process is connected to Ray (a worker, or a driver that started
     it), else None; never imports Ray (half a second in a process that does not use it)."""
     ray = sys.modules.get("ray")
@@ -170,7 +170,7 @@ def _running_ray() -> Any:
 
 def location() -> tuple[str, int]:
     try:
-        ray = _running_ray()
+        ray = running_ray()
         if ray is not None:
             return ray.get_runtime_context().get_node_id(), os.getpid()
     except Exception:  # noqa: BLE001 - Ray absent or not running: the fit ran in this process
@@ -180,7 +180,7 @@ def location() -> tuple[str, int]:
 
 def _assigned_cpus() -> int | None:
     try:
-        ray = _running_ray()
+        ray = running_ray()
         if ray is not None:
             cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
             return max(1, int(round(cpus))) if cpus else None

@@ -10,7 +10,7 @@ import threading
 from typing import Any, Callable, Iterator, Sequence
 
 from raygrid.engine.executors.base import Executor, Terminated
-from raygrid.engine.fitting import FitResult, Payload
+from raygrid.engine.fitting import FitResult, Payload, running_ray
 from raygrid.engine.plan import Trial
 from raygrid.outputs.progress import SearchProgress
 
@@ -61,8 +61,7 @@ def _waiting_for(executor: Any) -> str | None:
     inner = _innermost(executor)
     if not hasattr(inner, "address"):
         return None
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
+    if running_ray() is not None:
         return None
     address = inner.address or os.environ.get("RAY_ADDRESS")
     return f"connecting to Ray at {address}..." if address else "starting Ray..."

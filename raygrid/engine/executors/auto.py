@@ -30,10 +30,9 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 from typing import Any, Iterator, Sequence
 
-from raygrid.engine.fitting import FitResult, Payload
+from raygrid.engine.fitting import FitResult, Payload, running_ray
 from raygrid.engine.plan import Trial
 
 #: Seconds a local search may take before Ray is worth starting (Ray's own start-up here).
@@ -51,8 +50,7 @@ def local_budget() -> float:
 
 
 def ray_is_running() -> bool:
-    ray = sys.modules.get("ray")
-    return ray is not None and ray.is_initialized()
+    return running_ray() is not None
 
 
 def choose_backend(backend: str, *, address: str | None = None, keras: bool = False,

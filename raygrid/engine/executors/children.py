@@ -49,9 +49,7 @@ WARMABLE = ("sklearn", "numpy", "scipy", "pandas")
 def write_message(fh, obj: Any) -> None:
     import cloudpickle
 
-    data = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    fh.write(_HEADER.pack(len(data)) + data)
-    fh.flush()
+    write_raw(fh, cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def write_raw(fh, data: bytes) -> None:
@@ -400,7 +398,7 @@ class ForkedChild(Child):
 
 def start_child(warm: Sequence[str] = ()) -> Child:
     """A new child: forked from the zygote on Linux (started on first use, replaced if it died),
-    else (or where no zygote can start) a fresh interpreter. ``warm``: modules of installed libraries the search will
+    else (or where no zygote can start) a fresh interpreter. ``warm``: modules the search will
     import (the zygote imports those of :data:`WARMABLE`, for this child and later ones)."""
     global _zygote, _zygote_failures
     for _ in range(3):

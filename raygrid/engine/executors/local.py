@@ -20,8 +20,9 @@ import signal
 import sys
 import time
 import weakref
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
+from raygrid.engine.describe import code_roots
 from raygrid.engine.executors.children import (Child, read_message, setup, start_child,
                                                write_message, write_raw)
 from raygrid.engine.fitting import FitResult, Payload, system_failure, timeout_failure
@@ -29,10 +30,6 @@ from raygrid.engine.plan import Trial
 
 class ChildDied(RuntimeError):
     """The child process running a fit exited before answering."""
-
-
-def _stop_child(child: Child) -> None:
-    child.close()
 
 
 def _send(child: Child, trial: Trial) -> None:
@@ -49,25 +46,6 @@ def _exit_text(code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
-
-
-def _modules(estimator: Any) -> list[str]:
-    """The modules of the estimator's classes, nested estimators included (for the zygote)."""
-    found, todo = [], [estimator]
-    while todo:
-        obj = todo.pop()
-        module = type(obj).__module__
-        if module not in found:
-            found.append(module)
-        if hasattr(obj, "get_params") and not isinstance(obj, type):
-            try:
-                todo.extend(v for v in obj.get_params(deep=False).values()
-                            if hasattr(v, "get_params") and not isinstance(v, type))
-            except Exception:  # noqa: BLE001 - only a hint
-                pass
-        if len(found) > 50:
-            break
-    return found
 
 
 class LocalProcessExecutor:
@@ -99,7 +77,9 @@ class LocalProcessExecutor:
         import cloudpickle
 
         self._payload_bytes = cloudpickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-        self._warm = _modules(payload.estimator)
+        # The modules of the classes it runs: the zygote imports those of installed libraries.
+        self._warm = list(dict.fromkeys(getattr(root, "__module__", None) or ""
+                                        for root in code_roots(payload.estimator)))
         self._metrics = (payload.metrics, payload.return_train_score, payload.error_score)
         self._ensure_child()
         return payload
@@ -108,7 +88,7 @@ class LocalProcessExecutor:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         if self._proc is not None:
-            _stop_child(self._proc)
+            self._proc.close()
         proc = start_child(self._warm)
         try:
             write_message(proc.writer, setup())
@@ -119,7 +99,7 @@ class LocalProcessExecutor:
         self._ready = False
         if self._finalizer is not None:
             self._finalizer.detach()
-        self._finalizer = weakref.finalize(self, _stop_child, proc)
+        self._finalizer = weakref.finalize(self, proc.close)
         return proc
 
     def close(self) -> None:
@@ -199,7 +179,7 @@ class LocalProcessExecutor:
                     raise ChildDied(f"the process running this fit died ({_exit_text(code)}) "
                                     "before it finished") from None
             if deadline is not None and time.perf_counter() >= deadline:
-                _stop_child(proc)
+                proc.close()
                 self._proc = None
                 return None
 
